@@ -1,0 +1,282 @@
+r"""DS-ATGO: LIF with a forward adaptive threshold (the torch reference).
+
+Notation (``../shared/METHODS.md`` §1): ``x_t`` input current, ``h_t``
+charged membrane, ``s_t`` spikes, ``u_t`` membrane after reset, ``k = 1/tau``.
+
+.. math::
+    h_t &= u_{t-1} + k\,(x_t - (u_{t-1} - V_{reset}))   &&\text{decay\_input=True} \\
+    h_t &= u_{t-1} - k\,(u_{t-1} - V_{reset}) + x_t     &&\text{decay\_input=False} \\
+    \mu_t, \sigma_t &= \mathrm{mean}(h_t), \mathrm{std}(h_t)  &&\text{detached, unbiased} \\
+    V_{th}(t) &= f_c\,(\mu_t + \sigma_t)                  &&\text{training} \\
+    s_t &= \Theta(h_t - V_{th}(t)) \\
+    u_t &= h_t (1 - s_t) + V_{reset}\, s_t  \;\text{(hard)}, \quad
+           h_t - V_{th}(t)\, s_t \;\text{(soft, } V_{reset}=\text{None)}
+
+The statistics are taken over the whole layer tensor of a step
+(``stats='layer'``, the paper) or per channel (``stats='channel'``: over every
+dim of ``[N, C, *]`` but ``C``). No gradient flows through
+:math:`\mu_t, \sigma_t, V_{th}`. A dynamic surrogate
+(:class:`sj_ext.surrogate.DynamicSurrogateBase`) receives :math:`\sigma_t`.
+
+:func:`adaptive_lif_step` is the single statement of the forward equations;
+:func:`adaptive_lif_multi_step` runs it over ``[T, N, *]`` without an autograd
+graph per step and back-propagates through time by the adjoint recurrence
+(tested against autograd of the step).
+"""
+
+from dataclasses import dataclass
+
+import torch
+from spikingjelly.activation_based.surrogate import SurrogateFunctionBase
+from torch.autograd.function import once_differentiable
+
+from ..surrogate import DynamicSurrogateBase
+
+__all__ = [
+    "lif_charge",
+    "membrane_stats",
+    "neuron_reset",
+    "surrogate_spike",
+    "surrogate_derivative",
+    "adaptive_lif_step",
+    "adaptive_lif_multi_step",
+]
+
+STATS = ("layer", "channel")
+
+
+def lif_charge(x, v, k, decay_input: bool, v_reset: float | None):
+    """SpikingJelly's LIF charge with ``k = 1/tau`` (a float, or a tensor for PLIF)."""
+    v_rest = 0.0 if v_reset is None else v_reset
+    if decay_input:
+        return v + (x - (v - v_rest)) * k
+    return v - (v - v_rest) * k + x
+
+
+def membrane_stats(h: torch.Tensor, stats: str) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Detached :math:`(\mu_t, \sigma_t)` of one step's membrane ``h`` (``[N, *]``).
+
+    ``'layer'``: 0-d tensors over every element. ``'channel'``: ``[1, C, 1, ...]``
+    tensors (broadcastable to ``h``) over every dim but dim 1.
+    """
+    if stats == "layer":
+        dims, count = None, h.numel()
+    elif stats == "channel":
+        if h.dim() < 2:
+            raise ValueError(
+                f"stats='channel' needs [N, C, *] inputs per step, got {tuple(h.shape)}"
+            )
+        dims = [d for d in range(h.dim()) if d != 1]
+        count = h.numel() // h.shape[1]
+    else:
+        raise ValueError(f"stats must be one of {STATS}, got {stats!r}")
+    if count < 2:
+        raise ValueError(
+            f"stats={stats!r} over a membrane of shape {tuple(h.shape)} has {count} element per "
+            "statistic; the standard deviation needs at least 2"
+        )
+    h = h.detach()
+    if dims is None:
+        sigma, mu = torch.std_mean(h)
+    else:
+        sigma, mu = torch.std_mean(h, dim=dims, keepdim=True)
+    return mu, sigma
+
+
+def neuron_reset(h, spike, v_threshold, v_reset: float | None, detach_reset: bool):
+    """Hard reset to ``v_reset``, or soft reset (subtract ``v_threshold``) when it is None."""
+    if detach_reset:
+        spike = spike.detach()
+    if v_reset is None:
+        return h - spike * v_threshold
+    return spike * v_reset + (1.0 - spike) * h
+
+
+def surrogate_spike(surrogate_function, z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    r""":math:`\Theta(z)` by ``surrogate_function``; a dynamic one also gets :math:`\sigma_t`."""
+    if isinstance(surrogate_function, DynamicSurrogateBase):
+        return surrogate_function(z, sigma)
+    return surrogate_function(z)
+
+
+def surrogate_derivative(surrogate_function, z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Elementwise surrogate gradient ``d spike / d z`` at ``z``.
+
+    Dynamic surrogates give it in closed form; any other elementwise surrogate
+    (SpikingJelly's built-ins included) is differentiated through its own
+    autograd function, so its definition stays the single source of truth.
+    """
+    if isinstance(surrogate_function, DynamicSurrogateBase):
+        return surrogate_function.derivative(z, surrogate_function.width(sigma))
+    with torch.enable_grad():
+        zr = z.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(surrogate_function(zr), zr, torch.ones_like(zr))
+    return grad
+
+
+def adaptive_lif_step(
+    x: torch.Tensor,
+    v: torch.Tensor,
+    k,
+    threshold,
+    *,
+    decay_input: bool,
+    v_reset: float | None,
+    f_c: float,
+    stats: str,
+    surrogate_function,
+    detach_reset: bool,
+):
+    r"""One step of the adaptive-threshold LIF.
+
+    :param x: input current ``[N, *]``
+    :param v: membrane after the previous reset ``[N, *]``
+    :param k: ``1/tau`` (float, or a 0-d tensor for a learnable tau)
+    :param threshold: ``None`` for the adaptive :math:`f_c(\mu_t + \sigma_t)`,
+        otherwise the threshold to use (a float, or a tensor broadcastable to
+        ``x``: the running threshold of this step in evaluation mode)
+    :return: ``(spike, v_next, h, v_th, sigma)``; ``v_th`` and ``sigma`` are
+        detached tensors broadcastable to ``x``
+    """
+    h = lif_charge(x, v, k, decay_input, v_reset)
+    mu, sigma = membrane_stats(h, stats)
+    if threshold is None:
+        v_th = f_c * (mu + sigma)
+    else:
+        v_th = torch.as_tensor(threshold, dtype=h.dtype, device=h.device)
+    spike = surrogate_spike(surrogate_function, h - v_th, sigma)
+    return spike, neuron_reset(h, spike, v_th, v_reset, detach_reset), h, v_th, sigma
+
+
+@dataclass(frozen=True)
+class _Options:
+    decay_input: bool
+    v_reset: float | None
+    f_c: float
+    stats: str
+    surrogate_function: object
+    detach_reset: bool
+
+    def step(self, x, v, k, threshold):
+        return adaptive_lif_step(
+            x,
+            v,
+            k,
+            threshold,
+            decay_input=self.decay_input,
+            v_reset=self.v_reset,
+            f_c=self.f_c,
+            stats=self.stats,
+            surrogate_function=self.surrogate_function,
+            detach_reset=self.detach_reset,
+        )
+
+
+def _step_threshold(thresholds, t):
+    return thresholds[t] if isinstance(thresholds, torch.Tensor) else thresholds
+
+
+class _AdaptiveLIFMultiStep(torch.autograd.Function):
+    """Whole time loop in one autograd node: no graph per step, adjoint backward."""
+
+    @staticmethod
+    def forward(ctx, x_seq, v, k, thresholds, opt: _Options):
+        spikes, charged, v_ths, sigmas = [], [], [], []
+        v_init = v
+        for t in range(x_seq.shape[0]):
+            spike, v, h, v_th, sigma = opt.step(x_seq[t], v, k, _step_threshold(thresholds, t))
+            spikes.append(spike)
+            charged.append(h)
+            v_ths.append(v_th.expand_as(sigma))
+            sigmas.append(sigma)
+        v_th_seq, sigma_seq = torch.stack(v_ths), torch.stack(sigmas)
+        ctx.opt = opt
+        ctx.k = k
+        learn_k = isinstance(k, torch.Tensor) and ctx.needs_input_grad[2]
+        ctx.save_for_backward(
+            torch.stack(charged),
+            v_th_seq,
+            sigma_seq,
+            x_seq if learn_k else None,
+            v_init if learn_k else None,
+        )
+        ctx.mark_non_differentiable(v_th_seq, sigma_seq)
+        return torch.stack(spikes), v, v_th_seq, sigma_seq
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_spikes, grad_v, _grad_v_th, _grad_sigma):
+        h_seq, v_th_seq, sigma_seq, x_seq, v_init = ctx.saved_tensors
+        opt, k = ctx.opt, ctx.k
+        learn_k = x_seq is not None
+        k_val = k.detach() if isinstance(k, torch.Tensor) else k
+        v_rest = 0.0 if opt.v_reset is None else opt.v_reset
+        grad_x = torch.empty_like(h_seq)
+        grad_u = torch.zeros_like(h_seq[0]) if grad_v is None else grad_v
+        grad_k = torch.zeros((), dtype=h_seq.dtype, device=h_seq.device) if learn_k else None
+        for t in range(h_seq.shape[0] - 1, -1, -1):
+            h, v_th = h_seq[t], v_th_seq[t]
+            z = h - v_th
+            sg = surrogate_derivative(opt.surrogate_function, z, sigma_seq[t])
+            # d u_t / d h_t through the reset
+            if opt.v_reset is None:
+                du_dh = 1.0 if opt.detach_reset else 1.0 - v_th * sg
+            else:
+                du_dh = 1.0 - (z >= 0).to(h.dtype)
+                if not opt.detach_reset:
+                    du_dh = du_dh + (opt.v_reset - h) * sg
+            grad_h = grad_u * du_dh
+            if grad_spikes is not None:
+                grad_h = grad_h + grad_spikes[t] * sg
+            grad_x[t] = grad_h * k_val if opt.decay_input else grad_h
+            if learn_k:
+                if t > 0:
+                    h_prev = h_seq[t - 1]
+                    s_prev = (h_prev >= v_th_seq[t - 1]).to(h.dtype)
+                    u_prev = neuron_reset(h_prev, s_prev, v_th_seq[t - 1], opt.v_reset, False)
+                else:
+                    u_prev = v_init
+                dh_dk = x_seq[t] - (u_prev - v_rest) if opt.decay_input else v_rest - u_prev
+                grad_k = grad_k + (grad_h * dh_dk).sum()
+            grad_u = grad_h * (1.0 - k_val)
+        return grad_x, grad_u, grad_k, None, None
+
+
+def adaptive_lif_multi_step(
+    x_seq: torch.Tensor,
+    v: torch.Tensor,
+    k,
+    thresholds=None,
+    *,
+    decay_input: bool,
+    v_reset: float | None,
+    f_c: float,
+    stats: str,
+    surrogate_function,
+    detach_reset: bool,
+):
+    r"""The adaptive-threshold LIF over a sequence.
+
+    :param x_seq: input currents ``[T, N, *]``
+    :param v: initial membrane ``[N, *]``
+    :param k: ``1/tau`` (float, or a 0-d tensor for a learnable tau)
+    :param thresholds: ``None`` (adaptive), a float (fixed), or a tensor
+        ``[T]`` / ``[T, 1, C, 1, ...]`` of per-step thresholds (evaluation mode)
+    :return: ``(spike_seq [T, N, *], v_T [N, *], v_th_seq, sigma_seq)``; the
+        last two are ``[T]`` (layer statistics) or ``[T, 1, C, 1, ...]``
+        (channel statistics), detached
+
+    With a SpikingJelly surrogate in spiking mode the loop runs as one autograd
+    node (forward without graph, adjoint backward); otherwise (``spiking=False``
+    or a plain callable) it is differentiated step by step by autograd.
+    """
+    opt = _Options(decay_input, v_reset, f_c, stats, surrogate_function, detach_reset)
+    if isinstance(surrogate_function, SurrogateFunctionBase) and surrogate_function.spiking:
+        return _AdaptiveLIFMultiStep.apply(x_seq, v, k, thresholds, opt)
+    spikes, v_ths, sigmas = [], [], []
+    for t in range(x_seq.shape[0]):
+        spike, v, _, v_th, sigma = opt.step(x_seq[t], v, k, _step_threshold(thresholds, t))
+        spikes.append(spike)
+        v_ths.append(v_th.expand_as(sigma))
+        sigmas.append(sigma)
+    return torch.stack(spikes), v, torch.stack(v_ths), torch.stack(sigmas)

@@ -1,0 +1,314 @@
+import copy
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from spikingjelly.activation_based import functional, layer, neuron, surrogate
+from spikingjelly.activation_based.model import parametric_lif_net
+
+from sj_ext.neuron import AdaptiveThresholdLIF
+from sj_ext.surrogate import DynamicATan, DynamicRect
+
+DT = torch.float64
+
+
+# ----------------------------------------------------------------------------------------------
+# An independent re-statement of DS-ATGO (METHODS.md §1), written from the paper's equations.
+def paper_forward(x_seq, running, *, k, decay_input, v_reset, f_c, a0, v0, training, momentum):
+    """Plain loop; the rectangular surrogate as a straight-through clamp. Returns spikes,
+    the updated running thresholds (a new list) and the per-step thresholds."""
+    u = torch.zeros_like(x_seq[0]) if v_reset is None else torch.full_like(x_seq[0], v_reset)
+    rest = 0.0 if v_reset is None else v_reset
+    running = list(running)
+    spikes, thresholds = [], []
+    for t, x in enumerate(x_seq):
+        if decay_input:
+            h = u + k * (x - (u - rest))
+        else:
+            h = (1 - k) * u + k * rest + x
+        hd = h.detach()
+        n = hd.numel()
+        mu = hd.sum() / n
+        sigma = torch.sqrt(((hd - mu) ** 2).sum() / (n - 1))
+        if training:
+            v_th = f_c * (mu + sigma)
+            running[t] = (1 - momentum) * running[t] + momentum * v_th.item()
+        else:
+            v_th = torch.tensor(running[t], dtype=h.dtype)
+        a = a0 * (1 + math.tanh(sigma.item() - v0))
+        z = h - v_th
+        g = torch.clamp(z / a + 0.5, 0.0, 1.0)  # derivative: 1/a inside |z| < a/2
+        s = (z >= 0).to(h.dtype) + (g - g.detach())
+        u = h - v_th * s if v_reset is None else h * (1 - s) + v_reset * s
+        spikes.append(s)
+        thresholds.append(v_th.item())
+    return torch.stack(spikes), running, thresholds
+
+
+UPSTREAM = dict(tau=1.25, decay_input=False, v_reset=0.0)  # h = 0.2 u + x, hard reset to 0
+SOFT = dict(tau=2.0, decay_input=True, v_reset=None)
+
+
+@pytest.mark.parametrize("cfg", [UPSTREAM, SOFT], ids=["upstream", "soft-decay-input"])
+@pytest.mark.parametrize("step_mode", ["s", "m"])
+def test_parity_with_paper_equations(cfg, step_mode):
+    torch.manual_seed(0)
+    T, momentum = 3, 0.1
+    node = AdaptiveThresholdLIF(**cfg, momentum=momentum, step_mode=step_mode).to(DT)
+    running = [1.0] * T
+    k = 1.0 / cfg["tau"]
+    kw = dict(k=k, decay_input=cfg["decay_input"], v_reset=cfg["v_reset"], f_c=1.0, a0=1.0, v0=1.0)
+
+    def run(x):
+        functional.reset_net(node)
+        return node(x) if step_mode == "m" else torch.stack([node(xt) for xt in x])
+
+    for _ in range(4):  # several training steps: the running thresholds accumulate
+        x = (1.5 * torch.randn(T, 6, 5, dtype=DT)).requires_grad_(True)
+        s = run(x)
+        x_ref = x.detach().clone().requires_grad_(True)
+        s_ref, running, thresholds = paper_forward(
+            x_ref, running, training=True, momentum=momentum, **kw
+        )
+        assert torch.equal(s, s_ref)
+        torch.testing.assert_close(node.threshold_seq, torch.tensor(thresholds, dtype=DT))
+        torch.testing.assert_close(node.running_threshold, torch.tensor(running, dtype=DT))
+        w = torch.randn_like(s)  # a loss that weights every spike differently
+        (g,) = torch.autograd.grad((s * w).sum(), x)
+        (g_ref,) = torch.autograd.grad((s_ref * w).sum(), x_ref)
+        assert g.abs().sum() > 0
+        torch.testing.assert_close(g, g_ref)
+
+    node.eval()
+    x = 1.5 * torch.randn(T, 6, 5, dtype=DT)
+    s_ref, running_after, thresholds = paper_forward(
+        x, running, training=False, momentum=momentum, **kw
+    )
+    assert running_after == running
+    assert torch.equal(run(x), s_ref)
+    torch.testing.assert_close(node.threshold_seq, torch.tensor(thresholds, dtype=DT))
+
+
+def test_channel_statistics_are_per_channel():
+    torch.manual_seed(1)
+    node = AdaptiveThresholdLIF(stats="channel", step_mode="m", f_c=0.9)
+    x = torch.randn(2, 4, 3, 5, 5) * torch.tensor([0.5, 1.0, 2.0])[:, None, None]
+    node(x)
+    h0 = x[0] / 2.0  # first step from rest: h = x / tau
+    h0 = h0.transpose(0, 1).reshape(3, -1)
+    expected = 0.9 * (h0.mean(1) + h0.std(1))
+    assert node.threshold_seq.shape == (2, 3)
+    torch.testing.assert_close(node.threshold_seq[0], expected)
+    torch.testing.assert_close(node.sigma_seq[0], h0.std(1))
+    torch.testing.assert_close(node.running_threshold[0], 0.9 * 1.0 + 0.1 * expected)
+    torch.testing.assert_close(node.width_seq, DynamicRect().width(node.sigma_seq))
+
+
+# ----------------------------------------------------------------------------------------------
+# With adaptation off the node is SpikingJelly's LIF / PLIF.
+@pytest.mark.parametrize("v_reset", [0.0, None])
+@pytest.mark.parametrize("detach_reset", [False, True])
+@pytest.mark.parametrize("decay_input", [True, False])
+@pytest.mark.parametrize("learnable", [False, True])
+@pytest.mark.parametrize("step_mode", ["s", "m"])
+def test_equals_spikingjelly_lif_when_not_adaptive(
+    v_reset, detach_reset, decay_input, learnable, step_mode
+):
+    torch.manual_seed(2)
+    kw = dict(
+        decay_input=decay_input,
+        v_threshold=0.8,
+        v_reset=v_reset,
+        surrogate_function=surrogate.Sigmoid(alpha=3.0),
+        detach_reset=detach_reset,
+        step_mode=step_mode,
+    )
+    ours = AdaptiveThresholdLIF(tau=3.0, learnable_tau=learnable, adaptive=False, **kw)
+    ref = neuron.ParametricLIFNode(init_tau=3.0, **kw) if learnable else neuron.LIFNode(3.0, **kw)
+    x = torch.randn(6, 4, 7)
+    outs, grads = [], []
+    for node in (ours, ref):
+        xi = x.clone().requires_grad_(True)
+        s = node(xi) if step_mode == "m" else torch.stack([node(xt) for xt in xi])
+        loss = (s * torch.linspace(-1, 1, 7)).sum() + (node.v**2).sum()
+        params = [xi] + list(node.parameters())
+        grads.append(torch.autograd.grad(loss, params))
+        outs.append(s)
+    assert torch.equal(outs[0], outs[1])
+    assert outs[0].sum() > 0
+    for g, g_ref in zip(*grads, strict=True):
+        torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# 's' and 'm' (the fused multi-step path) agree: forward, records, buffers and every gradient.
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(),
+        dict(tau=1.25, decay_input=False, learnable_tau=True),
+        dict(v_reset=None, stats="channel", surrogate_function=DynamicATan()),
+        dict(learnable_tau=True, detach_reset=True, surrogate_function=surrogate.ATan()),
+        dict(v_reset=None, learnable_tau=True, decay_input=False, f_c=0.7),
+    ],
+)
+def test_single_and_multi_step_agree(cfg):
+    torch.manual_seed(3)
+    x = torch.randn(5, 3, 4, 6, 6, dtype=DT)
+    v_weight = torch.randn(3, 4, 6, 6, dtype=DT)
+    results = []
+    for mode in ("s", "m"):
+        node = AdaptiveThresholdLIF(**cfg, step_mode=mode).to(DT)
+        xi = x.clone().requires_grad_(True)
+        for _ in range(2):  # a second batch runs on trained running thresholds' state
+            functional.reset_net(node)
+            s = node(xi) if mode == "m" else torch.stack([node(xt) for xt in xi])
+        loss = (s * torch.linspace(-1, 2, 6, dtype=DT)).sum() + (node.v * v_weight).sum()
+        grads = torch.autograd.grad(loss, [xi] + list(node.parameters()))
+        records = (node.threshold_seq, node.sigma_seq, node.running_threshold)
+        results.append((s, node.v, *records, grads))
+    (s_s, v_s, th_s, sg_s, run_s, g_s), (s_m, v_m, th_m, sg_m, run_m, g_m) = results
+    assert torch.equal(s_s, s_m)
+    for a, b in [
+        (v_s, v_m),
+        (th_s, th_m),
+        (sg_s, sg_m),
+        (run_s, run_m),
+        *zip(g_s, g_m, strict=True),
+    ]:
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_multi_step_in_chunks_continues_the_sequence():
+    torch.manual_seed(4)
+    x = torch.randn(6, 8, 10)
+    whole = AdaptiveThresholdLIF(step_mode="m")
+    chunked = copy.deepcopy(whole)
+    s = whole(x)
+    s_chunks = torch.cat([chunked(x[:2]), chunked(x[2:])])
+    assert torch.equal(s, s_chunks)
+    torch.testing.assert_close(whole.running_threshold, chunked.running_threshold)
+    torch.testing.assert_close(whole.threshold_seq, chunked.threshold_seq)
+
+
+def test_spiking_false_surrogate_runs_stepwise_through_autograd():
+    torch.manual_seed(5)
+    x = torch.randn(3, 4, 9, dtype=DT, requires_grad=True)
+    node = AdaptiveThresholdLIF(surrogate_function=DynamicRect(spiking=False), step_mode="m")
+    y = node.to(DT)(x)
+    assert ((y > 0) & (y < 1)).any()  # the primitive, not spikes
+    (g,) = torch.autograd.grad(y.sum(), x)
+    assert g.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------------------------
+def test_state_dict_round_trip_into_fresh_model():
+    torch.manual_seed(6)
+    net = torch.nn.Sequential(
+        layer.Linear(12, 16),
+        AdaptiveThresholdLIF(stats="channel"),
+        layer.Linear(16, 4),
+        AdaptiveThresholdLIF(learnable_tau=True),
+    )
+    functional.set_step_mode(net, "m")
+    for _ in range(3):
+        net(torch.randn(4, 8, 12))
+        functional.reset_net(net)
+    fresh = torch.nn.Sequential(
+        layer.Linear(12, 16),
+        AdaptiveThresholdLIF(stats="channel"),
+        layer.Linear(16, 4),
+        AdaptiveThresholdLIF(learnable_tau=True),
+    )
+    functional.set_step_mode(fresh, "m")
+    state = net.state_dict()
+    assert state["1.running_threshold"].shape == (4, 16)
+    assert state["3.running_threshold"].shape == (4,)
+    fresh.load_state_dict(state)
+    net.eval()
+    fresh.eval()
+    x = torch.randn(4, 5, 12)
+    assert torch.equal(net(x), fresh(x))
+    torch.testing.assert_close(fresh[3].running_threshold, net[3].running_threshold)
+    assert not torch.equal(net[3].running_threshold, torch.ones(4))
+
+
+def test_eval_beyond_trained_steps_is_a_clear_error():
+    node = AdaptiveThresholdLIF(step_mode="m")
+    node(torch.randn(4, 2, 3))
+    node.eval()
+    functional.reset_net(node)
+    node(torch.randn(4, 2, 3))  # T = 4 is held
+    functional.reset_net(node)
+    with pytest.raises(IndexError, match="4 time steps"):
+        node(torch.randn(5, 2, 3))
+
+
+def test_reset_net_clears_state_and_records():
+    node = AdaptiveThresholdLIF(step_mode="s")
+    for _ in range(3):
+        node(torch.randn(2, 5))
+    assert node.time_step == 3 and node.threshold_seq.shape == (3,)
+    functional.reset_net(node)
+    assert node.time_step == 0 and node.threshold_seq is None and node.v == 0.0
+    assert node.running_threshold.shape == (3,)  # learned state survives reset
+
+
+# ----------------------------------------------------------------------------------------------
+def test_drops_into_spikingjelly_model():
+    torch.manual_seed(7)
+    net = parametric_lif_net.MNISTNet(
+        channels=4,
+        spiking_neuron=AdaptiveThresholdLIF,
+        tau=1.25,
+        decay_input=False,
+        learnable_tau=True,
+    )
+    functional.set_step_mode(net, "m")
+    x = torch.rand(3, 2, 1, 28, 28)
+    out = net(x)
+    assert out.shape == (3, 2, 10)
+    nodes = [m for m in net.modules() if isinstance(m, AdaptiveThresholdLIF)]
+    assert len(nodes) == 4 and all(n.running_threshold.shape == (3,) for n in nodes)
+    out.sum().backward()
+    assert all(n.w.grad is not None for n in nodes)
+
+
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(tau=1.0), ValueError, "tau"),
+        (dict(tau=0.5, learnable_tau=True), ValueError, "tau"),
+        (dict(stats="batch"), ValueError, "stats"),
+        (dict(backend="triton"), ValueError, "backend"),
+        (dict(backend="cupy"), NotImplementedError, "cupy"),
+        (dict(momentum=1.5), ValueError, "momentum"),
+        (dict(step_mode="x"), ValueError, "step_mode"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        AdaptiveThresholdLIF(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "step_mode,stats,shape",
+    [("m", "layer", (5,)), ("m", "channel", (4, 3)), ("s", "channel", (3,))],
+)
+def test_wrong_input_rank_names_the_shape(step_mode, stats, shape):
+    node = AdaptiveThresholdLIF(step_mode=step_mode, stats=stats)
+    with pytest.raises(ValueError, match=str(tuple(shape)).replace("(", r"\(").replace(")", r"\)")):
+        node(torch.randn(*shape))
+
+
+def test_import_does_not_need_torchaudio():
+    code = (
+        "import sys; sys.modules['torchaudio'] = None\n"
+        "import sj_ext, sj_ext.neuron, sj_ext.surrogate, sj_ext.functional\n"
+        "print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
