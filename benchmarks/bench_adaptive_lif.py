@@ -5,7 +5,8 @@
 Each case runs in a fresh subprocess. Peak memory is what the passes add on
 top of the inputs: on CPU the peak resident set (``VmHWM``, reset through
 ``/proc/self/clear_refs``) above the resident set before the first pass; on
-CUDA ``torch.cuda.max_memory_allocated`` above the allocation before it. Times are medians over ``--repeat`` passes after two warm-up passes.
+CUDA ``torch.cuda.max_memory_allocated`` above the allocation before it.
+Times are medians over ``--repeat`` passes after two warm-up passes.
 """
 
 import argparse
