@@ -9,13 +9,18 @@ from .adaptive_lif import (
     surrogate_derivative,
     surrogate_spike,
 )
+from .curriculum import lambert_w0, superloss, superloss_sigma, tet_loss
 
 __all__ = [
     "adaptive_lif_multi_step",
     "adaptive_lif_step",
+    "lambert_w0",
     "lif_charge",
     "membrane_stats",
     "neuron_reset",
     "surrogate_derivative",
+    "superloss",
+    "superloss_sigma",
     "surrogate_spike",
+    "tet_loss",
 ]

@@ -1,0 +1,329 @@
+"""Loss modules: the CL-SNN confidence-aware (curriculum) loss and the full TET loss.
+
+Both follow PyTorch loss conventions (``forward(input, target)``, ``reduction``) and take
+SNN outputs ``[T, N, C]`` (``time_dim=0``, SpikingJelly's multi-step layout), ``[N, T, C]``
+(``time_dim=1``) or plain ``[N, C]`` (one time step).
+"""
+
+import math
+from collections.abc import Callable
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .functional.curriculum import superloss, tet_loss
+
+__all__ = ["ConfidenceAwareLoss", "TETLoss", "TimeMeanCrossEntropy"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+_TAU_MODES = ("fixed", "batch", "ema")
+
+
+def _time_first(input: Tensor, time_dim: int) -> Tensor:
+    """``input`` as ``[T, N, C]``; ``[N, C]`` becomes ``[1, N, C]``."""
+    if input.dim() == 2:
+        return input.unsqueeze(0)
+    if input.dim() == 3:
+        return input if time_dim == 0 else input.transpose(0, 1)
+    layout = "[T, N, C]" if time_dim == 0 else "[N, T, C]"
+    raise ValueError(
+        f"input must have shape [N, C] or {layout} (time_dim={time_dim}), got {tuple(input.shape)}"
+    )
+
+
+def _check_classes(x_seq: Tensor) -> int:
+    C = x_seq.shape[-1]
+    if C < 2:
+        raise ValueError(
+            f"need at least 2 classes, got C = {C} (input [T, N, C] = {list(x_seq.shape)})"
+        )
+    return C
+
+
+def _check_target(x_seq: Tensor, target: Tensor) -> None:
+    _, N, C = x_seq.shape
+    if target.shape != (N,):
+        raise ValueError(
+            f"target must have shape [N] = [{N}] to match input [T, N, C] = "
+            f"{list(x_seq.shape)}, got {list(target.shape)}"
+        )
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
+    bad = int(((target < 0) | (target >= C)).sum())
+    if bad:
+        raise ValueError(f"{bad} of {N} targets are outside the class range [0, {C - 1}]")
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _check_time_dim(time_dim: int) -> None:
+    if time_dim not in (0, 1):
+        raise ValueError(f"time_dim must be 0 ([T, N, C]) or 1 ([N, T, C]), got {time_dim!r}")
+
+
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def _ce(x_seq: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    return F.cross_entropy(x_seq.mean(0), target, reduction="none", label_smoothing=label_smoothing)
+
+
+def _mse_rate(x_seq: Tensor, target: Tensor) -> Tensor:
+    one_hot = F.one_hot(target, x_seq.shape[-1]).to(x_seq.dtype)
+    return (x_seq.mean(0) - one_hot).square().mean(1)
+
+
+class ConfidenceAwareLoss(nn.Module):
+    r"""Confidence-aware curriculum loss of CL-SNN (Tang et al., arXiv 2309.04737).
+
+    The SuperLoss form (Castells et al., NeurIPS 2020) on top of a per-sample base loss
+    :math:`\ell_i`:
+
+    .. math::
+
+        \sigma_i^* = \exp\!\Big(-W_0\big(\tfrac12
+            \max(-\tfrac{2}{e}, \tfrac{\ell_i - \tau}{\lambda})\big)\Big), \qquad
+        L_i = (\ell_i - \tau)\,\sigma_i^* + \lambda (\log \sigma_i^*)^2 .
+
+    :math:`\sigma^*` is detached (the gradient of :math:`L_i` is
+    :math:`\sigma_i^*\,\partial\ell_i`): samples easier than :math:`\tau` weigh more than
+    1 (at most :math:`e`), harder ones less. See
+    :func:`sj_ext.functional.curriculum.superloss_sigma`.
+
+    :param base: the per-sample base loss :math:`\ell`:
+
+        * ``'ce'`` -- cross-entropy of the output averaged over time (default);
+        * ``'label_smoothing_ce'`` -- the same with ``label_smoothing`` (default 0.1);
+        * ``'mse_rate'`` -- mean over classes of (firing rate - one-hot)^2, the PLIF
+          paper's loss (the output layer's spikes are the input);
+        * ``'tet'`` -- :func:`~sj_ext.functional.curriculum.tet_loss` with
+          ``lam=1e-3, phi=1.0`` (other values: pass ``TETLoss(..., reduction='none')``);
+        * a callable ``(input, target) -> [N]`` per-sample losses; it receives ``input``
+          and ``target`` exactly as given to :meth:`forward` (so ``target`` may be
+          anything the callable accepts).
+    :param tau: the threshold :math:`\tau`:
+
+        * ``'fixed'`` -- :math:`\log C`, the cross-entropy of a uniform guess (not allowed
+          with ``'mse_rate'``, whose losses never reach it);
+        * ``'batch'`` -- the batch mean of :math:`\ell` (detached);
+        * ``'ema'`` -- :math:`\tau \leftarrow (1 - m)\tau + m\,\overline{\ell}` in
+          training mode, started at the first batch mean; the updated value is the
+          batch's threshold. Kept in the buffers ``tau_ema`` and ``tau_ema_initialised``
+          (saved by ``state_dict``). Evaluation mode does not update it, and uses the
+          batch mean while it is uninitialised;
+        * a number -- a constant threshold.
+    :param lam: :math:`\lambda > 0` (1.0; 0.25 is common for 100 classes).
+    :param reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (per-sample ``[N]``).
+    :param time_dim: 0 for ``[T, N, C]`` input, 1 for ``[N, T, C]``; ``[N, C]`` is one step.
+    :param label_smoothing: smoothing of ``'label_smoothing_ce'`` (only that base).
+    :param momentum: :math:`m` of the ``'ema'`` threshold (only that mode).
+
+    Shapes: ``input`` ``[T, N, C]``, ``[N, T, C]`` or ``[N, C]``; ``target`` ``[N]``
+    class indices; output a scalar, or ``[N]`` for ``reduction='none'``.
+
+    After each call, ``last_loss`` (per-sample base losses ``[N]``), ``last_sigma``
+    (:math:`\sigma^*`, ``[N]``) and ``last_tau`` (scalar tensor) hold the batch's values,
+    detached, for analysis.
+
+    Example::
+
+        criterion = ConfidenceAwareLoss(tau="ema", lam=1.0)
+        out = net(x_seq)                      # [T, N, C]
+        loss = criterion(out, y)
+        loss.backward()
+        criterion.last_sigma                  # per-sample confidence of this batch
+    """
+
+    def __init__(
+        self,
+        base: str | Callable[[Tensor, Tensor], Tensor] = "ce",
+        tau: str | float = "fixed",
+        lam: float = 1.0,
+        reduction: str = "mean",
+        time_dim: int = 0,
+        label_smoothing: float | None = None,
+        momentum: float = 0.1,
+    ):
+        super().__init__()
+        if isinstance(base, str):
+            bases = {
+                "ce": _ce,
+                "label_smoothing_ce": partial(
+                    _ce, label_smoothing=0.1 if label_smoothing is None else label_smoothing
+                ),
+                "mse_rate": _mse_rate,
+                "tet": tet_loss,
+            }
+            if base not in bases:
+                raise ValueError(f"base must be one of {tuple(bases)} or a callable, got {base!r}")
+            self._named_base = bases[base]
+        elif not callable(base):
+            raise TypeError(f"base must be a name or a callable, got {type(base).__name__}")
+        if label_smoothing is not None and base != "label_smoothing_ce":
+            raise ValueError(
+                f"label_smoothing applies only to base='label_smoothing_ce', got base={base!r}"
+            )
+        if isinstance(tau, str):
+            if tau not in _TAU_MODES:
+                raise ValueError(f"tau must be one of {_TAU_MODES} or a number, got {tau!r}")
+            if tau == "fixed" and base == "mse_rate":
+                raise ValueError(
+                    "tau='fixed' is log(C), a cross-entropy level that "
+                    "base='mse_rate' never reaches; use 'batch', 'ema' or a number"
+                )
+        elif isinstance(tau, bool) or not isinstance(tau, int | float) or not math.isfinite(tau):
+            raise ValueError(f"tau must be one of {_TAU_MODES} or a finite number, got {tau!r}")
+        if not lam > 0:
+            raise ValueError(f"lam must be > 0, got {lam}")
+        if not 0 < momentum <= 1:
+            raise ValueError(f"momentum must be in (0, 1], got {momentum}")
+        _check_reduction(reduction)
+        _check_time_dim(time_dim)
+        self.base = base
+        self.tau = tau
+        self.lam = lam
+        self.reduction = reduction
+        self.time_dim = time_dim
+        self.momentum = momentum
+        if tau == "ema":
+            self.register_buffer("tau_ema", torch.zeros(()))
+            self.register_buffer("tau_ema_initialised", torch.zeros((), dtype=torch.bool))
+        self.last_loss: Tensor | None = None
+        self.last_sigma: Tensor | None = None
+        self.last_tau: Tensor | None = None
+
+    def _threshold(self, loss: Tensor, C: int) -> Tensor:
+        if self.tau == "fixed":
+            return loss.new_tensor(math.log(C))
+        if self.tau == "batch":
+            return loss.detach().mean()
+        if self.tau == "ema":
+            mean = loss.detach().mean()
+            if self.training:
+                m = mean.to(self.tau_ema.dtype)
+                updated = (1 - self.momentum) * self.tau_ema + self.momentum * m
+                self.tau_ema.copy_(torch.where(self.tau_ema_initialised, updated, m))
+                self.tau_ema_initialised.fill_(True)
+            return torch.where(self.tau_ema_initialised, self.tau_ema.to(loss.dtype), mean)
+        return loss.new_tensor(float(self.tau))
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        x_seq = _time_first(input, self.time_dim)
+        C = _check_classes(x_seq)
+        N = x_seq.shape[1]
+        if isinstance(self.base, str):
+            _check_target(x_seq, target)
+            loss = self._named_base(x_seq, target)
+        else:
+            loss = self.base(input, target)
+            if loss.shape != (N,):
+                raise ValueError(
+                    f"base loss must return per-sample losses of shape [N] = "
+                    f"[{N}], got {list(loss.shape)}"
+                )
+        bad = int((~torch.isfinite(loss)).sum())
+        if bad:
+            raise ValueError(f"base loss is NaN or infinite for {bad} of {N} samples")
+        tau = self._threshold(loss, C)
+        value, sigma = superloss(loss, tau, self.lam)
+        self.last_loss, self.last_sigma, self.last_tau = loss.detach(), sigma, tau
+        return _reduce(value, self.reduction)
+
+    def extra_repr(self) -> str:
+        base = (
+            self.base
+            if isinstance(self.base, str)
+            else getattr(self.base, "__name__", type(self.base).__name__)
+        )
+        return (
+            f"base={base!r}, tau={self.tau!r}, lam={self.lam}, "
+            f"reduction={self.reduction!r}, time_dim={self.time_dim}"
+        )
+
+
+class TETLoss(nn.Module):
+    r"""Full TET loss (Deng et al., ICLR 2022) with the MSE regulariser.
+
+    .. math::
+
+        L = (1 - \lambda)\,\frac{1}{T} \sum_t \mathrm{CE}(O_t, y) + \lambda\,
+            \mathrm{MSE}(O, \phi)
+
+    SpikingJelly ships only the cross-entropy part
+    (``spikingjelly.activation_based.functional.temporal_efficient_training_cross_entropy``);
+    this module equals it at ``lam = 0``. See
+    :func:`sj_ext.functional.curriculum.tet_loss` (the per-sample form). Predict with the
+    output averaged over time.
+
+    :param lam: :math:`\lambda \in [0, 1]` (paper: ``1e-3``).
+    :param phi: :math:`\phi` (paper: ``1.0``).
+    :param reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (per-sample ``[N]``).
+    :param time_dim: 0 for ``[T, N, C]`` input, 1 for ``[N, T, C]``; ``[N, C]`` is one step.
+
+    Shapes: ``input`` ``[T, N, C]``, ``[N, T, C]`` or ``[N, C]``; ``target`` ``[N]`` class
+    indices; output a scalar, or ``[N]`` for ``reduction='none'`` (usable as the ``base`` of
+    :class:`ConfidenceAwareLoss`).
+    """
+
+    def __init__(
+        self, lam: float = 1e-3, phi: float = 1.0, reduction: str = "mean", time_dim: int = 0
+    ):
+        super().__init__()
+        if not 0 <= lam <= 1:
+            raise ValueError(f"lam must be in [0, 1], got {lam}")
+        _check_reduction(reduction)
+        _check_time_dim(time_dim)
+        self.lam = lam
+        self.phi = phi
+        self.reduction = reduction
+        self.time_dim = time_dim
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        x_seq = _time_first(input, self.time_dim)
+        _check_classes(x_seq)
+        _check_target(x_seq, target)
+        return _reduce(tet_loss(x_seq, target, self.lam, self.phi), self.reduction)
+
+    def extra_repr(self) -> str:
+        return (
+            f"lam={self.lam}, phi={self.phi}, reduction={self.reduction!r}, "
+            f"time_dim={self.time_dim}"
+        )
+
+
+class TimeMeanCrossEntropy(nn.Module):
+    r"""Cross-entropy of the output averaged over time, :math:`\mathrm{CE}(\frac1T \sum_t O_t, y)`.
+
+    The usual SNN classification loss (DS-ATGO trains with it and
+    ``label_smoothing=0.1``).
+
+    :param label_smoothing: as :func:`torch.nn.functional.cross_entropy`.
+    :param reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (per-sample ``[N]``).
+    :param time_dim: 0 for ``[T, N, C]`` input, 1 for ``[N, T, C]``; ``[N, C]`` is one step.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, reduction: str = "mean", time_dim: int = 0):
+        super().__init__()
+        if not 0 <= label_smoothing <= 1:
+            raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+        _check_reduction(reduction)
+        _check_time_dim(time_dim)
+        self.label_smoothing = label_smoothing
+        self.reduction = reduction
+        self.time_dim = time_dim
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        x_seq = _time_first(input, self.time_dim)
+        _check_classes(x_seq)
+        _check_target(x_seq, target)
+        return _reduce(_ce(x_seq, target, self.label_smoothing), self.reduction)
