@@ -1,0 +1,313 @@
+"""Recipes: YAML (pure data) -> a checked, fully resolved nested dict.
+
+A recipe names everything it builds; the registries of :mod:`sj_ext.registry`
+turn the names into objects. :data:`SCHEMA` lists every key, its type and its
+default; ``args`` mappings are free-form here and checked against the named
+builder's signature. Keys every recipe has, with fixed meanings:
+``data.root``, ``data.batch_size``, ``data.T`` (time steps), ``train.epochs``,
+``train.limit_train_batches`` / ``train.limit_eval_batches`` (cap batches per
+epoch; null = all), ``train.device`` ('auto' | 'cpu' | 'cuda'), ``seed``.
+"""
+
+import copy
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .registry import (
+    DATASETS,
+    LOSSES,
+    MODELS,
+    NEURONS,
+    OPTIMIZERS,
+    SCHEDULES,
+    SURROGATES,
+    did_you_mean,
+)
+
+__all__ = [
+    "RecipeError",
+    "SCHEMA",
+    "load_recipe",
+    "resolve",
+    "apply_overrides",
+    "flatten",
+    "safe_load",
+]
+
+REQUIRED = object()
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e-3`` as a float (as YAML 1.2 does)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def safe_load(text: str):
+    """Parse YAML as pure data (safe loader; ``1e-3`` is a float)."""
+    return yaml.load(text, Loader=_Loader)
+
+
+@dataclass(frozen=True)
+class Field:
+    types: tuple
+    default: Any = REQUIRED
+    choices: tuple = ()
+    help: str = ""
+
+    def problem(self, value) -> str | None:
+        ok = any(
+            value is None if t is None else isinstance(value, t) and not _bool_as_number(value, t)
+            for t in self.types
+        )
+        if not ok:
+            names = " or ".join("null" if t is None else t.__name__ for t in self.types)
+            return f"expected {names}, got {type(value).__name__} {value!r}"
+        if self.choices and value not in self.choices:
+            hint = did_you_mean(value, self.choices)
+            return f"must be one of {list(self.choices)}, got {value!r}{hint}"
+        return None
+
+
+def _bool_as_number(value, t) -> bool:
+    return isinstance(value, bool) and t is not bool
+
+
+INT, FLOAT, STR, BOOL, DICT = (int,), (int, float), (str,), (bool,), (dict,)
+OPT_INT, OPT_FLOAT, OPT_STR = (int, None), (int, float, None), (str, None)
+
+SCHEMA: dict = {
+    "seed": Field(INT, 0, help="seeds python, numpy and torch"),
+    "data": {
+        "name": Field(STR, help="dataset registry name"),
+        "root": Field(OPT_STR, None, help="where the dataset's files lie"),
+        "batch_size": Field(INT, help="per process"),
+        "T": Field(INT, help="time steps"),
+        "encoding": Field(STR, "direct", ("direct", "poisson"), "static images -> [T, N, ...]"),
+        "num_workers": Field(INT, 0),
+        "args": Field(DICT, {}, help="dataset-specific arguments"),
+    },
+    "model": {
+        "name": Field(STR, help="model registry name"),
+        "args": Field(DICT, {}),
+    },
+    "neuron": {
+        "name": Field(STR, help="neuron registry name"),
+        "args": Field(DICT, {}),
+        "backend": Field(STR, "torch", ("torch", "cupy")),
+        "surrogate": {
+            "name": Field(OPT_STR, None, help="surrogate registry name; null = the neuron's own"),
+            "args": Field(DICT, {}),
+        },
+    },
+    "loss": {
+        "name": Field(STR, "ce", help="loss registry name"),
+        "args": Field(DICT, {}),
+    },
+    "optim": {
+        "name": Field(STR, "sgd", help="optimizer registry name"),
+        "lr": Field(FLOAT),
+        "weight_decay": Field(FLOAT, 0.0),
+        "args": Field(DICT, {}),
+    },
+    "schedule": {
+        "name": Field(STR, "cosine", help="schedule registry name"),
+        "warmup_epochs": Field(INT, 0),
+        "args": Field(DICT, {}),
+    },
+    "train": {
+        "epochs": Field(INT),
+        "limit_train_batches": Field(OPT_INT, None),
+        "limit_eval_batches": Field(OPT_INT, None),
+        "device": Field(STR, "auto", ("auto", "cpu", "cuda")),
+        "amp": Field(OPT_STR, None, (None, "float16", "bfloat16")),
+        "grad_clip": Field(OPT_FLOAT, None, help="max gradient norm"),
+        "sync_threshold_stats": Field(
+            BOOL, False, help="all-reduce adaptive-threshold statistics across processes"
+        ),
+    },
+}
+
+# keys that may change between a run and its --resume
+RESUMABLE_CHANGES = (
+    "data.root",
+    "data.num_workers",
+    "train.epochs",
+    "train.device",
+    "train.limit_eval_batches",
+)
+
+
+class RecipeError(ValueError):
+    """A recipe problem; ``problems`` lists each as ``'key.path: what is wrong'``."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+def _walk(schema: dict, recipe: dict, prefix: str, out: dict, problems: list[str]):
+    for key in recipe:
+        if key not in schema:
+            problems.append(
+                f"{prefix}{key}: unknown key{did_you_mean(key, schema)}; "
+                f"allowed here: {', '.join(schema)}"
+            )
+    for key, spec in schema.items():
+        path = prefix + key
+        if isinstance(spec, dict):
+            sub = recipe.get(key, {})
+            if sub is None:
+                sub = {}
+            if not isinstance(sub, dict):
+                problems.append(f"{path}: expected a mapping, got {type(sub).__name__} {sub!r}")
+                continue
+            out[key] = {}
+            _walk(spec, sub, path + ".", out[key], problems)
+        elif key in recipe:
+            problem = spec.problem(recipe[key])
+            if problem:
+                problems.append(f"{path}: {problem}")
+            out[key] = copy.deepcopy(recipe[key])
+        elif spec.default is REQUIRED:
+            problems.append(f"{path}: missing required key ({spec.help or 'no default'})")
+        else:
+            out[key] = copy.deepcopy(spec.default)
+
+
+def _check_names(r: dict, problems: list[str]):
+    engine_supplied = {
+        "data": ("root", "T"),
+        "model": ("num_classes", "in_channels", "spiking_neuron"),
+        "neuron": ("surrogate_function", "step_mode", "backend"),
+        "surrogate": (),
+        "loss": ("num_classes",),
+        "optim": ("params", "lr", "weight_decay"),
+        "schedule": ("optimizer", "epochs", "warmup_epochs"),
+    }
+    sections = [
+        ("data", DATASETS, r["data"]),
+        ("model", MODELS, r["model"]),
+        ("neuron", NEURONS, r["neuron"]),
+        ("loss", LOSSES, r["loss"]),
+        ("optim", OPTIMIZERS, r["optim"]),
+        ("schedule", SCHEDULES, r["schedule"]),
+    ]
+    if r["neuron"]["surrogate"]["name"] is not None:
+        sections.append(("neuron.surrogate", SURROGATES, r["neuron"]["surrogate"]))
+    for path, registry, section in sections:
+        supplied = engine_supplied[path.split(".")[-1]]
+        for problem in registry.check(section["name"], section["args"], supplied):
+            where = "name" if problem.startswith("unknown") else "args"
+            problems.append(f"{path}.{where}: {problem}")
+
+
+def resolve(recipe: dict, source: str = "<recipe>") -> dict:
+    """Check ``recipe`` against :data:`SCHEMA` and the registries; fill defaults.
+
+    :raises RecipeError: naming ``source``, each key and what is wrong with it
+    """
+    from . import components  # noqa: F401  (registers the built-in entries)
+
+    if not isinstance(recipe, dict):
+        raise RecipeError(source, [f"a recipe is a mapping, got {type(recipe).__name__}"])
+    out, problems = {}, []
+    _walk(SCHEMA, recipe, "", out, problems)
+    if not problems:
+        for path, value in (
+            ("data.batch_size", out["data"]["batch_size"]),
+            ("data.T", out["data"]["T"]),
+            ("train.epochs", out["train"]["epochs"]),
+        ):
+            if value < 1:
+                problems.append(f"{path}: must be >= 1, got {value}")
+        _check_names(out, problems)
+    if problems:
+        raise RecipeError(source, problems)
+    return out
+
+
+def _parse_override(item: str, source: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise RecipeError(source, [f"--set {item!r}: expected key.path=value"])
+    key, raw = item.split("=", 1)
+    try:
+        value = safe_load(raw)
+    except yaml.YAMLError as e:
+        raise RecipeError(source, [f"--set {key}: cannot parse value {raw!r}: {e}"]) from e
+    return key.strip().split("."), value
+
+
+def apply_overrides(recipe: dict, overrides: list[str], source: str = "<recipe>") -> dict:
+    """Apply ``key.path=value`` strings (values parsed as YAML) to a copy of ``recipe``.
+
+    The path must name a key of :data:`SCHEMA`, or lie inside an ``args`` mapping.
+    """
+    recipe = copy.deepcopy(recipe)
+    for item in overrides:
+        keys, value = _parse_override(item, source)
+        node, spec = recipe, SCHEMA
+        for i, key in enumerate(keys):
+            free = spec is None  # inside an 'args' mapping: any key
+            if not free and key not in spec:
+                path = ".".join(keys[: i + 1])
+                raise RecipeError(source, [f"--set {path}: unknown key{did_you_mean(key, spec)}"])
+            last = i == len(keys) - 1
+            sub_spec = None if free else spec[key]
+            if last:
+                node[key] = value
+            else:
+                if isinstance(sub_spec, Field) and DICT != sub_spec.types:
+                    raise RecipeError(source, [f"--set {item}: {key} is not a mapping"])
+                node = node.setdefault(key, {})
+                if node is None or not isinstance(node, dict):
+                    raise RecipeError(source, [f"--set {item}: {key} is not a mapping"])
+                spec = sub_spec if isinstance(sub_spec, dict) else None
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> dict:
+    """Read a YAML recipe, apply ``--set`` overrides, and :func:`resolve` it."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise RecipeError(source, [f"cannot read the recipe: {e.strerror}"]) from e
+    try:
+        raw = safe_load(text)
+    except yaml.YAMLError as e:
+        raise RecipeError(source, [f"not valid YAML: {e}"]) from e
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(source, [f"a recipe is a mapping, got {type(raw).__name__}"])
+    return resolve(apply_overrides(raw, list(overrides), source), source)
+
+
+def flatten(recipe: dict, prefix: str = "") -> dict[str, Any]:
+    """``{'a': {'b': 1}}`` -> ``{'a.b': 1}``; ``args`` mappings are flattened too."""
+    out = {}
+    for key, value in recipe.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out

@@ -1,0 +1,106 @@
+"""Name -> builder registries: how a recipe's names become objects.
+
+Each registry maps a name to a callable. A recipe entry ``{name: N, args: {...}}``
+is built as ``REGISTRY.build(N, **args)``; :meth:`Registry.check` validates the
+name and the argument names against the builder's signature before anything is
+built, so a recipe fails in ``sj-ext validate`` rather than mid-run.
+
+Extending the plugin means registering a builder (a new file plus a decorator),
+never editing the engine::
+
+    from sj_ext.registry import MODELS
+
+    @MODELS.register("my_net")
+    def my_net(num_classes: int, spiking_neuron, width: int = 64): ...
+"""
+
+import difflib
+import inspect
+from collections.abc import Callable
+
+__all__ = [
+    "Registry",
+    "did_you_mean",
+    "DATASETS",
+    "MODELS",
+    "NEURONS",
+    "SURROGATES",
+    "LOSSES",
+    "OPTIMIZERS",
+    "SCHEDULES",
+]
+
+
+def did_you_mean(name: str, choices) -> str:
+    close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class Registry:
+    """A named table of builders.
+
+    :param kind: what the entries are (used in error messages), e.g. ``'model'``
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Callable] = {}
+
+    def register(self, name: str, builder: Callable | None = None):
+        """Register ``builder`` under ``name``; usable as a decorator."""
+
+        def add(fn):
+            if name in self._entries:
+                raise KeyError(f"{self.kind} {name!r} is already registered")
+            self._entries[name] = fn
+            return fn
+
+        return add if builder is None else add(builder)
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name) -> bool:
+        return name in self._entries
+
+    def get(self, name: str) -> Callable:
+        if name not in self._entries:
+            raise KeyError(
+                f"unknown {self.kind} {name!r}{did_you_mean(name, self._entries)}; "
+                f"known: {', '.join(self.names())}"
+            )
+        return self._entries[name]
+
+    def check(self, name: str, args: dict, supplied: tuple[str, ...] = ()) -> list[str]:
+        """Problems with building ``name`` from ``args`` (empty when none).
+
+        ``supplied`` names the arguments the engine passes itself (e.g.
+        ``num_classes``); they may not appear in ``args``.
+        """
+        if name not in self._entries:
+            return [
+                f"unknown {self.kind} {name!r}{did_you_mean(name, self._entries)}; "
+                f"known: {', '.join(self.names())}"
+            ]
+        params = inspect.signature(self._entries[name]).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return []
+        accepted = [p for p in params if p not in supplied]
+        return [
+            f"{self.kind} {name!r} takes no argument {key!r}{did_you_mean(key, accepted)}; "
+            f"it takes: {', '.join(accepted) or 'none'}"
+            for key in args
+            if key not in accepted
+        ]
+
+    def build(self, name: str, /, *args, **kwargs):
+        return self.get(name)(*args, **kwargs)
+
+
+DATASETS = Registry("dataset")
+MODELS = Registry("model")
+NEURONS = Registry("neuron")
+SURROGATES = Registry("surrogate")
+LOSSES = Registry("loss")
+OPTIMIZERS = Registry("optimizer")
+SCHEDULES = Registry("schedule")
