@@ -14,8 +14,6 @@ from pathlib import Path
 
 from .recipe import RecipeError, load_recipe
 
-DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "digits_quickstart.yaml"
-
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sj-ext", description="Train and evaluate sj_ext recipes.")

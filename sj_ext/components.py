@@ -9,12 +9,13 @@ from spikingjelly.activation_based import neuron, surrogate
 from . import data, models  # noqa: F401  (register datasets and models)
 from . import surrogate as dynamic
 from .loss import ConfidenceAwareLoss, TETLoss, TimeMeanCrossEntropy
-from .neuron import AdaptiveThresholdLIF
+from .neuron import AdaptiveThresholdLIF, DilatedWindowLIF
 from .registry import LOSSES, NEURONS, OPTIMIZERS, SCHEDULES, SURROGATES
 
 NEURONS.register("lif", neuron.LIFNode)
 NEURONS.register("plif", neuron.ParametricLIFNode)
 NEURONS.register("adaptive_lif", AdaptiveThresholdLIF)
+NEURONS.register("dilated_window_lif", DilatedWindowLIF)
 
 SURROGATES.register("sigmoid", surrogate.Sigmoid)
 SURROGATES.register("atan", surrogate.ATan)

@@ -10,6 +10,7 @@ epoch; null = all), ``train.device`` ('auto' | 'cpu' | 'cuda'), ``seed``.
 """
 
 import copy
+import inspect
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,6 +211,14 @@ def _check_names(r: dict, problems: list[str]):
         ("optim", OPTIMIZERS, r["optim"]),
         ("schedule", SCHEDULES, r["schedule"]),
     ]
+    neuron = r["neuron"]
+    if neuron["backend"] != "torch" and neuron["name"] in NEURONS:
+        params = inspect.signature(NEURONS.get(neuron["name"])).parameters
+        if "backend" not in params:
+            problems.append(
+                f"neuron.backend: neuron {neuron['name']!r} has only the torch backend, "
+                f"got {neuron['backend']!r}"
+            )
     if r["neuron"]["surrogate"]["name"] is not None:
         sections.append(("neuron.surrogate", SURROGATES, r["neuron"]["surrogate"]))
     for path, registry, section in sections:

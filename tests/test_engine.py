@@ -192,6 +192,12 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
 def test_two_process_gloo_run(tmp_path):
     out = tmp_path / "ddp"
+    sets = [
+        "train.epochs=2",
+        "train.limit_train_batches=3",
+        "train.device=cpu",
+        "train.sync_threshold_stats=true",
+    ]
     cmd = [
         "torchrun",
         "--standalone",
@@ -203,12 +209,7 @@ def test_two_process_gloo_run(tmp_path):
         str(QUICKSTART),
         "--out",
         str(out),
-        "--set",
-        "train.epochs=2",
-        "--set",
-        "train.limit_train_batches=3",
-        "--set",
-        "train.device=cpu",
+        *(a for s in sets for a in ("--set", s)),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)

@@ -65,6 +65,10 @@ def test_quickstart_resolves_with_defaults():
         ),
         (lambda r: r["optim"].update(lr=None), "optim.lr: expected int or float, got NoneType"),
         (lambda r: r["data"].update(T=0), "data.T: must be >= 1, got 0"),
+        (
+            lambda r: r["neuron"].update(name="plif", args={}, backend="cupy"),
+            "neuron.backend: neuron 'plif' has only the torch backend, got 'cupy'",
+        ),
         (lambda r: r.update(optimiser={}), "optimiser: unknown key (did you mean 'optim'?)"),
         (
             lambda r: r["neuron"]["surrogate"].update(name="dynamic_rec"),

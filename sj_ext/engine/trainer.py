@@ -27,6 +27,7 @@ from spikingjelly.activation_based import functional
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from ..data import DataSpec, encode, to_time_major
+from ..neuron import sync_threshold_stats
 from ..recipe import RESUMABLE_CHANGES, flatten
 from ..registry import DATASETS, LOSSES, MODELS, NEURONS, OPTIMIZERS, SCHEDULES, SURROGATES
 from . import distributed
@@ -62,16 +63,20 @@ def pick_device(name: str, info: distributed.DistInfo) -> torch.device:
 
 
 def neuron_factory(recipe: dict):
-    """A zero-argument factory of neurons configured as the recipe says."""
+    """A factory of neurons configured as the recipe says.
+
+    ``make(**overrides)`` builds a fresh neuron (and surrogate); a model passes
+    ``overrides`` for what it sets per layer (e.g. ``window='dilated'``).
+    """
     spec = recipe["neuron"]
     cls = NEURONS.get(spec["name"])
     sg = spec["surrogate"]
 
-    def make():
+    def make(**overrides):
         supplied = {"step_mode": "m", "backend": spec["backend"]}
         if sg["name"] is not None:
             supplied["surrogate_function"] = SURROGATES.build(sg["name"], **sg["args"])
-        return _call(cls, supplied, spec["args"])
+        return _call(cls, supplied, {**spec["args"], **overrides})
 
     return make
 
@@ -304,6 +309,8 @@ def train(recipe: dict, out_dir: str | Path, resume: bool = False, log=print) ->
             set_rng_state(state["rng"])
             log(f"resuming {out_dir} after epoch {start_epoch}")
         if info.enabled:
+            if t["sync_threshold_stats"]:
+                sync_threshold_stats(model)
             model = nn.parallel.DistributedDataParallel(
                 model,
                 device_ids=[device.index] if device.type == "cuda" else None,

@@ -3,24 +3,44 @@
 from .adaptive_lif import (
     adaptive_lif_multi_step,
     adaptive_lif_step,
+    fire_and_reset,
     lif_charge,
     membrane_stats,
     neuron_reset,
+    run_steps,
     surrogate_derivative,
     surrogate_spike,
 )
 from .curriculum import lambert_w0, superloss, superloss_sigma, tet_loss
+from .grouping import (
+    grouped_charge,
+    grouped_lif_multi_step,
+    grouped_lif_step,
+    merge_groups,
+    partition,
+    split_groups,
+    unpartition,
+)
 
 __all__ = [
     "adaptive_lif_multi_step",
     "adaptive_lif_step",
+    "fire_and_reset",
+    "grouped_charge",
+    "grouped_lif_multi_step",
+    "grouped_lif_step",
     "lambert_w0",
     "lif_charge",
     "membrane_stats",
+    "merge_groups",
     "neuron_reset",
-    "surrogate_derivative",
+    "partition",
+    "run_steps",
+    "split_groups",
     "superloss",
     "superloss_sigma",
+    "surrogate_derivative",
     "surrogate_spike",
     "tet_loss",
+    "unpartition",
 ]

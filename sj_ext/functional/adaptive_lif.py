@@ -25,6 +25,7 @@ graph per step and back-propagates through time by the adjoint recurrence
 """
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from spikingjelly.activation_based.surrogate import SurrogateFunctionBase
@@ -38,7 +39,9 @@ __all__ = [
     "neuron_reset",
     "surrogate_spike",
     "surrogate_derivative",
+    "fire_and_reset",
     "adaptive_lif_step",
+    "run_steps",
     "adaptive_lif_multi_step",
 ]
 
@@ -53,11 +56,15 @@ def lif_charge(x, v, k, decay_input: bool, v_reset: float | None):
     return v - (v - v_rest) * k + x
 
 
-def membrane_stats(h: torch.Tensor, stats: str) -> tuple[torch.Tensor, torch.Tensor]:
+def membrane_stats(h: torch.Tensor, stats: str, group=None) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Detached :math:`(\mu_t, \sigma_t)` of one step's membrane ``h`` (``[N, *]``).
 
     ``'layer'``: 0-d tensors over every element. ``'channel'``: ``[1, C, 1, ...]``
-    tensors (broadcastable to ``h``) over every dim but dim 1.
+    tensors (broadcastable to ``h``) over every dim but dim 1. :math:`\sigma_t`
+    is the unbiased standard deviation, computed in two passes (mean, then the
+    centred sum of squares). With a ``torch.distributed`` process ``group`` both
+    passes are summed over its processes, so every process gets the statistics
+    of the whole distributed batch (as ``SyncBatchNorm`` does).
     """
     if stats == "layer":
         dims, count = None, h.numel()
@@ -76,10 +83,19 @@ def membrane_stats(h: torch.Tensor, stats: str) -> tuple[torch.Tensor, torch.Ten
             "statistic; the standard deviation needs at least 2"
         )
     h = h.detach()
-    if dims is None:
-        sigma, mu = torch.std_mean(h)
-    else:
-        sigma, mu = torch.std_mean(h, dim=dims, keepdim=True)
+
+    def total(x: torch.Tensor) -> torch.Tensor:
+        x = x.sum() if dims is None else x.sum(dim=dims, keepdim=True)
+        if group is not None:
+            torch.distributed.all_reduce(x, group=group)
+        return x
+
+    if group is not None:
+        count_t = torch.tensor(float(count), device=h.device)
+        torch.distributed.all_reduce(count_t, group=group)
+        count = count_t.item()
+    mu = total(h) / count
+    sigma = torch.sqrt(total((h - mu).square()) / (count - 1))
     return mu, sigma
 
 
@@ -114,6 +130,38 @@ def surrogate_derivative(surrogate_function, z: torch.Tensor, sigma: torch.Tenso
     return grad
 
 
+def fire_and_reset(
+    h: torch.Tensor,
+    threshold,
+    *,
+    f_c: float,
+    stats: str,
+    surrogate_function,
+    v_reset: float | None,
+    detach_reset: bool,
+    stats_group=None,
+):
+    r"""Fire the charged membrane ``h`` (``[N, *]``) and reset it.
+
+    :param threshold: ``None`` for the adaptive :math:`f_c(\mu_t + \sigma_t)`,
+        otherwise the threshold to use (a float, or a tensor broadcastable to
+        ``h``: the running threshold of this step in evaluation mode)
+    :return: ``(spike, v_next, v_th, sigma)``; ``v_th`` a detached tensor
+        broadcastable to ``h``; ``sigma`` the detached :math:`\sigma_t`, or
+        ``None`` when neither the threshold nor the surrogate needs it
+    :param stats_group: process group to take the statistics over (:func:`membrane_stats`)
+    """
+    sigma = None
+    if threshold is None or isinstance(surrogate_function, DynamicSurrogateBase):
+        mu, sigma = membrane_stats(h, stats, stats_group)
+    if threshold is None:
+        v_th = f_c * (mu + sigma)
+    else:
+        v_th = torch.as_tensor(threshold, dtype=h.dtype, device=h.device)
+    spike = surrogate_spike(surrogate_function, h - v_th, sigma)
+    return spike, neuron_reset(h, spike, v_th, v_reset, detach_reset), v_th, sigma
+
+
 def adaptive_lif_step(
     x: torch.Tensor,
     v: torch.Tensor,
@@ -126,26 +174,53 @@ def adaptive_lif_step(
     stats: str,
     surrogate_function,
     detach_reset: bool,
+    stats_group=None,
 ):
-    r"""One step of the adaptive-threshold LIF.
+    r"""One step of the adaptive-threshold LIF: :func:`lif_charge`, then :func:`fire_and_reset`.
 
     :param x: input current ``[N, *]``
     :param v: membrane after the previous reset ``[N, *]``
     :param k: ``1/tau`` (float, or a 0-d tensor for a learnable tau)
-    :param threshold: ``None`` for the adaptive :math:`f_c(\mu_t + \sigma_t)`,
-        otherwise the threshold to use (a float, or a tensor broadcastable to
-        ``x``: the running threshold of this step in evaluation mode)
-    :return: ``(spike, v_next, h, v_th, sigma)``; ``v_th`` and ``sigma`` are
-        detached tensors broadcastable to ``x``
+    :param threshold: as :func:`fire_and_reset`
+    :return: ``(spike, v_next, h, v_th, sigma)`` (``h`` the charged membrane)
     """
     h = lif_charge(x, v, k, decay_input, v_reset)
-    mu, sigma = membrane_stats(h, stats)
-    if threshold is None:
-        v_th = f_c * (mu + sigma)
-    else:
-        v_th = torch.as_tensor(threshold, dtype=h.dtype, device=h.device)
-    spike = surrogate_spike(surrogate_function, h - v_th, sigma)
-    return spike, neuron_reset(h, spike, v_th, v_reset, detach_reset), h, v_th, sigma
+    spike, v_next, v_th, sigma = fire_and_reset(
+        h,
+        threshold,
+        f_c=f_c,
+        stats=stats,
+        surrogate_function=surrogate_function,
+        v_reset=v_reset,
+        detach_reset=detach_reset,
+        stats_group=stats_group,
+    )
+    return spike, v_next, h, v_th, sigma
+
+
+def run_steps(step, x_seq: torch.Tensor, v: torch.Tensor, thresholds, keep_charged=False):
+    """Run ``step(x_t, v, threshold=threshold_t) -> (spike, v, h, v_th, sigma)`` over ``x_seq``.
+
+    :param thresholds: ``None``, a float, or a tensor of per-step thresholds (indexed by t)
+    :return: ``(spike_seq, v_T, h_seq or None, v_th_seq, sigma_seq or None)``; ``v_th_seq``
+        ``[T]`` or ``[T, 1, C, 1, ...]`` (expanded to the shape of ``sigma``)
+    """
+    spikes, charged, v_ths, sigmas = [], [], [], []
+    for t in range(x_seq.shape[0]):
+        threshold = thresholds[t] if isinstance(thresholds, torch.Tensor) else thresholds
+        spike, v, h, v_th, sigma = step(x_seq[t], v, threshold=threshold)
+        spikes.append(spike)
+        if keep_charged:
+            charged.append(h)
+        v_ths.append(v_th if sigma is None else v_th.expand_as(sigma))
+        sigmas.append(sigma)
+    return (
+        torch.stack(spikes),
+        v,
+        torch.stack(charged) if keep_charged else None,
+        torch.stack(v_ths),
+        None if sigmas[0] is None else torch.stack(sigmas),
+    )
 
 
 @dataclass(frozen=True)
@@ -156,24 +231,20 @@ class _Options:
     stats: str
     surrogate_function: object
     detach_reset: bool
+    stats_group: object = None
 
-    def step(self, x, v, k, threshold):
-        return adaptive_lif_step(
-            x,
-            v,
-            k,
-            threshold,
+    def step(self, k):
+        return partial(
+            adaptive_lif_step,
+            k=k,
             decay_input=self.decay_input,
             v_reset=self.v_reset,
             f_c=self.f_c,
             stats=self.stats,
             surrogate_function=self.surrogate_function,
             detach_reset=self.detach_reset,
+            stats_group=self.stats_group,
         )
-
-
-def _step_threshold(thresholds, t):
-    return thresholds[t] if isinstance(thresholds, torch.Tensor) else thresholds
 
 
 class _AdaptiveLIFMultiStep(torch.autograd.Function):
@@ -181,27 +252,17 @@ class _AdaptiveLIFMultiStep(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_seq, v, k, thresholds, opt: _Options):
-        spikes, charged, v_ths, sigmas = [], [], [], []
-        v_init = v
-        for t in range(x_seq.shape[0]):
-            spike, v, h, v_th, sigma = opt.step(x_seq[t], v, k, _step_threshold(thresholds, t))
-            spikes.append(spike)
-            charged.append(h)
-            v_ths.append(v_th.expand_as(sigma))
-            sigmas.append(sigma)
-        v_th_seq, sigma_seq = torch.stack(v_ths), torch.stack(sigmas)
+        spikes, v_last, h_seq, v_th_seq, sigma_seq = run_steps(
+            opt.step(k), x_seq, v, thresholds, keep_charged=True
+        )
         ctx.opt = opt
         ctx.k = k
         learn_k = isinstance(k, torch.Tensor) and ctx.needs_input_grad[2]
         ctx.save_for_backward(
-            torch.stack(charged),
-            v_th_seq,
-            sigma_seq,
-            x_seq if learn_k else None,
-            v_init if learn_k else None,
+            h_seq, v_th_seq, sigma_seq, x_seq if learn_k else None, v if learn_k else None
         )
-        ctx.mark_non_differentiable(v_th_seq, sigma_seq)
-        return torch.stack(spikes), v, v_th_seq, sigma_seq
+        ctx.mark_non_differentiable(*(t for t in (v_th_seq, sigma_seq) if t is not None))
+        return spikes, v_last, v_th_seq, sigma_seq
 
     @staticmethod
     @once_differentiable
@@ -217,7 +278,8 @@ class _AdaptiveLIFMultiStep(torch.autograd.Function):
         for t in range(h_seq.shape[0] - 1, -1, -1):
             h, v_th = h_seq[t], v_th_seq[t]
             z = h - v_th
-            sg = surrogate_derivative(opt.surrogate_function, z, sigma_seq[t])
+            sigma = None if sigma_seq is None else sigma_seq[t]
+            sg = surrogate_derivative(opt.surrogate_function, z, sigma)
             # d u_t / d h_t through the reset
             if opt.v_reset is None:
                 du_dh = 1.0 if opt.detach_reset else 1.0 - v_th * sg
@@ -254,6 +316,7 @@ def adaptive_lif_multi_step(
     stats: str,
     surrogate_function,
     detach_reset: bool,
+    stats_group=None,
 ):
     r"""The adaptive-threshold LIF over a sequence.
 
@@ -264,19 +327,15 @@ def adaptive_lif_multi_step(
         ``[T]`` / ``[T, 1, C, 1, ...]`` of per-step thresholds (evaluation mode)
     :return: ``(spike_seq [T, N, *], v_T [N, *], v_th_seq, sigma_seq)``; the
         last two are ``[T]`` (layer statistics) or ``[T, 1, C, 1, ...]``
-        (channel statistics), detached
+        (channel statistics), detached; ``sigma_seq`` is ``None`` when neither
+        the threshold nor the surrogate needs :math:`\sigma_t`
 
     With a SpikingJelly surrogate in spiking mode the loop runs as one autograd
     node (forward without graph, adjoint backward); otherwise (``spiking=False``
     or a plain callable) it is differentiated step by step by autograd.
     """
-    opt = _Options(decay_input, v_reset, f_c, stats, surrogate_function, detach_reset)
+    opt = _Options(decay_input, v_reset, f_c, stats, surrogate_function, detach_reset, stats_group)
     if isinstance(surrogate_function, SurrogateFunctionBase) and surrogate_function.spiking:
         return _AdaptiveLIFMultiStep.apply(x_seq, v, k, thresholds, opt)
-    spikes, v_ths, sigmas = [], [], []
-    for t in range(x_seq.shape[0]):
-        spike, v, _, v_th, sigma = opt.step(x_seq[t], v, k, _step_threshold(thresholds, t))
-        spikes.append(spike)
-        v_ths.append(v_th.expand_as(sigma))
-        sigmas.append(sigma)
-    return torch.stack(spikes), v, torch.stack(v_ths), torch.stack(sigmas)
+    spikes, v, _, v_th_seq, sigma_seq = run_steps(opt.step(k), x_seq, v, thresholds)
+    return spikes, v, v_th_seq, sigma_seq

@@ -1,0 +1,254 @@
+r"""``RunningThresholdLIFBase``: what every sj_ext LIF node shares.
+
+The LIF charge parameters (``tau``, ``decay_input``, a learnable ``tau``),
+the argument checks, the backend choice and DS-ATGO's running threshold
+(``METHODS.md`` §1): a buffer ``running_threshold`` of one threshold per time
+step (``[T_max]``, or ``[T_max, C]`` for per-channel statistics), started at
+``v_threshold``, grown in training to the longest sequence seen, updated by
+
+.. math::
+    \bar V_{th}[t] \leftarrow (1 - m)\,\bar V_{th}[t] + m\,V_{th}(t)
+
+and used as the threshold of step :math:`t` in evaluation mode; plus the
+per-forward records ``threshold_seq`` / ``sigma_seq`` / ``width_seq``.
+Subclasses hold no maths: they call the pure functions of
+:mod:`sj_ext.functional` and hand the thresholds they produced to
+:meth:`_update`.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based.neuron import BaseNode
+
+from ..functional.adaptive_lif import STATS
+from ..surrogate import DynamicSurrogateBase
+
+__all__ = ["RunningThresholdLIFBase", "BACKENDS", "sync_threshold_stats"]
+
+BACKENDS = ("torch", "cupy")
+
+
+class RunningThresholdLIFBase(BaseNode):
+    """Base of the sj_ext LIF nodes: charge parameters, running threshold, records.
+
+    Memories: ``v`` (membrane after reset) and ``time_step`` (steps since the
+    last ``reset``). Buffer: ``running_threshold``. Attributes set here:
+    ``decay_input``, ``learnable_tau`` (then parameter ``w``, else ``tau``),
+    ``adaptive``, ``f_c``, ``momentum``, ``stats``, ``backend``.
+    """
+
+    def __init__(
+        self,
+        tau: float,
+        decay_input: bool,
+        learnable_tau: bool,
+        v_threshold: float,
+        v_reset: float | None,
+        adaptive: bool,
+        f_c: float,
+        momentum: float,
+        stats: str,
+        surrogate_function,
+        detach_reset: bool,
+        step_mode: str,
+        backend: str,
+        store_v_seq: bool,
+    ):
+        if not (isinstance(tau, int | float) and math.isfinite(tau) and tau > 1.0):
+            raise ValueError(f"tau must be a finite number > 1, got {tau!r}")
+        if stats not in STATS:
+            raise ValueError(f"stats must be one of {STATS}, got {stats!r}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must lie in [0, 1], got {momentum!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "cupy":
+            raise NotImplementedError(
+                "backend='cupy' (fused CUDA kernels) is not available in this version of "
+                "sj_ext; use backend='torch'"
+            )
+        if step_mode not in ("s", "m"):
+            raise ValueError(f"step_mode must be 's' or 'm', got {step_mode!r}")
+        super().__init__(
+            float(v_threshold),
+            None if v_reset is None else float(v_reset),
+            surrogate_function,
+            detach_reset,
+            step_mode=step_mode,
+            store_v_seq=store_v_seq,
+        )
+        self.decay_input = decay_input
+        self.learnable_tau = learnable_tau
+        if learnable_tau:
+            self.w = nn.Parameter(torch.as_tensor(-math.log(tau - 1.0)))
+        else:
+            self.tau = float(tau)
+        self.adaptive = bool(adaptive)
+        self.f_c = float(f_c)
+        self.momentum = float(momentum)
+        self.stats = stats
+        self.backend = backend
+        self.stats_group = None  # a torch.distributed group: see sync_threshold_stats
+        self.register_buffer("running_threshold", torch.empty(0))
+        self.register_memory("time_step", 0)
+        self._clear_records()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def k(self):
+        r"""``1/tau``: a float, or :math:`\mathrm{sigmoid}(w)` when tau is learnable."""
+        return self.w.sigmoid() if self.learnable_tau else 1.0 / self.tau
+
+    def _tau_repr(self) -> str:
+        if self.learnable_tau:
+            return f"{1.0 / self.w.sigmoid().item():.4g} (learnable)"
+        return str(self.tau)
+
+    def _clear_records(self):
+        self.threshold_seq = None
+        self.sigma_seq = None
+        self.width_seq = None
+
+    def reset(self):
+        super().reset()
+        self._clear_records()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # the running thresholds grow with the sequences seen: take the saved size
+        saved = state_dict.get(prefix + "running_threshold")
+        if saved is not None and saved.shape != self.running_threshold.shape:
+            self.running_threshold = self.running_threshold.new_empty(saved.shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ------------------------------------------------------------------ input
+    def _check_rank(self, x: torch.Tensor, time_dims: int):
+        """Raise a ``ValueError`` naming the shape when ``x`` is not ``[N, *]`` / ``[T, N, *]``."""
+        if x.dim() < time_dims + 1:
+            layout = "[T, N, *]" if time_dims else "[N, *]"
+            raise ValueError(
+                f"{type(self).__name__}(step_mode={self.step_mode!r}) expects input {layout}, "
+                f"got shape {tuple(x.shape)}"
+            )
+
+    def materialize_states(self, inputs, states, step_mode):
+        # check first: SpikingJelly indexes the first step of the input here
+        self._check_rank(inputs[0], 1 if step_mode == "m" else 0)
+        return super().materialize_states(inputs, states, step_mode)
+
+    # ------------------------------------------------------- running threshold
+    def _thresholds(self, t0: int, steps: int, x_step: torch.Tensor):
+        """Thresholds for steps ``t0 .. t0+steps-1``: None (adaptive), a float, or running ones.
+
+        The running ones are a tensor ``[steps]`` (layer statistics) or
+        ``[steps, 1, C, 1, ...]`` (channel statistics, broadcastable to ``x_step``).
+        """
+        if not self.adaptive:
+            return self.v_threshold
+        if self.training:
+            return None
+        held = self.running_threshold.shape[0]
+        if t0 + steps > held:
+            raise IndexError(
+                f"{type(self).__name__} holds running thresholds for {held} time steps (the "
+                f"longest training sequence); evaluation asked for step {t0 + steps - 1}. "
+                f"Evaluate with T <= {held}, or train with the T you evaluate with."
+            )
+        running = self.running_threshold[t0 : t0 + steps]
+        if self.stats == "channel":
+            channels = x_step.shape[1]
+            if running.shape[1] != channels:
+                raise ValueError(
+                    f"running thresholds hold {running.shape[1]} channels, input shape "
+                    f"{tuple(x_step.shape)} has {channels}"
+                )
+            running = running.view(steps, 1, channels, *([1] * (x_step.dim() - 2)))
+        return running.to(x_step.dtype)
+
+    @torch.no_grad()
+    def _update(self, t0: int, v_th_seq: torch.Tensor, sigma_seq: torch.Tensor | None):
+        """Record the thresholds of steps ``t0 ..`` and, adaptive in training, move the buffer.
+
+        :param v_th_seq: ``[steps]`` or ``[steps, 1, C, 1, ...]`` thresholds used
+        :param sigma_seq: the matching :math:`\\sigma_t`, or None when none were taken
+        """
+        steps = v_th_seq.shape[0]
+        v_th = v_th_seq.reshape(steps, -1) if self.stats == "channel" else v_th_seq.reshape(steps)
+        sigma = None if sigma_seq is None else sigma_seq.reshape(v_th.shape)
+        if self.adaptive and self.training:
+            running = self.running_threshold
+            if running.shape[0] < t0 + steps or running.shape[1:] != v_th.shape[1:]:
+                if running.numel() and running.shape[1:] != v_th.shape[1:]:
+                    raise ValueError(
+                        f"running thresholds hold {tuple(running.shape[1:])} channels per step, "
+                        f"the input gives {tuple(v_th.shape[1:])}"
+                    )
+                grown = running.new_full((t0 + steps, *v_th.shape[1:]), self.v_threshold)
+                if running.numel():
+                    grown[: running.shape[0]] = running
+                self.running_threshold = running = grown
+            running[t0 : t0 + steps].lerp_(v_th.to(running.dtype), self.momentum)
+        width = (
+            self.surrogate_function.width(sigma)
+            if sigma is not None and isinstance(self.surrogate_function, DynamicSurrogateBase)
+            else None
+        )
+        if t0 == 0 or self.threshold_seq is None:
+            self.threshold_seq, self.sigma_seq, self.width_seq = v_th, sigma, width
+        else:
+            self.threshold_seq = torch.cat([self.threshold_seq, v_th])
+            self.sigma_seq = None if sigma is None else torch.cat([self.sigma_seq, sigma])
+            self.width_seq = None if width is None else torch.cat([self.width_seq, width])
+
+    # ---------------------------------------------------------------- forward
+    def _step(self, x: torch.Tensor, v: torch.Tensor, threshold):
+        """One step ``[N, *]``: ``(spike, v_next, h, v_th, sigma)`` (see ``fire_and_reset``)."""
+        raise NotImplementedError
+
+    def _multi_step(self, x_seq: torch.Tensor, v: torch.Tensor, thresholds):
+        """A sequence ``[T, N, *]``: ``(spike_seq, v_T, v_th_seq, sigma_seq)``."""
+        raise NotImplementedError
+
+    def single_step_functional_forward(self, inputs, states):
+        x = inputs[0]
+        v, t0 = states
+        self._check_rank(x, 0)
+        threshold = self._thresholds(t0, 1, x)
+        if isinstance(threshold, torch.Tensor):
+            threshold = threshold[0]
+        spike, v, _, v_th, sigma = self._step(x, v, threshold)
+        if sigma is None:
+            self._update(t0, v_th[None], None)
+        else:
+            self._update(t0, v_th.expand_as(sigma)[None], sigma[None])
+        return (spike,), (v, t0 + 1)
+
+    def multi_step_functional_forward(self, inputs, states):
+        x_seq = inputs[0]
+        v, t0 = states
+        self._check_rank(x_seq, 1)
+        steps = x_seq.shape[0]
+        thresholds = self._thresholds(t0, steps, x_seq[0])
+        spikes, v, v_th_seq, sigma_seq = self._multi_step(x_seq, v, thresholds)
+        self._update(t0, v_th_seq, sigma_seq)
+        return (spikes,), (v, t0 + steps)
+
+
+def sync_threshold_stats(net: nn.Module, group=None) -> int:
+    r"""Take every sj_ext neuron's membrane statistics over all processes of ``group``.
+
+    Sets ``stats_group`` on each :class:`RunningThresholdLIFBase` in ``net``
+    (``group=None``: the default group), so the adaptive thresholds
+    :math:`f_c(\mu_t + \sigma_t)` and the dynamic surrogate widths follow the
+    whole distributed batch, as ``SyncBatchNorm`` does for BatchNorm. Needs an
+    initialised ``torch.distributed``. Returns the number of neurons switched.
+    """
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        raise RuntimeError("sync_threshold_stats needs an initialised torch.distributed")
+    nodes = [m for m in net.modules() if isinstance(m, RunningThresholdLIFBase)]
+    for node in nodes:
+        node.stats_group = dist.group.WORLD if group is None else group
+    return len(nodes)
