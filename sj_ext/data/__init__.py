@@ -16,7 +16,11 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
-from . import digits  # noqa: F401  (registers 'digits')
+from . import (
+    digits,  # noqa: F401  (registers 'digits')
+    neuromorphic,  # noqa: F401  (nmnist, cifar10dvs, dvsgesture)
+    vision,  # noqa: F401  (mnist, cifar10, ..., tinyimagenet, imagenet)
+)
 
 __all__ = ["DataSpec", "encode", "to_time_major"]
 

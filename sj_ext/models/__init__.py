@@ -7,4 +7,10 @@ module that maps ``[T, N, *]`` to ``[T, N, num_classes]`` (the engine sets
 every SpikingJelly module to multi-step mode).
 """
 
-from . import small  # noqa: F401  (registers the small built-in nets)
+from . import (
+    grouping,  # noqa: F401  (grouping_cnn, grouping_rnn)
+    plif_nets,  # noqa: F401  (parametric_lif_net)
+    resnet,  # noqa: F401  (resnet19, resnet18, resnet34)
+    small,  # noqa: F401  (registers the small built-in nets)
+    vgg,  # noqa: F401  (vggsnn)
+)
