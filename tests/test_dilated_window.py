@@ -623,7 +623,6 @@ def test_drops_into_spikingjelly_cifar10net():
         (dict(theta=float("nan")), ValueError, "theta"),
         (dict(stats="batch"), ValueError, "stats"),
         (dict(backend="triton"), ValueError, "backend"),
-        (dict(backend="cupy"), NotImplementedError, "cupy"),
         (dict(step_mode="x"), ValueError, "step_mode"),
     ],
 )

@@ -11,6 +11,7 @@ from .adaptive_lif import (
     surrogate_derivative,
     surrogate_spike,
 )
+from .backend import set_backend
 from .curriculum import lambert_w0, superloss, superloss_sigma, tet_loss
 from .grouping import (
     grouped_charge,
@@ -36,6 +37,7 @@ __all__ = [
     "neuron_reset",
     "partition",
     "run_steps",
+    "set_backend",
     "split_groups",
     "superloss",
     "superloss_sigma",

@@ -64,7 +64,8 @@ def membrane_stats(h: torch.Tensor, stats: str, group=None) -> tuple[torch.Tenso
     is the unbiased standard deviation, computed in two passes (mean, then the
     centred sum of squares). With a ``torch.distributed`` process ``group`` both
     passes are summed over its processes, so every process gets the statistics
-    of the whole distributed batch (as ``SyncBatchNorm`` does).
+    of the whole distributed batch (as ``SyncBatchNorm`` does). float16 and
+    bfloat16 membranes are reduced in float32 and the results cast back.
     """
     if stats == "layer":
         dims, count = None, h.numel()
@@ -82,7 +83,10 @@ def membrane_stats(h: torch.Tensor, stats: str, group=None) -> tuple[torch.Tenso
             f"stats={stats!r} over a membrane of shape {tuple(h.shape)} has {count} element per "
             "statistic; the standard deviation needs at least 2"
         )
+    dtype = h.dtype
     h = h.detach()
+    if dtype in (torch.float16, torch.bfloat16):  # their sums overflow / lose precision
+        h = h.float()
 
     def total(x: torch.Tensor) -> torch.Tensor:
         x = x.sum() if dims is None else x.sum(dim=dims, keepdim=True)
@@ -96,7 +100,7 @@ def membrane_stats(h: torch.Tensor, stats: str, group=None) -> tuple[torch.Tenso
         count = count_t.item()
     mu = total(h) / count
     sigma = torch.sqrt(total((h - mu).square()) / (count - 1))
-    return mu, sigma
+    return mu.to(dtype), sigma.to(dtype)
 
 
 def neuron_reset(h, spike, v_threshold, v_reset: float | None, detach_reset: bool):

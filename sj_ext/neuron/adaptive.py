@@ -52,7 +52,8 @@ class AdaptiveThresholdLIF(RunningThresholdLIFBase):
         :math:`\sigma_t` (default ``DynamicRect()``)
     :param detach_reset: detach the spike in the reset
     :param step_mode: ``'s'`` (input ``[N, *]``) or ``'m'`` (input ``[T, N, *]``)
-    :param backend: ``'torch'``
+    :param backend: ``'torch'``, or ``'cupy'``: in step mode ``'m'`` on CUDA tensors the
+        time loop runs in sj_ext's fused kernels (:mod:`sj_ext.cupy`)
     :param store_v_seq: keep the membrane of every step in ``v_seq`` (``'m'``)
 
     After a forward, ``threshold_seq`` / ``sigma_seq`` / ``width_seq`` hold

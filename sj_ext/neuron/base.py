@@ -14,6 +14,20 @@ per-forward records ``threshold_seq`` / ``sigma_seq`` / ``width_seq``.
 Subclasses hold no maths: they call the pure functions of
 :mod:`sj_ext.functional` and hand the thresholds they produced to
 :meth:`_update`.
+
+``backend='cupy'`` runs the multi-step forward (step mode ``'m'``) and its
+backward in the fused CUDA kernels of :mod:`sj_ext.cupy`, which return the
+same spikes, membrane, thresholds and :math:`\sigma_t` as the torch functions
+(the reference; the tests compare them). The neuron can be built and saved
+anywhere; a forward raises ``RuntimeError`` without CuPy (``pip install
+sj-ext[cupy-cuda13]``) or for an input not on a CUDA device. Options the
+kernels do not cover -- per-channel statistics (``stats='channel'``) or
+statistics synced across processes (``stats_group``) when statistics are
+taken, surrogates other than sj_ext's dynamic ones and SpikingJelly's
+``Rect`` / ``ATan`` / ``Sigmoid``, a callable projection -- run the torch
+backend after a one-time ``RuntimeWarning``. Single steps (``'s'``, and
+``store_v_seq=True``, which SpikingJelly runs step by step) use the torch
+functions.
 """
 
 import math
@@ -22,6 +36,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based.neuron import BaseNode
 
+from .. import cupy as fused
 from ..functional.adaptive_lif import STATS
 from ..surrogate import DynamicSurrogateBase
 
@@ -64,11 +79,6 @@ class RunningThresholdLIFBase(BaseNode):
             raise ValueError(f"momentum must lie in [0, 1], got {momentum!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if backend == "cupy":
-            raise NotImplementedError(
-                "backend='cupy' (fused CUDA kernels) is not available in this version of "
-                "sj_ext; use backend='torch'"
-            )
         if step_mode not in ("s", "m"):
             raise ValueError(f"step_mode must be 's' or 'm', got {step_mode!r}")
         super().__init__(
@@ -210,6 +220,46 @@ class RunningThresholdLIFBase(BaseNode):
         """A sequence ``[T, N, *]``: ``(spike_seq, v_T, v_th_seq, sigma_seq)``."""
         raise NotImplementedError
 
+    def _kernel_grouping(self, step_shape) -> dict:
+        """The grouping arguments of :func:`sj_ext.cupy.lif_multi_step`: none (independent)."""
+        return {}
+
+    def _fused_multi_step(self, x_seq: torch.Tensor, v: torch.Tensor, thresholds):
+        """:meth:`_multi_step` in the fused kernels (``backend='cupy'``), or ``None``.
+
+        ``None`` (after a one-time warning naming the reason) where the kernels
+        do not cover the options: the torch backend runs instead.
+
+        :raises RuntimeError: without CuPy, or for an input not on a CUDA device
+        """
+        launcher = fused.require_launcher(x_seq)
+        grouping = self._kernel_grouping(x_seq.shape[1:])
+        reason = fused.unsupported_reason(
+            x_seq,
+            thresholds,
+            stats=self.stats,
+            stats_group=self.stats_group,
+            surrogate_function=self.surrogate_function,
+            groups=grouping.get("groups", ()),
+            projection=grouping.get("projection", "none"),
+        )
+        if reason is not None:
+            fused.warn_fallback(type(self).__name__, reason)
+            return None
+        return fused.lif_multi_step(
+            x_seq,
+            v,
+            self.k,
+            thresholds,
+            decay_input=self.decay_input,
+            v_reset=self.v_reset,
+            f_c=self.f_c,
+            surrogate_function=self.surrogate_function,
+            detach_reset=self.detach_reset,
+            launcher=launcher,
+            **grouping,
+        )
+
     def single_step_functional_forward(self, inputs, states):
         x = inputs[0]
         v, t0 = states
@@ -230,7 +280,12 @@ class RunningThresholdLIFBase(BaseNode):
         self._check_rank(x_seq, 1)
         steps = x_seq.shape[0]
         thresholds = self._thresholds(t0, steps, x_seq[0])
-        spikes, v, v_th_seq, sigma_seq = self._multi_step(x_seq, v, thresholds)
+        result = None
+        if self.backend == "cupy":
+            result = self._fused_multi_step(x_seq, v, thresholds)
+        if result is None:
+            result = self._multi_step(x_seq, v, thresholds)
+        spikes, v, v_th_seq, sigma_seq = result
         self._update(t0, v_th_seq, sigma_seq)
         return (spikes,), (v, t0 + steps)
 

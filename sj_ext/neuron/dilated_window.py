@@ -103,7 +103,10 @@ class DilatedWindowLIF(RunningThresholdLIFBase):
         fixed threshold, :class:`~sj_ext.surrogate.DynamicRect` with an adaptive one
     :param detach_reset: detach the spike in the reset
     :param step_mode: ``'s'`` or ``'m'``
-    :param backend: ``'torch'`` (``'cupy'`` raises ``NotImplementedError``)
+    :param backend: ``'torch'``, or ``'cupy'``: in step mode ``'m'`` on CUDA tensors the
+        time loop runs in sj_ext's fused kernels (:mod:`sj_ext.cupy`; every window
+        and named projection; a callable projection runs the torch backend, with a
+        one-time warning)
     :param store_v_seq: keep the membrane of every step in ``v_seq`` (``'m'``)
 
     After a forward, ``threshold_seq`` holds the threshold of every step since
@@ -222,6 +225,16 @@ class DilatedWindowLIF(RunningThresholdLIFBase):
             stats_group=self.stats_group,
             surrogate_function=self.surrogate_function,
             detach_reset=self.detach_reset,
+        )
+
+    def _kernel_grouping(self, step_shape):
+        dims, groups = self.grid_for(step_shape)
+        return dict(
+            dims=dims,
+            groups=groups,
+            window=self.window,
+            projection=self.projection,
+            theta=self.theta,
         )
 
     def _step(self, x, v, threshold):

@@ -1,0 +1,107 @@
+"""Launching the fused kernels on a GPU: NVRTC through CuPy, on torch's current stream.
+
+CuPy is imported on first use only, so models with ``backend='cupy'`` can be
+built (and saved, moved) on a machine without it. Tensors stay torch's: the
+kernels receive their device addresses (``Tensor.data_ptr()``), so nothing
+is copied or converted, and every launch goes on the stream torch is using
+(``torch.cuda.current_stream``), in order with the surrounding torch ops.
+"""
+
+from functools import cache
+
+import numpy as np
+import torch
+
+from .source import KernelConfig, acc_dtype, data_ptr, kernel_source, ordered_args
+
+__all__ = ["CupyLauncher", "require_launcher", "INSTALL_HINT"]
+
+INSTALL_HINT = (
+    "pip install sj-ext[cupy-cuda13] (CUDA 13 builds of torch) or sj-ext[cupy-cuda12] (CUDA 12)"
+)
+#: NVRTC options: no FMA contraction, so every op rounds as the torch reference's ops do
+NVRTC_OPTIONS = ("-std=c++17", "--fmad=false")
+
+
+class CupyLauncher:
+    """Compile (once per :class:`~sj_ext.cupy.source.KernelConfig` and device) and launch.
+
+    :param block: threads per block (a power of two <= 256)
+    :param blocks_per_sm: grid cap per multiprocessor; the grid-stride loops cover the rest
+    """
+
+    def __init__(self, block: int = 256, blocks_per_sm: int = 32):
+        import cupy
+
+        self._cupy = cupy
+        self.block = block
+        self.blocks_per_sm = blocks_per_sm
+        self._modules = {}
+        self._streams = {}
+
+    def grid(self, items: int, device: torch.device) -> int:
+        """Blocks for ``items`` chains: one chain per thread, capped by the device's size."""
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        return max(1, min(-(-items // self.block), self.blocks_per_sm * sms))
+
+    def _kernel(self, config: KernelConfig, name: str, device_index: int):
+        key = (config, device_index)
+        if key not in self._modules:
+            self._modules[key] = self._cupy.RawModule(
+                code=kernel_source(), options=(*NVRTC_OPTIONS, *config.defines())
+            )
+        return self._modules[key].get_function(name)
+
+    def _stream(self, device: torch.device):
+        stream = torch.cuda.current_stream(device)
+        key = (device.index, stream.cuda_stream)
+        if key not in self._streams:
+            from_external = getattr(self._cupy.cuda.Stream, "from_external", None)
+            self._streams[key] = (
+                from_external(stream)
+                if from_external is not None  # CuPy >= 14
+                else self._cupy.cuda.ExternalStream(stream.cuda_stream, device.index)
+            )
+        return self._streams[key]
+
+    def __call__(self, config: KernelConfig, name: str, blocks: int, device, sweep=None, **args):
+        """Launch kernel ``name`` on ``blocks`` blocks of :attr:`block` threads, asynchronously.
+
+        :param sweep: ``(parameter, values)``: one launch per value, in order (the
+            other arguments are packed once)
+        """
+        acc = np.float64 if acc_dtype(config.dtype) == torch.float64 else np.float32
+        kinds = {"ptr": lambda v: np.uint64(data_ptr(v)), "int": np.int32, "int64": np.int64}
+        kinds["acc"] = acc
+        ordered, swept = ordered_args(name, args, sweep)
+        values = [kinds[kind](v) for kind, v in ordered]
+        with self._cupy.cuda.Device(device.index):
+            kernel = self._kernel(config, name, device.index)
+            with self._stream(device):
+                for value in [None] if sweep is None else sweep[1]:
+                    if sweep is not None:
+                        values[swept] = kinds[ordered[swept][0]](value)
+                    kernel((blocks,), (self.block,), tuple(values))
+
+
+@cache
+def _launcher() -> CupyLauncher:
+    return CupyLauncher()
+
+
+def require_launcher(x: torch.Tensor) -> CupyLauncher:
+    """The GPU launcher for input ``x``, or a ``RuntimeError`` saying what is missing.
+
+    ``backend='cupy'`` needs CuPy (the install extra) and ``x`` on a CUDA device.
+    """
+    try:
+        import cupy  # noqa: F401
+    except ImportError as error:
+        raise RuntimeError(f"backend='cupy' needs CuPy: {INSTALL_HINT}") from error
+    if not x.is_cuda:
+        raise RuntimeError(
+            f"backend='cupy' runs on CUDA tensors, got an input on {x.device}: move the model "
+            "and its inputs to a GPU, or switch it to the torch backend with "
+            "sj_ext.functional.set_backend(net, 'torch')"
+        )
+    return _launcher()
