@@ -3,12 +3,14 @@
     sj-ext train RECIPE.yaml [--set key.path=value ...] [--out DIR] [--resume]
     sj-ext eval RECIPE.yaml --checkpoint PATH [--set ...] [--out DIR]
     sj-ext validate RECIPE.yaml [RECIPE.yaml ...] [--set ...]
+    sj-ext report RUN_DIR [RUN_DIR_B] [--out DIR]
 
 Exit status: 0 on success, 2 for a bad recipe or command line, 1 when a run fails.
 """
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -37,11 +39,19 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check recipes without training")
     v.add_argument("recipes", nargs="+")
     v.add_argument("--set", dest="overrides", **overrides)
+    r = sub.add_parser("report", help="figures and report.md of a run, or two runs overlaid")
+    r.add_argument("runs", nargs="+", metavar="RUN_DIR", help="one or two run folders")
+    r.add_argument(
+        "--out", help="output folder (default: RUN_DIR/report, or RUN_DIR/report_vs_<B>)"
+    )
     return p
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "report" and len(args.runs) > 2:
+        parser.error(f"report takes one or two run folders, got {len(args.runs)}")
     from .engine import TrainingError, evaluate_checkpoint, train
 
     try:
@@ -55,10 +65,18 @@ def main(argv=None) -> int:
                     print(err, file=sys.stderr)
                     failed += 1
             return 2 if failed else 0
+        if args.command == "report":
+            from .report import write_report
+
+            report = write_report(args.runs, args.out)
+            print(f"wrote {report} and {len(list(report.parent.glob('*.png')))} figure(s)")
+            return 0
         recipe = load_recipe(args.recipe, args.overrides)
         if args.command == "train":
             out = Path(args.out or Path("runs") / Path(args.recipe).stem)
             metrics = train(recipe, out, resume=args.resume)
+            if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
+                return 0
             print(
                 f"best test acc {metrics['best_test_acc']:.4f}, final "
                 f"{metrics['final_test_acc']:.4f}; run folder {out}"

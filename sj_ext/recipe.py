@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from .monitor import MONITORS
 from .registry import (
     DATASETS,
     LOSSES,
@@ -80,9 +81,10 @@ class Field:
         if not ok:
             names = " or ".join("null" if t is None else t.__name__ for t in self.types)
             return f"expected {names}, got {type(value).__name__} {value!r}"
-        if self.choices and value not in self.choices:
-            hint = did_you_mean(value, self.choices)
-            return f"must be one of {list(self.choices)}, got {value!r}{hint}"
+        for item in value if isinstance(value, list) else [value]:
+            if self.choices and item not in self.choices:
+                hint = did_you_mean(item, self.choices)
+                return f"must be one of {list(self.choices)}, got {item!r}{hint}"
         return None
 
 
@@ -90,7 +92,7 @@ def _bool_as_number(value, t) -> bool:
     return isinstance(value, bool) and t is not bool
 
 
-INT, FLOAT, STR, BOOL, DICT = (int,), (int, float), (str,), (bool,), (dict,)
+INT, FLOAT, STR, BOOL, DICT, LIST = (int,), (int, float), (str,), (bool,), (dict,), (list,)
 OPT_INT, OPT_FLOAT, OPT_STR = (int, None), (int, float, None), (str, None)
 
 SCHEMA: dict = {
@@ -143,6 +145,18 @@ SCHEMA: dict = {
             BOOL, False, help="all-reduce adaptive-threshold statistics across processes"
         ),
     },
+    "monitor": {
+        "every": Field(
+            OPT_INT,
+            None,
+            help="record the monitors every N training batches of an epoch (its first "
+            "included) into OUT/monitor/; null = off",
+        ),
+        "names": Field(LIST, list(MONITORS), MONITORS, help="which monitors (a list)"),
+        "reach_eps": Field(
+            FLOAT, 0.01, help="grad_reach counts g'(z) > reach_eps * g'(0), in [0, 1)"
+        ),
+    },
 }
 
 # keys that may change between a run and its --resume
@@ -152,6 +166,9 @@ RESUMABLE_CHANGES = (
     "train.epochs",
     "train.device",
     "train.limit_eval_batches",
+    "monitor.every",
+    "monitor.names",
+    "monitor.reach_eps",
 )
 
 
@@ -247,6 +264,11 @@ def resolve(recipe: dict, source: str = "<recipe>") -> dict:
         ):
             if value < 1:
                 problems.append(f"{path}: must be >= 1, got {value}")
+        every, eps = out["monitor"]["every"], out["monitor"]["reach_eps"]
+        if every is not None and every < 1:
+            problems.append(f"monitor.every: must be >= 1 or null (off), got {every}")
+        if not 0 <= eps < 1:
+            problems.append(f"monitor.reach_eps: must lie in [0, 1), got {eps}")
         _check_names(out, problems)
     if problems:
         raise RecipeError(source, problems)

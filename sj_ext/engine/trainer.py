@@ -10,6 +10,7 @@ Run folder layout::
     OUT/checkpoints/latest.pt    model, optimizer, scheduler, scaler, epoch, RNG states,
     OUT/checkpoints/best.pt      the epoch records and the recipe
     OUT/tb/                      TensorBoard events
+    OUT/monitor/<name>.jsonl     monitor records (``monitor.every`` set; see :mod:`sj_ext.monitor`)
 """
 
 import inspect
@@ -24,9 +25,10 @@ import torch
 import torch.nn as nn
 import yaml
 from spikingjelly.activation_based import functional
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler, Subset, default_collate
 
 from ..data import DataSpec, encode, to_time_major
+from ..monitor import Monitor
 from ..neuron import sync_threshold_stats
 from ..recipe import RESUMABLE_CHANGES, flatten
 from ..registry import DATASETS, LOSSES, MODELS, NEURONS, OPTIMIZERS, SCHEDULES, SURROGATES
@@ -179,7 +181,14 @@ def _average_buffers(model: nn.Module, info, device) -> None:
             buf.div_(info.world_size)
 
 
-def _train_epoch(run, model, recipe, device, info, epoch, scaler, progress) -> dict:
+def _energy_input(run: Run, recipe: dict, device: torch.device) -> torch.Tensor:
+    """The first ``data.batch_size`` test samples, time-major (read without a loader: no RNG)."""
+    test = run.data.test
+    x, _ = default_collate([test[i] for i in range(min(recipe["data"]["batch_size"], len(test)))])
+    return time_major_input(x.to(device), recipe, run.data)
+
+
+def _train_epoch(run, model, recipe, device, info, epoch, scaler, progress, monitor) -> dict:
     model.train()
     d, t = recipe["data"], recipe["train"]
     if info.enabled:
@@ -206,6 +215,7 @@ def _train_epoch(run, model, recipe, device, info, epoch, scaler, progress) -> d
         if i >= n_batches:
             break
         x, y = x.to(device), y.to(device)
+        sampled = monitor is not None and monitor.begin(epoch + 1, i, n_batches)
         with _autocast(recipe, device):
             out = model(time_major_input(x, recipe, run.data))
             loss = run.loss(out, y)
@@ -222,6 +232,8 @@ def _train_epoch(run, model, recipe, device, info, epoch, scaler, progress) -> d
             nn.utils.clip_grad_norm_(model.parameters(), t["grad_clip"])
         scaler.step(run.optimizer)
         scaler.update()
+        if sampled:
+            monitor.end()
         functional.reset_net(model)
         loss_sum += loss.item() * len(y)
         correct += (decode(out.detach()).argmax(1) == y).sum().item()
@@ -281,6 +293,7 @@ def train(recipe: dict, out_dir: str | Path, resume: bool = False, log=print) ->
     info = distributed.setup("cuda" if want_cuda else "cpu")
     if not info.is_main:
         log = _quiet
+    monitor = None
     try:
         device = pick_device(t["device"], info)
         if resume and not latest.is_file():
@@ -308,6 +321,18 @@ def train(recipe: dict, out_dir: str | Path, resume: bool = False, log=print) ->
             records, best_acc, start_epoch = state["epochs"], state["best_test_acc"], state["epoch"]
             set_rng_state(state["rng"])
             log(f"resuming {out_dir} after epoch {start_epoch}")
+        m = recipe["monitor"]
+        if m["every"] is not None:
+            monitor = Monitor(
+                run.model,
+                run.loss,
+                names=m["names"],
+                every=m["every"],
+                out_dir=out_dir / "monitor",
+                reach_eps=m["reach_eps"],
+                write=info.is_main,
+            )
+            monitor.keep_epochs(start_epoch)
         if info.enabled:
             if t["sync_threshold_stats"]:
                 sync_threshold_stats(model)
@@ -328,11 +353,15 @@ def train(recipe: dict, out_dir: str | Path, resume: bool = False, log=print) ->
             start = time.perf_counter()
             row = {"epoch": epoch + 1, "lr": run.optimizer.param_groups[0]["lr"]}
             try:
-                row.update(_train_epoch(run, model, recipe, device, info, epoch, scaler, progress))
+                row.update(
+                    _train_epoch(run, model, recipe, device, info, epoch, scaler, progress, monitor)
+                )
             except TrainingError as e:
                 kept = f"{latest} (epoch {epoch})" if latest.is_file() else "none yet"
                 raise TrainingError(f"{e}; the run stopped. Last good checkpoint: {kept}") from e
             row["test_acc"], row["test_samples"] = evaluate(model, recipe, run.data, device, info)
+            if monitor is not None:
+                monitor.epoch_end(epoch + 1, lambda: _energy_input(run, recipe, device))
             run.scheduler.step()
             row["seconds"] = time.perf_counter() - start
             records.append(row)
@@ -367,6 +396,8 @@ def train(recipe: dict, out_dir: str | Path, resume: bool = False, log=print) ->
             writer.close()
         return _metrics(records, best_acc)
     finally:
+        if monitor is not None:
+            monitor.close()
         distributed.teardown(info)
 
 
