@@ -251,7 +251,33 @@ class ConfidenceAwareLoss(nn.Module):
         )
 
 
-class TETLoss(nn.Module):
+class _TimeLoss(nn.Module):
+    """A per-sample loss of SNN outputs with PyTorch's ``reduction`` and a ``time_dim``.
+
+    Subclasses define :meth:`per_sample` on ``[T, N, C]`` outputs and ``[N]`` targets.
+    """
+
+    def __init__(self, reduction: str, time_dim: int):
+        super().__init__()
+        _check_reduction(reduction)
+        _check_time_dim(time_dim)
+        self.reduction = reduction
+        self.time_dim = time_dim
+
+    def per_sample(self, x_seq: Tensor, target: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        x_seq = _time_first(input, self.time_dim)
+        _check_classes(x_seq)
+        _check_target(x_seq, target)
+        return _reduce(self.per_sample(x_seq, target), self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}, time_dim={self.time_dim}"
+
+
+class TETLoss(_TimeLoss):
     r"""Full TET loss (Deng et al., ICLR 2022) with the MSE regulariser.
 
     .. math::
@@ -278,30 +304,20 @@ class TETLoss(nn.Module):
     def __init__(
         self, lam: float = 1e-3, phi: float = 1.0, reduction: str = "mean", time_dim: int = 0
     ):
-        super().__init__()
+        super().__init__(reduction, time_dim)
         if not 0 <= lam <= 1:
             raise ValueError(f"lam must be in [0, 1], got {lam}")
-        _check_reduction(reduction)
-        _check_time_dim(time_dim)
         self.lam = lam
         self.phi = phi
-        self.reduction = reduction
-        self.time_dim = time_dim
 
-    def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        x_seq = _time_first(input, self.time_dim)
-        _check_classes(x_seq)
-        _check_target(x_seq, target)
-        return _reduce(tet_loss(x_seq, target, self.lam, self.phi), self.reduction)
+    def per_sample(self, x_seq: Tensor, target: Tensor) -> Tensor:
+        return tet_loss(x_seq, target, self.lam, self.phi)
 
     def extra_repr(self) -> str:
-        return (
-            f"lam={self.lam}, phi={self.phi}, reduction={self.reduction!r}, "
-            f"time_dim={self.time_dim}"
-        )
+        return f"lam={self.lam}, phi={self.phi}, {super().extra_repr()}"
 
 
-class TimeMeanCrossEntropy(nn.Module):
+class TimeMeanCrossEntropy(_TimeLoss):
     r"""Cross-entropy of the output averaged over time, :math:`\mathrm{CE}(\frac1T \sum_t O_t, y)`.
 
     The usual SNN classification loss (DS-ATGO trains with it and
@@ -313,17 +329,13 @@ class TimeMeanCrossEntropy(nn.Module):
     """
 
     def __init__(self, label_smoothing: float = 0.0, reduction: str = "mean", time_dim: int = 0):
-        super().__init__()
+        super().__init__(reduction, time_dim)
         if not 0 <= label_smoothing <= 1:
             raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-        _check_reduction(reduction)
-        _check_time_dim(time_dim)
         self.label_smoothing = label_smoothing
-        self.reduction = reduction
-        self.time_dim = time_dim
 
-    def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        x_seq = _time_first(input, self.time_dim)
-        _check_classes(x_seq)
-        _check_target(x_seq, target)
-        return _reduce(_ce(x_seq, target, self.label_smoothing), self.reduction)
+    def per_sample(self, x_seq: Tensor, target: Tensor) -> Tensor:
+        return _ce(x_seq, target, self.label_smoothing)
+
+    def extra_repr(self) -> str:
+        return f"label_smoothing={self.label_smoothing}, {super().extra_repr()}"
