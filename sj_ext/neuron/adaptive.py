@@ -104,17 +104,6 @@ class AdaptiveThresholdLIF(RunningThresholdLIFBase):
         )
 
     # ---------------------------------------------------------------- forward
-    def _options(self):
-        return dict(
-            decay_input=self.decay_input,
-            v_reset=self.v_reset,
-            f_c=self.f_c,
-            stats=self.stats,
-            stats_group=self.stats_group,
-            surrogate_function=self.surrogate_function,
-            detach_reset=self.detach_reset,
-        )
-
     def _check_rank(self, x: torch.Tensor, time_dims: int):
         need = time_dims + (2 if self.stats == "channel" else 1)
         if x.dim() < need:
@@ -127,7 +116,7 @@ class AdaptiveThresholdLIF(RunningThresholdLIFBase):
             )
 
     def _step(self, x, v, threshold):
-        return adaptive_lif_step(x, v, self.k, threshold, **self._options())
+        return adaptive_lif_step(x, v, self.k, threshold, **self._lif_options())
 
     def _multi_step(self, x_seq, v, thresholds):
-        return adaptive_lif_multi_step(x_seq, v, self.k, thresholds, **self._options())
+        return adaptive_lif_multi_step(x_seq, v, self.k, thresholds, **self._lif_options())

@@ -212,6 +212,18 @@ class RunningThresholdLIFBase(BaseNode):
             self.width_seq = None if width is None else torch.cat([self.width_seq, width])
 
     # ---------------------------------------------------------------- forward
+    def _lif_options(self) -> dict:
+        """The keyword arguments every sj_ext step function takes from the node."""
+        return dict(
+            decay_input=self.decay_input,
+            v_reset=self.v_reset,
+            f_c=self.f_c,
+            stats=self.stats,
+            stats_group=self.stats_group,
+            surrogate_function=self.surrogate_function,
+            detach_reset=self.detach_reset,
+        )
+
     def _step(self, x: torch.Tensor, v: torch.Tensor, threshold):
         """One step ``[N, *]``: ``(spike, v_next, h, v_th, sigma)`` (see ``fire_and_reset``)."""
         raise NotImplementedError

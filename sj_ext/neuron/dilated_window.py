@@ -211,21 +211,7 @@ class DilatedWindowLIF(RunningThresholdLIFBase):
         return check_grid(step_shape, dims, self.groups, who), self.groups
 
     def _options(self, step_shape):
-        dims, groups = self.grid_for(step_shape)
-        return dict(
-            dims=dims,
-            groups=groups,
-            window=self.window,
-            projection=self.projection,
-            theta=self.theta,
-            decay_input=self.decay_input,
-            v_reset=self.v_reset,
-            f_c=self.f_c,
-            stats=self.stats,
-            stats_group=self.stats_group,
-            surrogate_function=self.surrogate_function,
-            detach_reset=self.detach_reset,
-        )
+        return {**self._lif_options(), **self._kernel_grouping(step_shape)}
 
     def _kernel_grouping(self, step_shape):
         dims, groups = self.grid_for(step_shape)
