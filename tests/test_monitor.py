@@ -129,7 +129,7 @@ def test_gradient_reach_of_sj_ext_neurons_run_by_a_fused_kernel():
     x = torch.randn(4, 8, 3, 5)
     plain = AdaptiveThresholdLIF(step_mode="m")
     fused = AdaptiveThresholdLIF(step_mode="m", backend="cupy")
-    options = {**fused._options(), "surrogate_function": DynamicRect()}
+    options = {**fused._lif_options(), "surrogate_function": DynamicRect()}
     fused._fused_multi_step = lambda x_seq, v, th: adaptive_lif_multi_step(
         x_seq, v, fused.k, th, **options
     )
