@@ -48,7 +48,13 @@ nothing depends on a recipe's names. The monitors (:data:`MONITORS`):
     (:class:`~sj_ext.loss.ConfidenceAwareLoss`): the per-sample pairs, and the
     easy (:math:`\ell_i < \tau`, so :math:`\sigma^*_i > 1`) vs hard split:
     counts, mean :math:`\sigma^*` of each, and the share of the total weight
-    on easy samples :math:`\sum_{easy}\sigma^*_i / \sum_i \sigma^*_i`.
+    on easy samples :math:`\sum_{easy}\sigma^*_i / \sum_i \sigma^*_i`. Per
+    class (``classes``, from the targets and outputs the loss was called with):
+    sample count, weight share :math:`\sum_{i \in c}\sigma^*_i / \sum_i
+    \sigma^*_i`, that share over the class's sample share (``weight_ratio``; 1
+    = what plain averaging gives), mean :math:`\sigma^*` and the batch accuracy.
+    :meth:`Monitor.class_warnings` turns an epoch's samples into collapse
+    warnings (:mod:`sj_ext.class_health`).
 ``energy``
     once per epoch, synaptic operations and energy per inference of the SNN
     beside the same network as an ANN (:func:`sj_ext.energy.estimate_energy`)
@@ -86,6 +92,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based.neuron import BaseNode
 
+from .class_health import accuracy_warnings, weight_warnings
 from .functional.adaptive_lif import surrogate_derivative
 from .functional.grouping import group_views
 from .neuron.base import RunningThresholdLIFBase
@@ -158,6 +165,25 @@ def read_records(path: str | Path) -> list[dict]:
     return records
 
 
+def _class_rates(count, weight, right) -> dict:
+    """Per-class lists from per-class sample counts, summed sigma* and correct counts."""
+    seen = count > 0
+    share = weight / weight.sum().clamp_min(1e-30)
+    ratio = share / (count / count.sum().clamp_min(1))
+
+    def listed(t):
+        pairs = zip(t.tolist(), seen.tolist(), strict=True)
+        return [float(f"{v:.6g}") if ok else None for v, ok in pairs]
+
+    return {
+        "count": [int(c) for c in count.tolist()],
+        "weight_share": listed(share),
+        "weight_ratio": listed(ratio),
+        "mean_sigma": listed(weight / count.clamp_min(1)),
+        "acc": listed(right / count.clamp_min(1)),
+    }
+
+
 class Monitor:
     r"""Record firing rates, thresholds, gradient reach, group rates, curriculum weights, energy.
 
@@ -201,6 +227,8 @@ class Monitor:
         self._neurons = [(n, m) for n, m in model.named_modules() if isinstance(m, BaseNode)]
         self._handles = []
         self._where = None
+        self._batch = None
+        self._class_sums = None
 
     # ------------------------------------------------------------------ files
     def keep_epochs(self, completed: int) -> None:
@@ -240,6 +268,9 @@ class Monitor:
             return False
         if not layer_monitors and "curriculum" not in self.names:
             return False
+        self._batch = None
+        if "curriculum" in self.names and isinstance(self.loss, nn.Module):
+            self._handles.append(self.loss.register_forward_hook(self._loss_hook))
         self._where = {"epoch": epoch, "batch": batch, "progress": epoch - 1 + batch / n_batches}
         self._steps = {name: 0 for name, _ in self._neurons}
         self._rates = {name: [] for name, _ in self._neurons}
@@ -335,6 +366,15 @@ class Monitor:
                 self._grad_reach(name, module, args, out, multi)
 
         return hook
+
+    def _loss_hook(self, module, args, output):
+        """Keep the batch's targets and predicted classes (time-mean of ``[T, N, C]``)."""
+        if len(args) < 2 or not isinstance(args[1], torch.Tensor):
+            return
+        out = args[0].detach()
+        if out.dim() == 3:
+            out = out.mean(getattr(module, "time_dim", 0))
+        self._batch = (args[1].detach(), out.argmax(-1), out.shape[-1])
 
     def _surrogate_hook(self, module, args, kwargs, output):
         if self._active is not None:
@@ -442,7 +482,7 @@ class Monitor:
         loss, sigma, tau = loss.detach().float(), sigma.detach().float(), tau.detach().float()
         easy = loss < tau
         total = sigma.sum()
-        return {
+        record = {
             "tau": float(tau),
             "loss": _floats(loss),
             "sigma": _floats(sigma),
@@ -452,6 +492,35 @@ class Monitor:
             "mean_sigma_hard": float(sigma[~easy].mean()) if (~easy).any() else None,
             "weight_easy": float(sigma[easy].sum() / total) if total > 0 else None,
         }
+        if self._batch is not None and self._batch[0].shape == sigma.shape:
+            record["classes"] = self._classes(sigma, *self._batch)
+        return record
+
+    def _classes(self, sigma, target, pred, C) -> dict:
+        """Per class: samples, weight share, weight share / sample share, mean sigma*, accuracy."""
+        target, pred = target.long().cpu(), pred.cpu()
+        sigma = sigma.cpu().double()
+        count = torch.bincount(target, minlength=C).double()
+        weight = torch.bincount(target, weights=sigma, minlength=C)
+        right = torch.bincount(target, weights=(pred == target).double(), minlength=C)
+        sums = torch.stack([count, weight, right])
+        self._class_sums = sums if self._class_sums is None else self._class_sums + sums
+        return _class_rates(count, weight, right)
+
+    def class_warnings(self, epoch: int) -> list[str]:
+        """Collapse warnings from the curriculum samples of the epoch just ended, then reset.
+
+        See :mod:`sj_ext.class_health`; the per-class accuracy here is on the
+        sampled training batches.
+        """
+        sums, self._class_sums = self._class_sums, None
+        if sums is None:
+            return []
+        rates = _class_rates(*sums)
+        where = f"epoch {epoch} (sampled training batches): "
+        return weight_warnings(rates["weight_ratio"], where) + accuracy_warnings(
+            rates["acc"], where
+        )
 
     # ------------------------------------------------------------------ epoch
     def epoch_end(self, epoch: int, make_input) -> dict | None:

@@ -362,6 +362,8 @@ def train(recipe: dict, out_dir: str | Path, resume: bool = False, log=print) ->
             row["test_acc"], row["test_samples"] = evaluate(model, recipe, run.data, device, info)
             if monitor is not None:
                 monitor.epoch_end(epoch + 1, lambda: _energy_input(run, recipe, device))
+                for warning in monitor.class_warnings(epoch + 1):
+                    log(f"warning: {warning}")
             run.scheduler.step()
             row["seconds"] = time.perf_counter() - start
             records.append(row)

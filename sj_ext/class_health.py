@@ -1,0 +1,69 @@
+r"""Per-class health of a classifier in training: is any class dying?
+
+A curriculum loss re-weights samples; if one class's samples are all "hard"
+they can lose most of their weight and the class is never learned while the
+mean accuracy looks fine (CL-SNN on firing-rate outputs did exactly that to
+MNIST's digit 8: see ``docs/methods.md``). These checks turn that into a
+warning in the training log and in ``sj-ext report``. Torch-free: the report
+reads run folders without loading torch.
+
+Two signals, per class :math:`c` of :math:`C`:
+
+* **accuracy collapse**: :math:`a_c < \tfrac12\,\mathrm{median}_k\, a_k` while
+  the median is above chance (:math:`2/C`), i.e. the rest of the net has
+  learned and this class has not;
+* **weight collapse**: the class's share of the loss weight over its share of
+  the samples, :math:`r_c = \frac{\sum_{i \in c} \sigma_i / \sum_i \sigma_i}
+  {n_c / n}`, is below :data:`WEIGHT_RATIO_MIN` (= 1/3): its samples count
+  less than a third of what plain averaging would give them.
+"""
+
+import math
+from statistics import median
+
+__all__ = ["ACC_FRACTION", "WEIGHT_RATIO_MIN", "accuracy_warnings", "weight_warnings"]
+
+ACC_FRACTION = 0.5
+WEIGHT_RATIO_MIN = 1 / 3
+
+
+def _known(values) -> list[tuple[int, float]]:
+    return [
+        (c, float(v))
+        for c, v in enumerate(values or [])
+        if v is not None and math.isfinite(float(v))
+    ]
+
+
+def accuracy_warnings(per_class_acc, where: str = "") -> list[str]:
+    """Warnings for classes whose accuracy collapsed (see the module docstring).
+
+    :param per_class_acc: accuracy of each class (``None`` for a class without samples)
+    :param where: prefix naming the epoch or run, e.g. ``"epoch 3: "``
+    """
+    known = _known(per_class_acc)
+    if len(known) < 2:
+        return []
+    mid = median(v for _, v in known)
+    if mid <= 2 / len(per_class_acc):
+        return []
+    return [
+        f"{where}class {c} has test accuracy {v:.3f}, under half the median class "
+        f"accuracy {mid:.3f}: the class is not being learned"
+        for c, v in known
+        if v < ACC_FRACTION * mid
+    ]
+
+
+def weight_warnings(weight_ratio, where: str = "") -> list[str]:
+    """Warnings for classes whose share of the loss weight collapsed.
+
+    :param weight_ratio: per class, its share of the weight over its share of
+        the samples (``None`` for a class that was not sampled)
+    """
+    return [
+        f"{where}class {c} gets {v:.2f}x its fair share of the loss weight (under "
+        f"{WEIGHT_RATIO_MIN:.2f}x): the curriculum is starving it"
+        for c, v in _known(weight_ratio)
+        if v < WEIGHT_RATIO_MIN
+    ]
