@@ -74,8 +74,19 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
     return loss
 
 
-def _ce(x_seq: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
-    return F.cross_entropy(x_seq.mean(0), target, reduction="none", label_smoothing=label_smoothing)
+def _ce(
+    x_seq: Tensor, target: Tensor, label_smoothing: float = 0.0, logit_scale: float = 1.0
+) -> Tensor:
+    logits = x_seq.mean(0) * logit_scale
+    return F.cross_entropy(logits, target, reduction="none", label_smoothing=label_smoothing)
+
+
+def _check_logit_scale(logit_scale) -> float:
+    if isinstance(logit_scale, bool) or not isinstance(logit_scale, int | float):
+        raise TypeError(f"logit_scale must be a number, got {type(logit_scale).__name__}")
+    if not (math.isfinite(logit_scale) and logit_scale > 0):
+        raise ValueError(f"logit_scale must be a finite number > 0, got {logit_scale}")
+    return float(logit_scale)
 
 
 def _mse_rate(x_seq: Tensor, target: Tensor) -> Tensor:
@@ -153,13 +164,21 @@ class ConfidenceAwareLoss(nn.Module):
         time_dim: int = 0,
         label_smoothing: float | None = None,
         momentum: float = 0.1,
+        logit_scale: float = 1.0,
     ):
         super().__init__()
+        logit_scale = _check_logit_scale(logit_scale)
+        if logit_scale != 1.0 and base not in ("ce", "label_smoothing_ce"):
+            raise ValueError(
+                f"logit_scale applies only to base='ce' or 'label_smoothing_ce', got base={base!r}"
+            )
         if isinstance(base, str):
             bases = {
-                "ce": _ce,
+                "ce": partial(_ce, logit_scale=logit_scale),
                 "label_smoothing_ce": partial(
-                    _ce, label_smoothing=0.1 if label_smoothing is None else label_smoothing
+                    _ce,
+                    label_smoothing=0.1 if label_smoothing is None else label_smoothing,
+                    logit_scale=logit_scale,
                 ),
                 "mse_rate": _mse_rate,
                 "tet": tet_loss,
@@ -195,6 +214,7 @@ class ConfidenceAwareLoss(nn.Module):
         self.reduction = reduction
         self.time_dim = time_dim
         self.momentum = momentum
+        self.logit_scale = logit_scale
         if tau == "ema":
             self.register_buffer("tau_ema", torch.zeros(()))
             self.register_buffer("tau_ema_initialised", torch.zeros((), dtype=torch.bool))
@@ -248,6 +268,7 @@ class ConfidenceAwareLoss(nn.Module):
         return (
             f"base={base!r}, tau={self.tau!r}, lam={self.lam}, "
             f"reduction={self.reduction!r}, time_dim={self.time_dim}"
+            + (f", logit_scale={self.logit_scale}" if self.logit_scale != 1.0 else "")
         )
 
 
@@ -324,18 +345,31 @@ class TimeMeanCrossEntropy(_TimeLoss):
     ``label_smoothing=0.1``).
 
     :param label_smoothing: as :func:`torch.nn.functional.cross_entropy`.
+    :param logit_scale: :math:`s`, the loss is :math:`\mathrm{CE}(\frac{s}{T} \sum_t O_t, y)`;
+        1 for real-valued outputs, larger for firing-rate outputs in [0, 1] (see
+        :class:`ConfidenceAwareLoss`).
     :param reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (per-sample ``[N]``).
     :param time_dim: 0 for ``[T, N, C]`` input, 1 for ``[N, T, C]``; ``[N, C]`` is one step.
     """
 
-    def __init__(self, label_smoothing: float = 0.0, reduction: str = "mean", time_dim: int = 0):
+    def __init__(
+        self,
+        label_smoothing: float = 0.0,
+        reduction: str = "mean",
+        time_dim: int = 0,
+        logit_scale: float = 1.0,
+    ):
         super().__init__(reduction, time_dim)
         if not 0 <= label_smoothing <= 1:
             raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
         self.label_smoothing = label_smoothing
+        self.logit_scale = _check_logit_scale(logit_scale)
 
     def per_sample(self, x_seq: Tensor, target: Tensor) -> Tensor:
-        return _ce(x_seq, target, self.label_smoothing)
+        return _ce(x_seq, target, self.label_smoothing, self.logit_scale)
 
     def extra_repr(self) -> str:
-        return f"label_smoothing={self.label_smoothing}, {super().extra_repr()}"
+        return (
+            f"label_smoothing={self.label_smoothing}, logit_scale={self.logit_scale}, "
+            f"{super().extra_repr()}"
+        )

@@ -17,7 +17,7 @@ from scipy.special import lambertw
 from spikingjelly.activation_based.functional import temporal_efficient_training_cross_entropy
 
 from sj_ext.functional.curriculum import superloss, superloss_sigma, tet_loss
-from sj_ext.loss import ConfidenceAwareLoss, TETLoss
+from sj_ext.loss import ConfidenceAwareLoss, TETLoss, TimeMeanCrossEntropy
 
 T, N, C = 4, 6, 5
 
@@ -369,3 +369,34 @@ def test_time_mean_cross_entropy_equals_ce_of_the_mean():
     )
     with pytest.raises(ValueError, match="outside the class range"):
         loss(out, torch.full((6,), 5))
+
+
+def test_logit_scale_multiplies_the_time_mean_before_the_cross_entropy():
+    torch.manual_seed(0)
+    rates = torch.rand(4, 6, 10)  # [T, N, C] firing rates in [0, 1]
+    y = torch.randint(0, 10, (6,))
+    ref = torch.nn.functional.cross_entropy(8.0 * rates.mean(0), y, reduction="none")
+    ce = TimeMeanCrossEntropy(logit_scale=8.0, reduction="none")
+    torch.testing.assert_close(ce(rates, y), ref)
+    cl = ConfidenceAwareLoss(base="ce", tau="fixed", lam=1.0, logit_scale=8.0)
+    cl(rates, y)
+    torch.testing.assert_close(cl.last_loss, ref)
+    smooth = ConfidenceAwareLoss(base="label_smoothing_ce", label_smoothing=0.1, logit_scale=8.0)
+    smooth(rates, y)
+    ref_smooth = torch.nn.functional.cross_entropy(
+        8.0 * rates.mean(0), y, reduction="none", label_smoothing=0.1
+    )
+    torch.testing.assert_close(smooth.last_loss, ref_smooth)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan")])
+def test_logit_scale_must_be_positive_and_finite(bad):
+    with pytest.raises(ValueError, match="logit_scale must be a finite number > 0"):
+        ConfidenceAwareLoss(logit_scale=bad)
+    with pytest.raises(ValueError, match="logit_scale must be a finite number > 0"):
+        TimeMeanCrossEntropy(logit_scale=bad)
+
+
+def test_logit_scale_is_refused_for_bases_it_does_not_apply_to():
+    with pytest.raises(ValueError, match="logit_scale applies only to base='ce'"):
+        ConfidenceAwareLoss(base="mse_rate", tau="batch", logit_scale=10.0)
