@@ -3,8 +3,8 @@ r"""Per-class health of a classifier in training: is any class dying?
 A curriculum loss re-weights samples; if one class's samples are all "hard"
 they can lose most of their weight and the class is never learned while the
 mean accuracy looks fine (CL-SNN on firing-rate outputs did exactly that to
-MNIST's digit 8: see ``docs/methods.md``). These checks turn that into a
-warning in the training log and in ``sj-ext report``. Torch-free: the report
+MNIST's digit 8: see ``docs/methods.md``, The firing-rate trap (MNIST)). These
+checks turn that into a warning in the training log and in ``sj-ext report``. Torch-free: the report
 reads run folders without loading torch.
 
 Two signals, per class :math:`c` of :math:`C`:

@@ -2,7 +2,8 @@
 
 Both follow PyTorch loss conventions (``forward(input, target)``, ``reduction``) and take
 SNN outputs ``[T, N, C]`` (``time_dim=0``, SpikingJelly's multi-step layout), ``[N, T, C]``
-(``time_dim=1``) or plain ``[N, C]`` (one time step).
+(``time_dim=1``) or plain ``[N, C]`` (one time step). The equations and the readings of
+the papers: ``docs/methods.md``, CL-SNN and ``docs/methods.md``, TET.
 """
 
 import math

@@ -11,7 +11,18 @@ membrane potential it is applied to:
 where :math:`\sigma_t` is the (detached) standard deviation of the charged
 membrane at step :math:`t` supplied by the neuron. A neuron that does not
 supply :math:`\sigma_t` gets the fixed width :math:`a_0` (the value of the
-rule at :math:`\sigma_t = v_0`).
+rule at :math:`\sigma_t = v_0`). The shapes (derivative at :math:`x`, width :math:`a_t`,
+:math:`\alpha_t = \alpha / a_t`):
+
+.. math::
+    \text{DynamicRect:}\quad & g'(x) = \tfrac{1}{a_t}\, \mathbb{1}[|x| < a_t / 2] \\
+    \text{DynamicATan:}\quad & g'(x) = \frac{\alpha_t}{2 (1 + (\frac{\pi}{2} \alpha_t x)^2)} \\
+    \text{DynamicSigmoid:}\quad & g'(x) = \alpha_t\, \mathrm{sigmoid}(\alpha_t x)
+        (1 - \mathrm{sigmoid}(\alpha_t x))
+
+DS-ATGO (Jiang et al., AAAI 2026) uses the rectangle; the readings (one width
+formula for the source's two branches, the other shapes as an extension) are in
+``docs/methods.md``, DS-ATGO.
 
 Every class here is a :class:`spikingjelly.activation_based.surrogate.SurrogateFunctionBase`
 and is called as ``sg(x, sigma=None)``; ``x`` is ``h - V_th`` of any shape,

@@ -15,7 +15,8 @@ DT = torch.float64
 
 
 # ----------------------------------------------------------------------------------------------
-# An independent re-statement of DS-ATGO (METHODS.md §1), written from the paper's equations.
+# An independent re-statement of DS-ATGO (docs/methods.md, DS-ATGO), written from the paper's
+# equations.
 def paper_forward(x_seq, running, *, k, decay_input, v_reset, f_c, a0, v0, training, momentum):
     """Plain loop; the rectangular surrogate as a straight-through clamp. Returns spikes,
     the updated running thresholds (a new list) and the per-step thresholds."""

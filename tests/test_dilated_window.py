@@ -22,8 +22,8 @@ DT = torch.float64
 
 
 # ----------------------------------------------------------------------------------------------
-# An independent re-statement of METHODS.md §2 (and §1 for the adaptive threshold): explicit
-# index sets per group, a plain loop over groups and steps.
+# An independent re-statement of docs/methods.md, Grouping (and DS-ATGO for the adaptive
+# threshold): explicit index sets per group, a plain loop over groups and steps.
 def ref_groups(sizes, grid, window):
     """Every group's flat (row-major) positions over the grouped dims, local order row-major."""
     per_dim = []

@@ -1,7 +1,9 @@
 r"""DS-ATGO: LIF with a forward adaptive threshold (the torch reference).
 
-Notation (``../shared/METHODS.md`` §1): ``x_t`` input current, ``h_t``
-charged membrane, ``s_t`` spikes, ``u_t`` membrane after reset, ``k = 1/tau``.
+Notation (``docs/methods.md``, Notation; the method and its readings:
+``docs/methods.md``, DS-ATGO): ``x_t`` input current, ``h_t`` charged
+membrane, ``s_t`` spikes, ``u_t`` membrane after reset, ``k = 1/tau``
+(``V_{reset}`` counts as 0 in the charge when the reset is soft).
 
 .. math::
     h_t &= u_{t-1} + k\,(x_t - (u_{t-1} - V_{reset}))   &&\text{decay\_input=True} \\
@@ -10,13 +12,16 @@ charged membrane, ``s_t`` spikes, ``u_t`` membrane after reset, ``k = 1/tau``.
     V_{th}(t) &= f_c\,(\mu_t + \sigma_t)                  &&\text{training} \\
     s_t &= \Theta(h_t - V_{th}(t)) \\
     u_t &= h_t (1 - s_t) + V_{reset}\, s_t  \;\text{(hard)}, \quad
-           h_t - V_{th}(t)\, s_t \;\text{(soft, } V_{reset}=\text{None)}
+           h_t - V_{th}(t)\, s_t \;\text{(soft, } V_{reset}=\text{None)} \\
+    \partial s_t / \partial h_t &= g'(h_t - V_{th}(t);\, a_t)  &&\text{backward (surrogate)}
 
 The statistics are taken over the whole layer tensor of a step
 (``stats='layer'``, the paper) or per channel (``stats='channel'``: over every
 dim of ``[N, C, *]`` but ``C``). No gradient flows through
 :math:`\mu_t, \sigma_t, V_{th}`. A dynamic surrogate
-(:class:`sj_ext.surrogate.DynamicSurrogateBase`) receives :math:`\sigma_t`.
+(:class:`sj_ext.surrogate.DynamicSurrogateBase`) receives :math:`\sigma_t` and
+sets its width :math:`a_t = a_0 (1 + \tanh(\sigma_t - v_0))`; any other
+surrogate has a fixed width.
 
 :func:`adaptive_lif_step` is the single statement of the forward equations;
 :func:`adaptive_lif_multi_step` runs it over ``[T, N, *]`` without an autograd

@@ -1,9 +1,22 @@
-"""Curriculum (confidence-aware) losses as pure torch functions.
+r"""Curriculum (confidence-aware) losses as pure torch functions.
 
 * :func:`lambert_w0` -- the principal branch of the Lambert W function, on the tensor's device.
 * :func:`superloss_sigma`, :func:`superloss` -- the SuperLoss form used by CL-SNN
   (Tang et al., arXiv 2309.04737; Castells et al., NeurIPS 2020).
 * :func:`tet_loss` -- the full TET loss (Deng et al., ICLR 2022), per sample.
+
+For per-sample base losses :math:`\ell_i`, a threshold :math:`\tau` and :math:`\lambda > 0`:
+
+.. math::
+
+    \sigma_i^* &= \exp\!\Big(-W_0\big(\tfrac12 \max(-\tfrac{2}{e},
+        \tfrac{\ell_i - \tau}{\lambda})\big)\Big) \quad\text{(detached)}, \\
+    L_i &= (\ell_i - \tau)\,\sigma_i^* + \lambda (\log \sigma_i^*)^2 , \\
+    L^{TET}_i &= (1 - \lambda)\,\frac{1}{T} \sum_t \mathrm{CE}(O_{t,i}, y_i)
+        + \lambda\, \frac{1}{T C} \sum_{t, c} (O_{t,i,c} - \phi)^2 .
+
+The readings of the sources (thresholds, clamp, base losses): ``docs/methods.md``, CL-SNN
+and ``docs/methods.md``, TET.
 """
 
 import math

@@ -1,4 +1,6 @@
-r"""Multi-receptive-field grouping with a projection (Yao et al., ACML 2023; ``METHODS.md`` §2).
+r"""Multi-receptive-field grouping with a projection (Yao et al., ACML 2023).
+
+See ``docs/methods.md``, Grouping (the readings of the source, the paper).
 
 The positions of a neuron layer are split along the grouped dims
 (``dims``, e.g. ``H, W`` of ``[N, C, H, W]``, or ``L`` of a sequence

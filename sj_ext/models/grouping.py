@@ -10,10 +10,10 @@ arguments set the dynamics (``tau``, ``projection``, ``theta``, threshold).
 The paper trains them with ``T = 1``: the groups make a layer recurrent
 within one step.
 
-**Reading** (``METHODS.md`` §2 gives the neuron, not the networks; the public
-code is a Sequencer2D hybrid): ``grouping_cnn`` is a VGG-style spiking CNN,
-``grouping_rnn`` runs the grouped recurrence over a sequence of patch tokens,
-the paper's RNN variant.
+**Reading** (``docs/methods.md``, Grouping: the paper gives the neuron, not the
+networks; the public code is a Sequencer2D hybrid): ``grouping_cnn`` is a
+VGG-style spiking CNN, ``grouping_rnn`` runs the grouped recurrence over a
+sequence of patch tokens, the paper's RNN variant.
 """
 
 from collections.abc import Callable

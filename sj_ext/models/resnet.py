@@ -1,6 +1,6 @@
 """Spiking ResNets with SEW-ADD residuals and tdBN: ResNet19 (CIFAR) and ResNet18/34 (ImageNet).
 
-DS-ATGO's networks (``METHODS.md`` §1). A block is
+DS-ATGO's networks (``docs/methods.md``, DS-ATGO). A block is
 
     conv3x3(stride) - tdBN - SN - conv3x3 - tdBN - SN,  then  + shortcut   (SEW-ADD)
 

@@ -12,7 +12,7 @@ __all__ = ["AdaptiveThresholdLIF"]
 class AdaptiveThresholdLIF(RunningThresholdLIFBase):
     r"""LIF neuron whose threshold follows the membrane statistics of every step.
 
-    DS-ATGO (Jiang et al., AAAI 2026; ``METHODS.md`` §1). In training mode,
+    DS-ATGO (Jiang et al., AAAI 2026; ``docs/methods.md``, DS-ATGO). In training mode,
     at every step :math:`t`:
 
     .. math::

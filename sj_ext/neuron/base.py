@@ -2,7 +2,7 @@ r"""``RunningThresholdLIFBase``: what every sj_ext LIF node shares.
 
 The LIF charge parameters (``tau``, ``decay_input``, a learnable ``tau``),
 the argument checks, the backend choice and DS-ATGO's running threshold
-(``METHODS.md`` §1): a buffer ``running_threshold`` of one threshold per time
+(``docs/methods.md``, DS-ATGO): a buffer ``running_threshold`` of one threshold per time
 step (``[T_max]``, or ``[T_max, C]`` for per-channel statistics), started at
 ``v_threshold``, grown in training to the longest sequence seen, updated by
 

@@ -32,7 +32,7 @@ class DilatedWindowLIF(RunningThresholdLIFBase):
     r"""LIF layer whose positions are updated group after group, each fed by the one before.
 
     Multi-receptive-field grouping with a projection (Yao, Wu, Chen, Zhang,
-    ACML 2023, arXiv 2401.10843; ``METHODS.md`` §2). The positions along the
+    ACML 2023, arXiv 2401.10843; ``docs/methods.md``, Grouping). The positions along the
     grouped ``dims`` are split by the grid ``groups`` into :math:`G` groups of
     equal shape (row-major order of the grid index), as contiguous windows
     (``window='block'``) or as strided ones (``window='dilated'``: group
@@ -59,10 +59,10 @@ class DilatedWindowLIF(RunningThresholdLIFBase):
     equals SpikingJelly's ``LIFNode`` (``ParametricLIFNode`` with
     ``learnable_tau=True``). The reading of the source (recurrence from the
     previous group's charged membrane, own state from step :math:`t-1`) is the
-    one of ``METHODS.md`` §2, following the public code's data flow.
+    one of ``docs/methods.md``, Grouping, following the public code's data flow.
 
-    **Adaptive threshold** (``threshold='adaptive'``, DS-ATGO, ``METHODS.md``
-    §1): since every group is charged before any fires, the statistics of the
+    **Adaptive threshold** (``threshold='adaptive'``; ``docs/methods.md``,
+    DS-ATGO): since every group is charged before any fires, the statistics of the
     whole :math:`h_t` are well defined, and in training
     :math:`V_{th}(t) = f_c(\mathrm{mean}(h_t) + \mathrm{std}(h_t))` (detached;
     per channel with ``stats='channel'``), with the running threshold of
