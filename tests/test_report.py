@@ -7,7 +7,7 @@ import pytest
 
 from sj_ext.cli import main
 from sj_ext.engine import train
-from sj_ext.monitor import MONITORS
+from sj_ext.monitor import MONITORS, MonitorFileWarning
 from sj_ext.recipe import load_recipe
 from sj_ext.report import FIGURES, ReportError, write_report
 
@@ -117,18 +117,35 @@ def broken(tmp_path: Path, runs, how: str) -> tuple[Path, str]:
         metrics.write_text(json.dumps({"epochs": [], "best_test_acc": None}))
         return run, f"{metrics}: holds no finished epoch"
     metrics.write_text(text)
-    (run / "monitor").mkdir()
-    file = run / "monitor" / "threshold.jsonl"
-    if how == "corrupt monitor line":
-        file.write_text('{"epoch": 1}\nxx\n{"epoch": 2}\n')
-        return run, f"{file} line 2: not valid JSON"
-    file.write_text('{"epoch": 1, "layers": {}}\n')
-    return run, f"{file}: record 1 lacks ['progress']"
+    recipe = run / "recipe.yaml"
+    if how == "recipe not YAML":
+        recipe.write_text("data: [1, 2\n")
+        return run, f"{recipe}: cannot read the run's recipe (while parsing"
+    if how == "recipe not a mapping":
+        recipe.write_text("- a\n- b\n")
+        return run, f"{recipe}: not a recipe (a list, not a mapping)"
+    if how == "recipe not UTF-8":
+        recipe.write_bytes(b"seed: \xff\n")
+        return run, f"{recipe}: cannot read the run's recipe (not UTF-8 text"
+    data = json.loads(text)
+    if how == "loss a string":
+        data["epochs"][1]["train_loss"] = "0.5"
+        metrics.write_text(json.dumps(data))
+        return run, f"{metrics}: epoch record 2 'train_loss' is str '0.5'"
+    if how == "epoch a list":
+        data["epochs"][0] = [1, 2]
+        metrics.write_text(json.dumps(data))
+        return run, f"{metrics}: epoch record 1 is not a mapping"
+    data["best_test_acc"] = {"acc": 1}
+    metrics.write_text(json.dumps(data))
+    return run, f"{metrics}: 'best_test_acc' is dict, not a number"
 
 
-@pytest.mark.parametrize(
-    "how", ["missing", "empty", "truncated", "no epoch", "corrupt monitor line", "bad record"]
-)
+BROKEN = ["missing", "empty", "truncated", "no epoch", "recipe not YAML", "recipe not a mapping"]
+BROKEN += ["recipe not UTF-8", "loss a string", "epoch a list", "best a mapping"]
+
+
+@pytest.mark.parametrize("how", BROKEN)
 def test_a_broken_run_folder_gives_a_clear_error(runs, tmp_path, capsys, how):
     run, message = broken(tmp_path, runs, how)
     with pytest.raises(ReportError) as err:
@@ -137,6 +154,25 @@ def test_a_broken_run_folder_gives_a_clear_error(runs, tmp_path, capsys, how):
     assert main(["report", str(run)]) == 1
     assert f"sj-ext report: {message}" in capsys.readouterr().err
     assert not (run / "report").exists()
+
+
+def test_damaged_monitor_lines_and_records_are_skipped_with_a_warning(runs, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(runs[0], run)
+    rates = run / "monitor" / "firing_rate.jsonl"
+    lines = rates.read_text().splitlines(keepends=True)
+    lines[1] = '{"epoch": 1, "batch": 1, "lay\x00\n'  # a corrupted middle line
+    lines[2] = json.dumps({**json.loads(lines[2]), "progress": "x"}) + "\n"  # a wrongly typed one
+    rates.write_text("".join(lines))
+    with pytest.warns(MonitorFileWarning) as caught:
+        write_report([run])
+    messages = [str(w.message) for w in caught]
+    assert f"{rates} line 2: not valid JSON (Invalid control character at); skipped" in messages
+    assert f"{rates}: record 2 'progress' is str 'x'; skipped" in messages  # record 2 of those read
+    assert main(["report", str(run)]) == 0  # the command shows the warnings in one line each
+    err = capsys.readouterr().err
+    assert f"sj-ext: warning: {rates} line 2: not valid JSON" in err
+    assert_figures(run / "report", ADAPTIVE_FIGURES)
 
 
 def test_report_takes_one_or_two_runs(runs, capsys):
