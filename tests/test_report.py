@@ -1,15 +1,17 @@
 import json
 import shutil
 import struct
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
 
 from sj_ext.cli import main
 from sj_ext.engine import train
-from sj_ext.monitor import MONITORS, MonitorFileWarning
+from sj_ext.monitor import MONITORS, Monitor, MonitorFileWarning
 from sj_ext.recipe import load_recipe
-from sj_ext.report import FIGURES, ReportError, write_report
+from sj_ext.report import FIGURES, ReportError, load_run, write_report
+from sj_ext.report_figures import EPOCH_AXIS, figures, layer_label
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "recipes" / "digits_quickstart.yaml"
@@ -180,3 +182,47 @@ def test_report_takes_one_or_two_runs(runs, capsys):
         main(["report", str(runs[0]), str(runs[1]), str(runs[0])])
     assert exit_.value.code == 2
     assert "report takes one or two run folders, got 3" in capsys.readouterr().err
+
+
+@pytest.fixture
+def named_run(tmp_path):
+    """A run folder whose neuron is ``conv_fc.1`` (an ``IFNode``), sampled in epochs 1 and 2."""
+    import torch
+    from spikingjelly.activation_based import functional, layer, neuron
+    from torch import nn
+
+    net = nn.Sequential(OrderedDict(conv_fc=nn.Sequential(layer.Linear(4, 3), neuron.IFNode())))
+    functional.set_step_mode(net, "m")
+    run = tmp_path / "run"
+    monitor = Monitor(net, names=["firing_rate", "threshold"], out_dir=run / "monitor")
+    for epoch in (1, 2):
+        with monitor.sample(epoch, 0, 4):
+            net(torch.rand(3, 2, 4))
+        functional.reset_net(net)
+    rows = [{"epoch": e, "train_loss": 1.0 / e, "train_acc": 0.5, "test_acc": 0.5} for e in (1, 2)]
+    (run / "metrics.json").write_text(json.dumps({"epochs": rows, "best_test_acc": 0.5}))
+    return run
+
+
+def test_layers_are_labelled_by_module_name_and_class(named_run):
+    run = load_run(named_run)
+    assert run.monitors["firing_rate"][0]["kinds"] == {"conv_fc.1": "IFNode"}
+    fig, _ = figures([run])["firing_rate.png"]()
+    heatmap, over_training = fig.axes[:2]
+    assert [t.get_text() for t in heatmap.get_yticklabels()] == ["conv_fc.1 (IFNode)"]
+    assert over_training.get_legend_handles_labels()[1] == ["conv_fc.1 (IFNode)"]
+    fig, _ = figures([run])["thresholds.png"]()
+    assert fig.axes[0].get_title() == "layer conv_fc.1 (IFNode)"
+    assert layer_label("", "AdaptiveThresholdLIF") == "AdaptiveThresholdLIF"  # the net is a neuron
+
+
+def test_every_plot_over_training_shares_one_epoch_axis(named_run):
+    made = {name: make() for name, make in figures([load_run(named_run)]).items()}
+    curves = made["training_curves.png"][0].axes
+    rates = made["firing_rate.png"][0].axes[1]
+    thresholds = made["thresholds.png"][0].axes[0]
+    for ax in [*curves, rates, thresholds]:
+        assert (ax.get_xlabel(), ax.get_xlim()) == (EPOCH_AXIS, (0.0, 2.0))
+    # epoch e's curves lie at e (after e epochs), a batch sampled in epoch e at e - 1 + i / n
+    assert list(curves[0].lines[0].get_xdata()) == [1, 2]
+    assert list(rates.lines[0].get_xdata()) == [0.0, 1.0]
