@@ -129,10 +129,9 @@ def _main(argv) -> int:
                 f"{metrics['final_test_acc']:.4f}; run folder {out}"
             )
         else:
-            out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent.parent
-            out = _writable(out)
             result = evaluate_checkpoint(recipe, args.checkpoint)
-            (out / "eval.json").write_text(json.dumps(result, indent=1))
+            out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent.parent
+            (_writable(out) / "eval.json").write_text(json.dumps(result, indent=1))
             print(f"test acc {result['test_acc']:.4f} ({result['test_samples']} samples)")
         return 0
     except RecipeError as err:

@@ -7,6 +7,9 @@ builder's signature. Keys every recipe has, with fixed meanings:
 ``data.root``, ``data.batch_size``, ``data.T`` (time steps), ``train.epochs``,
 ``train.limit_train_batches`` / ``train.limit_eval_batches`` (cap batches per
 epoch; null = all), ``train.device`` ('auto' | 'cpu' | 'cuda'), ``seed``.
+:data:`RANGES` bounds the numbers (``optim.lr`` finite and positive, ``data.T``
+at most :data:`MAX_T`, ...); each dataset's own argument checks run too. Files
+are parsed by :mod:`sj_ext.safe_yaml` (bounded size, values and depth).
 """
 
 import copy
@@ -81,7 +84,7 @@ SCHEMA: dict = {
         "name": Field(STR, help="dataset registry name"),
         "root": Field(OPT_STR, None, help="where the dataset's files lie"),
         "batch_size": Field(INT, help="per process"),
-        "T": Field(INT, help="time steps"),
+        "T": Field(INT, help="time steps, 1 to MAX_T = 1024"),
         "encoding": Field(STR, "direct", ("direct", "poisson"), "static images -> [T, N, ...]"),
         "num_workers": Field(INT, 0),
         "args": Field(DICT, {}, help="dataset-specific arguments"),
