@@ -123,7 +123,7 @@ SCHEMA: dict = {
         "limit_eval_batches": Field(OPT_INT, None),
         "device": Field(STR, "auto", ("auto", "cpu", "cuda")),
         "amp": Field(OPT_STR, None, (None, "float16", "bfloat16")),
-        "grad_clip": Field(OPT_FLOAT, None, help="max gradient norm"),
+        "grad_clip": Field(OPT_FLOAT, None, help="max gradient norm (> 0); null = no clipping"),
         "sync_threshold_stats": Field(
             BOOL, False, help="all-reduce adaptive-threshold statistics across processes"
         ),

@@ -35,7 +35,7 @@ _COLUMNS = 4  # subplots per row of the per-layer figures
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _last_epoch(records: list[dict]) -> list[dict]:
+def _of_last_epoch(records: list[dict]) -> list[dict]:
     last = max(r["epoch"] for r in records)
     return [r for r in records if r["epoch"] == last]
 
@@ -165,7 +165,7 @@ def _firing_rate(runs, epochs: int):
     names = _layer_names(runs, "firing_rate")
     labels = _layer_labels(runs, "firing_rate", names)
     fig, axes = _figure(2, len(runs), width=5.0, height=0.45 * len(names) + 2.6)
-    lasts = [_last_epoch(run.monitors["firing_rate"]) for run in runs]
+    lasts = [_of_last_epoch(run.monitors["firing_rate"]) for run in runs]
     matrices = [_rate_matrix(last, names) for last in lasts]
     vmax = max(float(np.nanmax(m)) if np.isfinite(m).any() else 0.0 for m in matrices) or 1.0
     for col, (run, last, matrix) in enumerate(zip(runs, lasts, matrices, strict=True)):
@@ -243,7 +243,7 @@ def _group_rate(runs, epochs: int):
     labels = _layer_labels(runs, "group_rate", names)
     fig, axes = _figure(len(names), len(runs), width=5.0, height=3.4)
     for col, run in enumerate(runs):
-        last = _last_epoch(run.monitors["group_rate"])
+        last = _of_last_epoch(run.monitors["group_rate"])
         for row, (name, layer) in enumerate(zip(names, labels, strict=True)):
             ax = axes[row, col]
             entries = [r["layers"][name] for r in last if name in r["layers"]]
@@ -263,14 +263,13 @@ def _curriculum(runs, epochs: int):
     if not runs:
         return None
     fig, axes = _figure(1, len(runs) + 2)
-    last_epoch = max(r["epoch"] for run in runs for r in run.monitors["curriculum"])
     for col, run in enumerate(runs):
         ax = axes[0, col]
         records = run.monitors["curriculum"]
         loss = np.concatenate([r["loss"] for r in records])
         sigma = np.concatenate([r["sigma"] for r in records])
         epoch = np.concatenate([[r["epoch"]] * len(r["loss"]) for r in records])
-        points = ax.scatter(loss, sigma, c=epoch, s=6, cmap="viridis", vmin=1, vmax=last_epoch)
+        points = ax.scatter(loss, sigma, c=epoch, s=6, cmap="viridis", vmin=1, vmax=epochs)
         ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
         ax.set(
             xlabel=r"per-sample loss $\ell_i$",
