@@ -2,8 +2,9 @@
 
     sj-ext train RECIPE.yaml [--set key.path=value ...] [--out DIR] [--resume]
     sj-ext eval RECIPE.yaml --checkpoint PATH [--set ...] [--out DIR]
-    sj-ext validate RECIPE.yaml [RECIPE.yaml ...] [--set ...]
+    sj-ext validate RECIPE.yaml [RECIPE.yaml ...] [--set ...] [--recipe-only]
     sj-ext report RUN_DIR [RUN_DIR_B] [--out DIR]
+    sj-ext --version
 
 Exit status: 0 on success, 2 for a bad recipe or command line, 1 when a run fails.
 """
@@ -12,13 +13,21 @@ import argparse
 import json
 import os
 import sys
+import tempfile
+import warnings
 from pathlib import Path
 
+from . import __version__
 from .recipe import RecipeError, load_recipe
+
+
+class OutFolderError(OSError):
+    """The run or output folder cannot be created or written."""
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sj-ext", description="Train and evaluate sj_ext recipes.")
+    p.add_argument("--version", action="version", version=f"sj-ext {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     overrides = dict(
         action="append",
@@ -39,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check recipes without training")
     v.add_argument("recipes", nargs="+")
     v.add_argument("--set", dest="overrides", **overrides)
+    v.add_argument(
+        "--recipe-only",
+        action="store_true",
+        help="check the recipes alone, not what this machine has (CUDA, CuPy, the data files)",
+    )
     r = sub.add_parser("report", help="figures and report.md of a run, or two runs overlaid")
     r.add_argument("runs", nargs="+", metavar="RUN_DIR", help="one or two run folders")
     r.add_argument(
@@ -47,24 +61,57 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _validate(paths: list[str], overrides: list[str], recipe_only: bool) -> int:
+    from .preflight import missing_here
+
+    failed = 0
+    for path in paths:
+        try:
+            recipe = load_recipe(path, overrides)
+        except RecipeError as err:
+            print(err, file=sys.stderr)
+            failed += 1
+            continue
+        problems = [] if recipe_only else missing_here(recipe)
+        for problem in problems:
+            print(f"{path}: {problem}", file=sys.stderr)
+        failed += bool(problems)
+        if not problems:
+            print(f"{path}: ok")
+    return 2 if failed else 0
+
+
+def _writable(folder: Path) -> Path:
+    """``folder``, created if need be; :class:`OutFolderError` if it cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise OutFolderError(f"cannot write into the folder {folder}: {e.strerror or e}") from e
+    return folder
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"sj-ext: warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv=None) -> int:
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _main(argv)
+
+
+def _main(argv) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "report" and len(args.runs) > 2:
         parser.error(f"report takes one or two run folders, got {len(args.runs)}")
+    if args.command == "validate":
+        return _validate(args.recipes, args.overrides, args.recipe_only)
     from .engine import TrainingError, evaluate_checkpoint, train
 
     try:
-        if args.command == "validate":
-            failed = 0
-            for path in args.recipes:
-                try:
-                    load_recipe(path, args.overrides)
-                    print(f"{path}: ok")
-                except RecipeError as err:
-                    print(err, file=sys.stderr)
-                    failed += 1
-            return 2 if failed else 0
         if args.command == "report":
             from .report import write_report
 
@@ -73,7 +120,7 @@ def main(argv=None) -> int:
             return 0
         recipe = load_recipe(args.recipe, args.overrides)
         if args.command == "train":
-            out = Path(args.out or Path("runs") / Path(args.recipe).stem)
+            out = _writable(Path(args.out or Path("runs") / Path(args.recipe).stem))
             metrics = train(recipe, out, resume=args.resume)
             if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
                 return 0
@@ -84,12 +131,14 @@ def main(argv=None) -> int:
         else:
             result = evaluate_checkpoint(recipe, args.checkpoint)
             out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent.parent
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "eval.json").write_text(json.dumps(result, indent=1))
+            (_writable(out) / "eval.json").write_text(json.dumps(result, indent=1))
             print(f"test acc {result['test_acc']:.4f} ({result['test_samples']} samples)")
         return 0
     except RecipeError as err:
         print(err, file=sys.stderr)
+        return 2
+    except OutFolderError as err:
+        print(f"sj-ext {args.command}: {err}", file=sys.stderr)
         return 2
     except (TrainingError, FileNotFoundError, RuntimeError) as err:
         print(f"sj-ext {args.command}: {err}", file=sys.stderr)

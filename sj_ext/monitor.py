@@ -61,9 +61,12 @@ nothing depends on a recipe's names. The monitors (:data:`MONITORS`):
     on the first test samples; written by :meth:`Monitor.epoch_end`.
 
 Records: ``{"epoch": e (1-based), "batch": i (0-based), "progress": e - 1 +
-i / n_batches, "layers": {...}}`` (``energy``: ``{"epoch": e, ...}``). Files
+i / n_batches, "layers": {...}, "kinds": {layer: class name}}`` (``energy``:
+``{"epoch": e, ...}``); layers are named as ``model.named_modules()`` names
+them (``conv_fc.2``; ``""`` when the model is the neuron itself). Files
 are append-only, one line per record, flushed and fsynced; a crash mid-line
-leaves a partial last line that :func:`read_records` ignores, and
+leaves a partial last line that :func:`read_records` ignores (it skips any
+other damaged line with a warning naming file and line), and
 :meth:`Monitor.keep_epochs` (called on ``--resume``) rewrites each file
 atomically without the records of epochs that will run again.
 
@@ -85,6 +88,7 @@ Example::
 
 import json
 import os
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -97,14 +101,14 @@ from .functional.adaptive_lif import surrogate_derivative
 from .functional.grouping import group_views
 from .neuron.base import RunningThresholdLIFBase
 
-__all__ = ["MONITORS", "Monitor", "read_records", "MonitorFileError"]
+__all__ = ["MONITORS", "Monitor", "read_records", "MonitorFileWarning"]
 
 MONITORS = ("firing_rate", "threshold", "grad_reach", "group_rate", "curriculum", "energy")
 _LAYER_MONITORS = {"firing_rate", "threshold", "grad_reach", "group_rate"}  # hooks on neurons
 
 
-class MonitorFileError(RuntimeError):
-    """A monitor file that cannot be read (names the file and the line)."""
+class MonitorFileWarning(UserWarning):
+    """A line of a monitor file that is skipped (names the file and the line)."""
 
 
 def _round(x):
@@ -142,27 +146,36 @@ class _Recorder(nn.Module):
 def read_records(path: str | Path) -> list[dict]:
     """The records of one monitor file (JSON lines).
 
-    A last line without its newline (a crash mid-append) is ignored; any other
-    line that is not a JSON object with an integer ``epoch`` raises
-    :class:`MonitorFileError` naming the file and the line.
+    A last line without its newline (a crash mid-append) is ignored silently;
+    any other line that is not a JSON object with an integer ``epoch`` is
+    skipped with a :class:`MonitorFileWarning` naming the file and the line
+    (diagnostics never stop a run or a report).
     """
     path = Path(path)
-    text = path.read_text()
-    lines = text.split("\n")
+    lines = path.read_text(errors="replace").split("\n")
     if lines and lines[-1]:  # the partial line of an interrupted append
         lines = lines[:-1]
     records = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise MonitorFileError(f"{path} line {number}: not valid JSON ({e.msg})") from e
-        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
-            raise MonitorFileError(f"{path} line {number}: not a monitor record (no 'epoch')")
-        records.append(record)
+        problem, record = _parse_record(line)
+        if problem:
+            warnings.warn(f"{path} line {number}: {problem}; skipped", MonitorFileWarning, 2)
+        else:
+            records.append(record)
     return records
+
+
+def _parse_record(line: str) -> tuple[str | None, dict | None]:
+    """``(None, record)``, or ``(what is wrong, None)``."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        return f"not valid JSON ({e.msg})", None
+    if not isinstance(record, dict) or type(record.get("epoch")) is not int:
+        return "not a monitor record (no integer 'epoch')", None
+    return None, record
 
 
 def _class_rates(count, weight, right) -> dict:
@@ -307,12 +320,14 @@ class Monitor:
             },
         }
         self.last = {}
+        classes = {n: type(m).__name__ for n, m in self._neurons}
         for name in self.names:
             if name in found:
                 layers = found[name]()
                 if layers:
                     extra = {"eps": self.reach_eps} if name == "grad_reach" else {}
-                    self._append(name, {**where, **extra, "layers": layers})
+                    kinds = {n: classes[n] for n in layers}
+                    self._append(name, {**where, **extra, "layers": layers, "kinds": kinds})
             elif name == "curriculum":
                 curriculum = self._curriculum()
                 if curriculum is not None:

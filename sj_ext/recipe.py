@@ -7,10 +7,14 @@ builder's signature. Keys every recipe has, with fixed meanings:
 ``data.root``, ``data.batch_size``, ``data.T`` (time steps), ``train.epochs``,
 ``train.limit_train_batches`` / ``train.limit_eval_batches`` (cap batches per
 epoch; null = all), ``train.device`` ('auto' | 'cpu' | 'cuda'), ``seed``.
+:data:`RANGES` bounds the numbers (``optim.lr`` finite and positive, ``data.T``
+at most :data:`MAX_T`, ...); each dataset's own argument checks run too. Files
+are parsed by :mod:`sj_ext.safe_yaml` (bounded size, values and depth).
 """
 
 import copy
 import inspect
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +33,8 @@ from .registry import (
     SURROGATES,
     did_you_mean,
 )
+from .safe_yaml import YamlInputError, read_text
+from .safe_yaml import load as safe_load
 
 __all__ = [
     "RecipeError",
@@ -41,29 +47,6 @@ __all__ = [
 ]
 
 REQUIRED = object()
-
-
-class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also reads ``1e-3`` as a float (as YAML 1.2 does)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def safe_load(text: str):
-    """Parse YAML as pure data (safe loader; ``1e-3`` is a float)."""
-    return yaml.load(text, Loader=_Loader)
 
 
 @dataclass(frozen=True)
@@ -101,7 +84,7 @@ SCHEMA: dict = {
         "name": Field(STR, help="dataset registry name"),
         "root": Field(OPT_STR, None, help="where the dataset's files lie"),
         "batch_size": Field(INT, help="per process"),
-        "T": Field(INT, help="time steps"),
+        "T": Field(INT, help="time steps, 1 to MAX_T = 1024"),
         "encoding": Field(STR, "direct", ("direct", "poisson"), "static images -> [T, N, ...]"),
         "num_workers": Field(INT, 0),
         "args": Field(DICT, {}, help="dataset-specific arguments"),
@@ -140,7 +123,7 @@ SCHEMA: dict = {
         "limit_eval_batches": Field(OPT_INT, None),
         "device": Field(STR, "auto", ("auto", "cpu", "cuda")),
         "amp": Field(OPT_STR, None, (None, "float16", "bfloat16")),
-        "grad_clip": Field(OPT_FLOAT, None, help="max gradient norm"),
+        "grad_clip": Field(OPT_FLOAT, None, help="max gradient norm (> 0); null = no clipping"),
         "sync_threshold_stats": Field(
             BOOL, False, help="all-reduce adaptive-threshold statistics across processes"
         ),
@@ -243,6 +226,45 @@ def _check_names(r: dict, problems: list[str]):
         for problem in registry.check(section["name"], section["args"], supplied):
             where = "name" if problem.startswith("unknown") else "args"
             problems.append(f"{path}.{where}: {problem}")
+    if not problems:
+        _check_dataset_values(r["data"], problems)
+
+
+def _check_dataset_values(d: dict, problems: list[str]) -> None:
+    """The dataset builder's own range checks on ``data.args`` (nothing is read)."""
+    kwargs = {"root": d["root"], "T": d["T"], **d["args"]}
+    for problem in DATASETS.check_values(d["name"], kwargs):
+        key = re.match(r"(data\.args\.\w+) (.*)", problem, re.S)
+        problems.append(f"{key[1]}: {key[2]}" if key else f"data.args: {problem}")
+
+
+#: the most time steps ``data.T`` (every step's activations are kept for the backward pass)
+MAX_T = 1024
+
+# key -> (whether a value is in range, the rule); null values of optional keys are not checked
+RANGES: dict[str, tuple] = {
+    "seed": (lambda v: 0 <= v < 2**32, "must lie in [0, 2**32)"),
+    "data.batch_size": (lambda v: v >= 1, "must be >= 1"),
+    "data.T": (lambda v: 1 <= v <= MAX_T, f"must be >= 1 and at most MAX_T = {MAX_T}"),
+    "data.num_workers": (lambda v: v >= 0, "must be >= 0"),
+    "optim.lr": (lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0"),
+    "optim.weight_decay": (lambda v: math.isfinite(v) and v >= 0, "must be finite and >= 0"),
+    "schedule.warmup_epochs": (lambda v: v >= 0, "must be >= 0"),
+    "train.epochs": (lambda v: v >= 1, "must be >= 1"),
+    "train.limit_train_batches": (lambda v: v >= 1, "must be >= 1 or null (all)"),
+    "train.limit_eval_batches": (lambda v: v >= 1, "must be >= 1 or null (all)"),
+    "train.grad_clip": (lambda v: v > 0, "must be > 0 or null (no clipping)"),
+    "monitor.every": (lambda v: v >= 1, "must be >= 1 or null (off)"),
+    "monitor.reach_eps": (lambda v: 0 <= v < 1, "must lie in [0, 1)"),
+}
+
+
+def _check_ranges(r: dict, problems: list[str]) -> None:
+    flat = flatten(r)
+    for path, (ok, rule) in RANGES.items():
+        value = flat[path]
+        if value is not None and not ok(value):
+            problems.append(f"{path}: {rule}, got {value!r}")
 
 
 def resolve(recipe: dict, source: str = "<recipe>") -> dict:
@@ -257,18 +279,7 @@ def resolve(recipe: dict, source: str = "<recipe>") -> dict:
     out, problems = {}, []
     _walk(SCHEMA, recipe, "", out, problems)
     if not problems:
-        for path, value in (
-            ("data.batch_size", out["data"]["batch_size"]),
-            ("data.T", out["data"]["T"]),
-            ("train.epochs", out["train"]["epochs"]),
-        ):
-            if value < 1:
-                problems.append(f"{path}: must be >= 1, got {value}")
-        every, eps = out["monitor"]["every"], out["monitor"]["reach_eps"]
-        if every is not None and every < 1:
-            problems.append(f"monitor.every: must be >= 1 or null (off), got {every}")
-        if not 0 <= eps < 1:
-            problems.append(f"monitor.reach_eps: must lie in [0, 1), got {eps}")
+        _check_ranges(out, problems)
         _check_names(out, problems)
     if problems:
         raise RecipeError(source, problems)
@@ -281,7 +292,7 @@ def _parse_override(item: str, source: str) -> tuple[list[str], Any]:
     key, raw = item.split("=", 1)
     try:
         value = safe_load(raw)
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, YamlInputError) as e:
         raise RecipeError(source, [f"--set {key}: cannot parse value {raw!r}: {e}"]) from e
     return key.strip().split("."), value
 
@@ -319,11 +330,12 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> dict:
     path = Path(path)
     source = str(path)
     try:
-        text = path.read_text()
+        text = read_text(path)
+        raw = safe_load(text)
     except OSError as e:
         raise RecipeError(source, [f"cannot read the recipe: {e.strerror}"]) from e
-    try:
-        raw = safe_load(text)
+    except YamlInputError as e:
+        raise RecipeError(source, [f"refused: {e}"]) from e
     except yaml.YAMLError as e:
         raise RecipeError(source, [f"not valid YAML: {e}"]) from e
     if raw is None:

@@ -45,14 +45,22 @@ class Registry:
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, Callable] = {}
+        self._value_checks: dict[str, Callable] = {}
 
-    def register(self, name: str, builder: Callable | None = None):
-        """Register ``builder`` under ``name``; usable as a decorator."""
+    def register(self, name: str, builder: Callable | None = None, *, check=None):
+        """Register ``builder`` under ``name``; usable as a decorator.
+
+        ``check``, optional, takes the builder's keyword arguments and raises
+        ``ValueError`` (or ``TypeError``) for values the builder would refuse,
+        cheaply and without building (e.g. without reading a dataset's files).
+        """
 
         def add(fn):
             if name in self._entries:
                 raise KeyError(f"{self.kind} {name!r} is already registered")
             self._entries[name] = fn
+            if check is not None:
+                self._value_checks[name] = check
             return fn
 
         return add if builder is None else add(builder)
@@ -92,6 +100,16 @@ class Registry:
             for key in args
             if key not in accepted
         ]
+
+    def check_values(self, name: str, kwargs: dict) -> list[str]:
+        """What the registered value check of ``name`` says of ``kwargs`` (empty when fine)."""
+        check = self._value_checks.get(name)
+        try:
+            if check is not None:
+                check(**kwargs)
+        except (ValueError, TypeError) as e:
+            return [str(e)]
+        return []
 
     def build(self, name: str, /, *args, **kwargs):
         return self.get(name)(*args, **kwargs)

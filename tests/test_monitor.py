@@ -10,7 +10,7 @@ from sj_ext.energy import estimate_energy
 from sj_ext.engine import train, trainer
 from sj_ext.functional.adaptive_lif import adaptive_lif_multi_step
 from sj_ext.loss import ConfidenceAwareLoss
-from sj_ext.monitor import MONITORS, Monitor, MonitorFileError, read_records
+from sj_ext.monitor import MONITORS, Monitor, MonitorFileWarning, read_records
 from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF
 from sj_ext.recipe import RecipeError, load_recipe, resolve, safe_load
 from sj_ext.surrogate import DynamicRect
@@ -271,13 +271,21 @@ def test_recipe_monitor_section_is_validated():
 
 
 # ------------------------------------------------------------------------ files and resume
-def test_read_records_skips_a_partial_last_line_and_names_a_corrupt_one(tmp_path):
+def test_read_records_skips_a_partial_last_line_and_warns_of_a_corrupt_one(tmp_path):
     path = tmp_path / "firing_rate.jsonl"
     path.write_text('{"epoch": 1, "layers": {}}\n{"epoch": 2, "lay')
     assert read_records(path) == [{"epoch": 1, "layers": {}}]
-    path.write_text('{"epoch": 1}\n{"epoch": 2, "lay\n{"epoch": 3}\n')
-    with pytest.raises(MonitorFileError, match=r"firing_rate.jsonl line 2: not valid JSON"):
-        read_records(path)
+    path.write_bytes(
+        b'{"epoch": 1}\n{"epoch": 2, "lay\n\xff\xfe\n[3]\n{"epoch": "4"}\n{"epoch": 5}\n'
+    )
+    with pytest.warns(MonitorFileWarning) as caught:
+        assert read_records(path) == [{"epoch": 1}, {"epoch": 5}]
+    assert [str(w.message) for w in caught] == [
+        f"{path} line 2: not valid JSON (Unterminated string starting at); skipped",
+        f"{path} line 3: not valid JSON (Expecting value); skipped",
+        f"{path} line 4: not a monitor record (no integer 'epoch'); skipped",
+        f"{path} line 5: not a monitor record (no integer 'epoch'); skipped",
+    ]
 
 
 def records_of(out: Path) -> dict:
@@ -334,9 +342,12 @@ def test_resume_drops_the_records_of_epochs_run_again(tmp_path, monkeypatch, pla
     monkeypatch.undo()
     crashed = records_of(out)
     assert {r["epoch"] for records in crashed.values() for r in records} == {1, 2}
-    with open(out / "monitor" / "firing_rate.jsonl", "a") as f:
-        f.write('{"epoch": 2, "batch": 4, "lay')  # a line half written when it died
-    resumed = train(recipe, out, resume=True, log=lambda *a: None)
+    rates = out / "monitor" / "firing_rate.jsonl"
+    lines = rates.read_text().splitlines(keepends=True)
+    lines.insert(1, "#garbage\n")  # a damaged middle line: a warning, not a refusal
+    rates.write_text("".join(lines) + '{"epoch": 2, "batch": 4, "lay')  # half written when it died
+    with pytest.warns(MonitorFileWarning, match=f"{rates} line 2: not valid JSON"):
+        resumed = train(recipe, out, resume=True, log=lambda *a: None)
     assert without_time(resumed) == without_time(monitored)
     assert records_of(out) == records_of(mon_dir)  # epoch 2 once, as in an uninterrupted run
 

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,7 +65,47 @@ def test_quickstart_resolves_with_defaults():
             "train.device: must be one of ['auto', 'cpu', 'cuda'], got 'gpu'",
         ),
         (lambda r: r["optim"].update(lr=None), "optim.lr: expected int or float, got NoneType"),
-        (lambda r: r["data"].update(T=0), "data.T: must be >= 1, got 0"),
+        (lambda r: r["data"].update(T=0), "data.T: must be >= 1 and at most MAX_T = 1024, got 0"),
+        (
+            lambda r: r["data"].update(T=100000),
+            "data.T: must be >= 1 and at most MAX_T = 1024, got 100000",
+        ),
+        (lambda r: r["optim"].update(lr=0), "optim.lr: must be a finite number > 0, got 0"),
+        (lambda r: r["optim"].update(lr=-0.1), "optim.lr: must be a finite number > 0, got -0.1"),
+        (
+            lambda r: r["optim"].update(lr=float("inf")),
+            "optim.lr: must be a finite number > 0, got inf",
+        ),
+        (
+            lambda r: r["optim"].update(lr=float("nan")),
+            "optim.lr: must be a finite number > 0, got nan",
+        ),
+        (
+            lambda r: r["train"].update(grad_clip=-1),
+            "train.grad_clip: must be > 0 or null (no clipping), got -1",
+        ),
+        (lambda r: r.update(seed=-1), "seed: must lie in [0, 2**32), got -1"),
+        (lambda r: r["data"].update(num_workers=-1), "data.num_workers: must be >= 0, got -1"),
+        (
+            lambda r: r["train"].update(limit_train_batches=-1),
+            "train.limit_train_batches: must be >= 1 or null (all), got -1",
+        ),
+        (
+            lambda r: r["train"].update(limit_eval_batches=0),
+            "train.limit_eval_batches: must be >= 1 or null (all), got 0",
+        ),
+        (
+            lambda r: r["data"]["args"].update(test_fraction=1.5),
+            "data.args.test_fraction: must lie in (0, 1), got 1.5",
+        ),
+        (
+            lambda r: r["data"].update(name="cifar10", args={"crop_padding": -4}),
+            "data.args.crop_padding: must be null or >= 0",
+        ),
+        (
+            lambda r: r["data"].update(name="nmnist", args={"split_by": "count"}),
+            "data.args.split_by: must be one of ('number', 'time'), got 'count'",
+        ),
         (
             lambda r: r["neuron"].update(name="plif", args={}, backend="cupy"),
             "neuron.backend: neuron 'plif' has only the torch backend, got 'cupy'",
@@ -157,3 +198,141 @@ def test_set_values_are_type_checked(tmp_path):
 
 def test_flatten():
     assert flatten({"a": {"b": 1, "c": {}}, "d": 2}) == {"a.b": 1, "a.c": {}, "d": 2}
+
+
+def test_train_refuses_a_bad_value_before_touching_the_run_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", str(QUICKSTART), "--set", "train.grad_clip=-1", "--out", str(out)])
+    assert code == 2
+    assert "train.grad_clip: must be > 0 or null (no clipping), got -1" in capsys.readouterr().err
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- hostile YAML
+HOSTILE = {  # what the file holds, what validate says
+    "oversized": lambda: (b"seed: [" + b"1," * 150_000 + b"1]", "larger than 262144 bytes"),
+    "many values": lambda: (
+        ("seed: [" + ",".join(["1"] * 12_000) + "]").encode(),
+        "more than 10000 values once aliases are expanded (near line 1)",
+    ),
+    "deep": lambda: (
+        ("seed: " + "[" * 200 + "]" * 200).encode(),
+        "nested more than 64 levels deep (line 1)",
+    ),
+    "not UTF-8": lambda: (b"seed: 0\ndata: \xff\xfe\n", "not UTF-8 text (byte 0xff at offset 14)"),
+    "recursive": lambda: (
+        b"seed: 0\ndata: &x [1, *x]\n",
+        "alias *x at line 2 refers to a collection that contains it",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(HOSTILE))
+def test_hostile_yaml_is_refused_with_a_clear_message(tmp_path, capsys, kind):
+    content, message = HOSTILE[kind]()
+    path = tmp_path / "hostile.yaml"
+    path.write_bytes(content)
+    assert main(["validate", str(path)]) == 2
+    assert f"{path}: refused: {message}" in capsys.readouterr().err
+
+
+def alias_bomb(levels: int, width: int) -> str:
+    """'Billion laughs': level i lists level i - 1 ``width`` times; width**levels leaves."""
+    lines = ["a0: &a0 [" + ", ".join(["lol"] * width) + "]"]
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]")
+    return "seed: 0\ndata:\n" + "\n".join(f"  {line}" for line in lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_in_bounded_memory(tmp_path):
+    """10**10 leaves once expanded: printed in a message they would take ~70 GB. The command
+    runs under a 6 GiB address-space limit (torch alone reserves ~3.3 GiB), so a guard that
+    failed would end in MemoryError (exit 1), not in the guard's message."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(alias_bomb(10, 10))
+    limited = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30)); "
+        "from sj_ext.cli import main; sys.exit(main(['validate', sys.argv[1]]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", limited, str(path)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert out.returncode == 2, out.stderr
+    assert f"{path}: refused: more than 10000 values once aliases are expanded" in out.stderr
+
+
+def test_an_override_value_is_bounded_too():
+    with pytest.raises(RecipeError, match="--set seed: cannot parse value .* nested more than 64"):
+        apply_overrides(quickstart(), ["seed=" + "[" * 100 + "]" * 100])
+
+
+# ----------------------------------------------------------------- command line, machine
+def test_version(capsys):
+    from sj_ext import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"sj-ext {__version__}\n"
+
+
+@pytest.mark.parametrize("how", ["a file in the way", "read-only"])
+def test_an_unwritable_out_folder_is_named(tmp_path, capsys, monkeypatch, how):
+    import errno
+    import tempfile
+
+    out = tmp_path / "run"
+    if how == "a file in the way":
+        (tmp_path / "file").write_text("")
+        out, reason = tmp_path / "file" / "run", "Not a directory"
+    else:  # a real read-only folder cannot be made here (root writes anywhere): the OS's error
+
+        def read_only(*args, **kwargs):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+        monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+        reason = os.strerror(errno.EROFS)
+    code = main(["train", str(QUICKSTART), "--set", "train.device=cpu", "--out", str(out)])
+    assert code == 2
+    assert f"sj-ext train: cannot write into the folder {out}: {reason}" in capsys.readouterr().err
+
+
+def test_validate_names_what_this_machine_lacks(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    import torch
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "cupy" else real_find_spec(n, *a)
+    )
+    sets = ["--set", "train.device=cuda", "--set", "neuron.backend=cupy"]
+    assert main(["validate", str(QUICKSTART), *sets]) == 2
+    err = capsys.readouterr().err
+    assert f"{QUICKSTART}: train.device: 'cuda', but this machine has no CUDA device" in err
+    assert f"{QUICKSTART}: neuron.backend: 'cupy' needs CuPy, not installed here: pip" in err
+    assert f"{QUICKSTART}: neuron.backend: 'cupy' runs on CUDA only" in err
+    assert main(["validate", str(QUICKSTART), *sets, "--recipe-only"]) == 0
+    assert f"{QUICKSTART}: ok" in capsys.readouterr().out
+
+
+def test_validate_says_the_dataset_files_are_missing_as_the_builder_would(tmp_path, capsys):
+    from sj_ext.data.files import DatasetNotFoundError
+    from sj_ext.registry import DATASETS
+
+    with pytest.raises(DatasetNotFoundError) as built:
+        DATASETS.build("mnist", root=str(tmp_path), T=1)
+    sets = ["--set", "data.name=mnist", "--set", "data.args={}", "--set", f"data.root={tmp_path}"]
+    assert main(["validate", str(QUICKSTART), *sets]) == 2
+    err = capsys.readouterr().err
+    assert f"{QUICKSTART}: data.root: {built.value}" in err
+    assert "missing MNIST/raw/train-images-idx3-ubyte" in err
+    for name in ("train", "t10k"):  # the files in place: validate passes without reading them
+        for kind in ("images-idx3", "labels-idx1"):
+            file = tmp_path / "MNIST" / "raw" / f"{name}-{kind}-ubyte"
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_bytes(b"")
+    assert main(["validate", str(QUICKSTART), *sets]) == 0
+    fetch = ["--set", f"data.root={tmp_path / 'empty'}", "--set", "data.args.download=true"]
+    assert main(["validate", str(QUICKSTART), *sets[:4], *fetch]) == 0  # train will fetch them

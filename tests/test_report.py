@@ -1,15 +1,17 @@
 import json
 import shutil
 import struct
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
 
 from sj_ext.cli import main
 from sj_ext.engine import train
-from sj_ext.monitor import MONITORS
+from sj_ext.monitor import MONITORS, Monitor, MonitorFileWarning
 from sj_ext.recipe import load_recipe
-from sj_ext.report import FIGURES, ReportError, write_report
+from sj_ext.report import FIGURES, ReportError, load_run, write_report
+from sj_ext.report_figures import EPOCH_AXIS, figures, layer_label
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "recipes" / "digits_quickstart.yaml"
@@ -117,18 +119,35 @@ def broken(tmp_path: Path, runs, how: str) -> tuple[Path, str]:
         metrics.write_text(json.dumps({"epochs": [], "best_test_acc": None}))
         return run, f"{metrics}: holds no finished epoch"
     metrics.write_text(text)
-    (run / "monitor").mkdir()
-    file = run / "monitor" / "threshold.jsonl"
-    if how == "corrupt monitor line":
-        file.write_text('{"epoch": 1}\nxx\n{"epoch": 2}\n')
-        return run, f"{file} line 2: not valid JSON"
-    file.write_text('{"epoch": 1, "layers": {}}\n')
-    return run, f"{file}: record 1 lacks ['progress']"
+    recipe = run / "recipe.yaml"
+    if how == "recipe not YAML":
+        recipe.write_text("data: [1, 2\n")
+        return run, f"{recipe}: cannot read the run's recipe (while parsing"
+    if how == "recipe not a mapping":
+        recipe.write_text("- a\n- b\n")
+        return run, f"{recipe}: not a recipe (a list, not a mapping)"
+    if how == "recipe not UTF-8":
+        recipe.write_bytes(b"seed: \xff\n")
+        return run, f"{recipe}: cannot read the run's recipe (not UTF-8 text"
+    data = json.loads(text)
+    if how == "loss a string":
+        data["epochs"][1]["train_loss"] = "0.5"
+        metrics.write_text(json.dumps(data))
+        return run, f"{metrics}: epoch record 2 'train_loss' is str '0.5'"
+    if how == "epoch a list":
+        data["epochs"][0] = [1, 2]
+        metrics.write_text(json.dumps(data))
+        return run, f"{metrics}: epoch record 1 is not a mapping"
+    data["best_test_acc"] = {"acc": 1}
+    metrics.write_text(json.dumps(data))
+    return run, f"{metrics}: 'best_test_acc' is dict, not a number"
 
 
-@pytest.mark.parametrize(
-    "how", ["missing", "empty", "truncated", "no epoch", "corrupt monitor line", "bad record"]
-)
+BROKEN = ["missing", "empty", "truncated", "no epoch", "recipe not YAML", "recipe not a mapping"]
+BROKEN += ["recipe not UTF-8", "loss a string", "epoch a list", "best a mapping"]
+
+
+@pytest.mark.parametrize("how", BROKEN)
 def test_a_broken_run_folder_gives_a_clear_error(runs, tmp_path, capsys, how):
     run, message = broken(tmp_path, runs, how)
     with pytest.raises(ReportError) as err:
@@ -139,8 +158,71 @@ def test_a_broken_run_folder_gives_a_clear_error(runs, tmp_path, capsys, how):
     assert not (run / "report").exists()
 
 
+def test_damaged_monitor_lines_and_records_are_skipped_with_a_warning(runs, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(runs[0], run)
+    rates = run / "monitor" / "firing_rate.jsonl"
+    lines = rates.read_text().splitlines(keepends=True)
+    lines[1] = '{"epoch": 1, "batch": 1, "lay\x00\n'  # a corrupted middle line
+    lines[2] = json.dumps({**json.loads(lines[2]), "progress": "x"}) + "\n"  # a wrongly typed one
+    rates.write_text("".join(lines))
+    with pytest.warns(MonitorFileWarning) as caught:
+        write_report([run])
+    messages = [str(w.message) for w in caught]
+    assert f"{rates} line 2: not valid JSON (Invalid control character at); skipped" in messages
+    assert f"{rates}: record 2 'progress' is str 'x'; skipped" in messages  # record 2 of those read
+    assert main(["report", str(run)]) == 0  # the command shows the warnings in one line each
+    err = capsys.readouterr().err
+    assert f"sj-ext: warning: {rates} line 2: not valid JSON" in err
+    assert_figures(run / "report", ADAPTIVE_FIGURES)
+
+
 def test_report_takes_one_or_two_runs(runs, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["report", str(runs[0]), str(runs[1]), str(runs[0])])
     assert exit_.value.code == 2
     assert "report takes one or two run folders, got 3" in capsys.readouterr().err
+
+
+@pytest.fixture
+def named_run(tmp_path):
+    """A run folder whose neuron is ``conv_fc.1`` (an ``IFNode``), sampled in epochs 1 and 2."""
+    import torch
+    from spikingjelly.activation_based import functional, layer, neuron
+    from torch import nn
+
+    net = nn.Sequential(OrderedDict(conv_fc=nn.Sequential(layer.Linear(4, 3), neuron.IFNode())))
+    functional.set_step_mode(net, "m")
+    run = tmp_path / "run"
+    monitor = Monitor(net, names=["firing_rate", "threshold"], out_dir=run / "monitor")
+    for epoch in (1, 2):
+        with monitor.sample(epoch, 0, 4):
+            net(torch.rand(3, 2, 4))
+        functional.reset_net(net)
+    rows = [{"epoch": e, "train_loss": 1.0 / e, "train_acc": 0.5, "test_acc": 0.5} for e in (1, 2)]
+    (run / "metrics.json").write_text(json.dumps({"epochs": rows, "best_test_acc": 0.5}))
+    return run
+
+
+def test_layers_are_labelled_by_module_name_and_class(named_run):
+    run = load_run(named_run)
+    assert run.monitors["firing_rate"][0]["kinds"] == {"conv_fc.1": "IFNode"}
+    fig, _ = figures([run])["firing_rate.png"]()
+    heatmap, over_training = fig.axes[:2]
+    assert [t.get_text() for t in heatmap.get_yticklabels()] == ["conv_fc.1 (IFNode)"]
+    assert over_training.get_legend_handles_labels()[1] == ["conv_fc.1 (IFNode)"]
+    fig, _ = figures([run])["thresholds.png"]()
+    assert fig.axes[0].get_title() == "layer conv_fc.1 (IFNode)"
+    assert layer_label("", "AdaptiveThresholdLIF") == "AdaptiveThresholdLIF"  # the net is a neuron
+
+
+def test_every_plot_over_training_shares_one_epoch_axis(named_run):
+    made = {name: make() for name, make in figures([load_run(named_run)]).items()}
+    curves = made["training_curves.png"][0].axes
+    rates = made["firing_rate.png"][0].axes[1]
+    thresholds = made["thresholds.png"][0].axes[0]
+    for ax in [*curves, rates, thresholds]:
+        assert (ax.get_xlabel(), ax.get_xlim()) == (EPOCH_AXIS, (0.0, 2.0))
+    # epoch e's curves lie at e (after e epochs), a batch sampled in epoch e at e - 1 + i / n
+    assert list(curves[0].lines[0].get_xdata()) == [1, 2]
+    assert list(rates.lines[0].get_xdata()) == [0.0, 1.0]

@@ -6,12 +6,23 @@ from torch.utils.data import TensorDataset
 from ..registry import DATASETS
 
 
-@DATASETS.register("digits")
+def check_args(root=None, T: int = 1, test_fraction: float = 0.2, split_seed: int = 0):
+    """``ValueError`` for a ``test_fraction`` outside (0, 1) or a negative ``split_seed``."""
+    number = isinstance(test_fraction, int | float) and not isinstance(test_fraction, bool)
+    if not number or not 0 < test_fraction < 1:
+        raise ValueError(f"data.args.test_fraction must lie in (0, 1), got {test_fraction!r}")
+    if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
+        raise ValueError(f"data.args.split_seed must be an integer >= 0, got {split_seed!r}")
+
+
+@DATASETS.register("digits", check=check_args)
 def digits(root=None, T: int = 1, test_fraction: float = 0.2, split_seed: int = 0):
     """1797 images ``[1, 8, 8]`` in [0, 1], 10 classes; a stratified, seeded split.
 
-    ``root`` and ``T`` are unused: the data ship with scikit-learn and are static.
+    ``root`` and ``T`` are unused: the data ship with scikit-learn and are static;
+    ``test_fraction`` in (0, 1) (:func:`check_args`).
     """
+    check_args(root, T, test_fraction, split_seed)
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 

@@ -2,7 +2,9 @@
 
 Every dataset builder resolves ``data.root`` with :func:`require_root`, reports
 missing files with :class:`DatasetNotFoundError` (a ``FileNotFoundError``
-naming the folder, the files expected there and how to obtain them), and
+naming the folder, the files expected there and how to obtain them) from a
+check registered with :func:`file_check` (so ``sj-ext validate`` runs the same
+check, :func:`check_files`, without loading anything), and
 attempts a download only when the library behind it supports one and the
 recipe asked for it (``data.args.download: true``), through
 :func:`download_or_raise`, which reports a failure as a
@@ -13,12 +15,37 @@ from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
+    "FILE_CHECKS",
+    "check_files",
+    "file_check",
     "DatasetNotFoundError",
     "DatasetDownloadError",
     "require_root",
     "not_found",
     "download_or_raise",
 ]
+
+
+#: dataset name -> ``check(root, download)``: raises :class:`DatasetNotFoundError` when the
+#: dataset's files are not under ``root`` (and no download was asked), without reading them
+FILE_CHECKS: dict[str, Callable] = {}
+
+
+def file_check(name: str):
+    """Register the decorated ``check(root, download)`` as dataset ``name``'s file check."""
+
+    def add(fn):
+        FILE_CHECKS[name] = fn
+        return fn
+
+    return add
+
+
+def check_files(name: str, root, download: bool = False) -> None:
+    """Dataset ``name``'s file check (the one its builder runs); nothing for a dataset without."""
+    check = FILE_CHECKS.get(name)
+    if check is not None:
+        check(root, download)
 
 
 class DatasetNotFoundError(FileNotFoundError):

@@ -25,9 +25,9 @@ import torch
 from torch.utils.data import Dataset
 
 from ..registry import DATASETS
-from .files import download_or_raise, not_found, require_root
+from .files import download_or_raise, file_check, not_found, require_root
 
-__all__ = ["EventFrames", "per_class_split", "frames_key"]
+__all__ = ["EventFrames", "per_class_split", "frames_key", "check_frames"]
 
 CACHE_FORMAT = 1
 SPLIT_BY = ("number", "time")
@@ -44,6 +44,22 @@ def _to_frames(events: np.ndarray, sensor_size, T: int, split_by: str) -> np.nda
 
     bins = {"n_event_bins": T} if split_by == "number" else {"n_time_bins": T}
     return ToFrame(sensor_size=sensor_size, **bins)(events)
+
+
+def _check_fraction(train_fraction: float) -> None:
+    if not 0.0 < train_fraction < 1.0:
+        raise ValueError(f"data.args.train_fraction must lie in (0, 1), got {train_fraction}")
+
+
+def check_frames(T: int = 10, split_by: str = "number", roll: int = 0, train_fraction=0.9, **_):
+    """The range checks of an event dataset's arguments (``sj-ext validate`` runs them too)."""
+    if split_by not in SPLIT_BY:
+        raise ValueError(f"data.args.split_by must be one of {SPLIT_BY}, got {split_by!r}")
+    if T < 1:
+        raise ValueError(f"data.T must be >= 1, got {T}")
+    if roll < 0:
+        raise ValueError(f"data.args.roll must be >= 0, got {roll}")
+    _check_fraction(train_fraction)
 
 
 class EventFrames(Dataset):
@@ -73,12 +89,7 @@ class EventFrames(Dataset):
         flip: bool = False,
         roll: int = 0,
     ):
-        if split_by not in SPLIT_BY:
-            raise ValueError(f"data.args.split_by must be one of {SPLIT_BY}, got {split_by!r}")
-        if T < 1:
-            raise ValueError(f"data.T must be >= 1, got {T}")
-        if roll < 0:
-            raise ValueError(f"data.args.roll must be >= 0, got {roll}")
+        check_frames(T, split_by, roll)
         self.events = events
         self.indices = list(indices)
         self.T = T
@@ -141,8 +152,7 @@ def per_class_split(
     The split depends only on the set of files (not on the order a folder
     walk lists them), and one class's split does not depend on the others.
     """
-    if not 0.0 < train_fraction < 1.0:
-        raise ValueError(f"data.args.train_fraction must lie in (0, 1), got {train_fraction}")
+    _check_fraction(train_fraction)
     by_class: dict[int, list[int]] = {}
     for i in sorted(range(len(files)), key=lambda i: files[i]):
         by_class.setdefault(int(labels[i]), []).append(i)
@@ -195,6 +205,26 @@ TONIC = {
 }
 
 
+def _has_files(folder: Path, ext: str) -> bool:
+    return folder.is_dir() and next(folder.rglob(f"*{ext}"), None) is not None
+
+
+def _tonic_files(name: str):
+    """The file check of ``name``: files of its type under ``root/<tonic class name>/``."""
+    spec = TONIC[name]
+
+    @file_check(name)
+    def check(root, download: bool = False) -> None:
+        folder = require_root(root, name) / spec.cls_name
+        if not download and not _has_files(folder, spec.ext):
+            how = "Set data.args.download=true to let tonic fetch it, or put the files there"
+            raise not_found(name, folder, spec.layout, how)
+
+
+for _name in TONIC:
+    _tonic_files(_name)
+
+
 def _local_class(name: str):
     """tonic's dataset class for ``name`` with our existence check and download policy.
 
@@ -216,8 +246,7 @@ def _local_class(name: str):
         base.__init__(self, save_to, **kwargs)
 
     def _check_exists(self) -> bool:
-        folder = Path(self.location_on_system, self.folder_name)
-        return folder.is_dir() and next(folder.rglob(f"*{spec.ext}"), None) is not None
+        return _has_files(Path(self.location_on_system, self.folder_name), spec.ext)
 
     def download(self):
         where = Path(self.location_on_system)
@@ -283,7 +312,7 @@ def _official_split(name: str, root, T, download, split_by, size, flip, roll, ca
     )
 
 
-@DATASETS.register("nmnist")
+@DATASETS.register("nmnist", check=check_frames)
 def nmnist(
     root=None,
     T: int = 10,
@@ -302,7 +331,7 @@ def nmnist(
     return _official_split("nmnist", root, T, download, split_by, size, flip, roll, cache_dir)
 
 
-@DATASETS.register("dvsgesture")
+@DATASETS.register("dvsgesture", check=check_frames)
 def dvsgesture(
     root=None,
     T: int = 20,
@@ -321,7 +350,7 @@ def dvsgesture(
     return _official_split("dvsgesture", root, T, download, split_by, size, flip, roll, cache_dir)
 
 
-@DATASETS.register("cifar10dvs")
+@DATASETS.register("cifar10dvs", check=check_frames)
 def cifar10dvs(
     root=None,
     T: int = 10,

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
 from ..registry import DATASETS
-from .files import download_or_raise, not_found, require_root
+from .files import download_or_raise, file_check, not_found, require_root
 
 __all__ = ["image_transforms", "LabelledImages", "TORCHVISION"]
 
@@ -72,6 +72,18 @@ def image_transforms(
     test = [transforms.Resize(resize), transforms.CenterCrop(size)] if resize else []
     tail = [transforms.ToTensor()] + ([transforms.Normalize(mean, std)] if normalize else [])
     return transforms.Compose(train + tail), transforms.Compose(test + tail)
+
+
+def check_augmentations(crop_padding=None, autoaugment=None, resized_crop=False, **_):
+    """The :func:`image_transforms` checks of ``data.args``, for ``sj-ext validate``."""
+    image_transforms(
+        1,
+        (0.0,),
+        (1.0,),
+        crop_padding=crop_padding,
+        autoaugment=autoaugment,
+        resized_crop=resized_crop,
+    )
 
 
 # ------------------------------------------------------------------------------ torchvision
@@ -135,6 +147,17 @@ TORCHVISION = {
 
 
 def _register_torchvision(name: str, spec: _Torchvision):
+    @file_check(name)
+    def check(root, download: bool = False) -> None:
+        root = require_root(root, name)
+        missing = [f for f in spec.files if not (root / f).is_file()]
+        if missing and not download:
+            how = (
+                f"Set data.args.download=true to let torchvision fetch it from {spec.source()}, "
+                f"or download and extract it into {root} yourself"
+            )
+            raise not_found(name, root, f"{', '.join(spec.files)}; missing {missing[0]}", how)
+
     def build(
         root=None,
         T: int = 1,
@@ -147,10 +170,6 @@ def _register_torchvision(name: str, spec: _Torchvision):
         from . import DataSpec
 
         root = require_root(root, name)
-        how = (
-            f"Set data.args.download=true to let torchvision fetch it from {spec.source()}, "
-            f"or download and extract it into {root} yourself"
-        )
         if download:
             download_or_raise(
                 name,
@@ -158,9 +177,7 @@ def _register_torchvision(name: str, spec: _Torchvision):
                 lambda: spec.cls(root, train=True, download=True),
                 f"Download it from {spec.source()} and extract it into {root} by hand",
             )
-        missing = [f for f in spec.files if not (root / f).is_file()]
-        if missing:
-            raise not_found(name, root, f"{', '.join(spec.files)}; missing {missing[0]}", how)
+        check(root)
         train_tf, test_tf = image_transforms(
             spec.size,
             spec.mean,
@@ -188,7 +205,7 @@ def _register_torchvision(name: str, spec: _Torchvision):
         f"``download=True`` lets torchvision fetch it; ``T`` is unused (the engine encodes). "
         f"Augmentations: see :func:`image_transforms`."
     )
-    DATASETS.register(name, build)
+    DATASETS.register(name, build, check=check_augmentations)
 
 
 for _name, _spec in TORCHVISION.items():
@@ -216,20 +233,54 @@ class LabelledImages(Dataset):
             return self.transform(image.convert("RGB")), label
 
 
-def _image_folder(name: str, folder: Path, transform, how: str) -> datasets.ImageFolder:
+def _require_folder(name: str, folder: Path, how: str) -> None:
     if not folder.is_dir():
         raise not_found(name, folder, "one sub-folder of images per class", how)
+
+
+def _image_folder(name: str, folder: Path, transform, how: str) -> datasets.ImageFolder:
+    _require_folder(name, folder, how)
     try:
         return datasets.ImageFolder(str(folder), transform=transform)
     except FileNotFoundError as e:  # no class folder, or no image in one
         raise not_found(name, folder, f"one sub-folder of images per class ({e})", how) from e
 
 
-def _tiny_val(root: Path, class_to_idx: dict[str, int], transform, how: str) -> LabelledImages:
-    """TinyImageNet's ``val/``: flat ``val/images/`` labelled by ``val/val_annotations.txt``."""
+TINY_HOW = (
+    "Download http://cs231n.stanford.edu/tiny-imagenet-200.zip and unzip it; "
+    "data.root is the tiny-imagenet-200 folder"
+)
+IMAGENET_HOW = (
+    "Download ILSVRC-2012 from https://image-net.org after registering (no library "
+    "fetches it), extract train/ and val/ under data.root and sort val/ into one folder "
+    "per class"
+)
+
+
+def _tiny_notes(root: Path, how: str) -> Path:
     notes = root / "val" / "val_annotations.txt"
     if not notes.is_file():
         raise not_found("tinyimagenet", root / "val", "images/*.JPEG and val_annotations.txt", how)
+    return notes
+
+
+@file_check("tinyimagenet")
+def _tiny_files(root, download: bool = False) -> None:
+    root = require_root(root, "tinyimagenet")
+    _require_folder("tinyimagenet", root / "train", TINY_HOW)
+    _tiny_notes(root, TINY_HOW)
+
+
+@file_check("imagenet")
+def _imagenet_files(root, download: bool = False) -> None:
+    root = require_root(root, "imagenet")
+    for split in ("train", "val"):
+        _require_folder("imagenet", root / split, IMAGENET_HOW)
+
+
+def _tiny_val(root: Path, class_to_idx: dict[str, int], transform, how: str) -> LabelledImages:
+    """TinyImageNet's ``val/``: flat ``val/images/`` labelled by ``val/val_annotations.txt``."""
+    notes = _tiny_notes(root, how)
     samples = []
     for number, line in enumerate(notes.read_text().splitlines(), 1):
         if not line.strip():
@@ -247,7 +298,7 @@ def _tiny_val(root: Path, class_to_idx: dict[str, int], transform, how: str) -> 
     return LabelledImages(samples, transform)
 
 
-@DATASETS.register("tinyimagenet")
+@DATASETS.register("tinyimagenet", check=check_augmentations)
 def tinyimagenet(
     root=None,
     T: int = 1,
@@ -267,10 +318,7 @@ def tinyimagenet(
     from . import DataSpec
 
     root = require_root(root, "tinyimagenet")
-    how = (
-        "Download http://cs231n.stanford.edu/tiny-imagenet-200.zip and unzip it; "
-        "data.root is the tiny-imagenet-200 folder"
-    )
+    how = TINY_HOW
     train_tf, test_tf = image_transforms(
         64,
         TINY_MEAN,
@@ -285,7 +333,11 @@ def tinyimagenet(
     return DataSpec(train, test, len(train.classes), 3)
 
 
-@DATASETS.register("imagenet")
+def _check_imagenet(autoaugment=None, **_):
+    check_augmentations(autoaugment=autoaugment, resized_crop=True)
+
+
+@DATASETS.register("imagenet", check=_check_imagenet)
 def imagenet(
     root=None,
     T: int = 1,
@@ -306,11 +358,7 @@ def imagenet(
     from . import DataSpec
 
     root = require_root(root, "imagenet")
-    how = (
-        "Download ILSVRC-2012 from https://image-net.org after registering (no library "
-        "fetches it), extract train/ and val/ under data.root and sort val/ into one folder "
-        "per class"
-    )
+    how = IMAGENET_HOW
     train_tf, test_tf = image_transforms(
         image_size,
         IMAGENET_MEAN,

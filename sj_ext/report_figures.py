@@ -1,0 +1,380 @@
+r"""The figures of ``sj-ext report``: one function per figure, all on one epoch axis.
+
+Each figure function takes the runs (:class:`sj_ext.report.RunRecords`) and
+returns ``None`` (no run has the records it draws) or ``(figure, labels of
+the runs it shows)``; :func:`figures` lists them by file name, :data:`CAPTIONS`
+gives each its heading and caption in ``report.md``. Adding a figure is a
+function, an entry in :func:`figures` and a caption.
+
+Every plot over training shares one x axis, "epochs trained", from 0 to the
+last epoch: the training curves put epoch ``e``'s values at ``e`` (after ``e``
+epochs), the monitors put a batch sampled in epoch ``e`` at its ``progress``
+``e - 1 + i / n_batches`` (the epochs trained when it was sampled). Layers are
+labelled by their module name (as ``named_modules`` gives it) and class.
+"""
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+__all__ = ["FIGURES", "CAPTIONS", "EPOCH_AXIS", "figures", "last_epoch", "layer_label"]
+
+FIGURES = (
+    "training_curves.png",
+    "firing_rate.png",
+    "thresholds.png",
+    "sigma.png",
+    "grad_reach.png",
+    "group_rate.png",
+    "curriculum.png",
+)
+EPOCH_AXIS = "epochs trained"  #: the x label of every plot over training
+_SHADES = ("Blues", "Oranges")
+_COLUMNS = 4  # subplots per row of the per-layer figures
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _of_last_epoch(records: list[dict]) -> list[dict]:
+    last = max(r["epoch"] for r in records)
+    return [r for r in records if r["epoch"] == last]
+
+
+def _layer_names(runs, monitor: str) -> list[str]:
+    names = []
+    for run in runs:
+        for record in run.monitors.get(monitor, []):
+            names += [n for n in record["layers"] if n not in names]
+    return names
+
+
+def layer_label(name: str, kind: str | None = None) -> str:
+    """``'conv_fc.2 (ParametricLIFNode)'``: the module's name in the net, and its class."""
+    if not name:  # the net is the neuron itself
+        return kind or "the net"
+    return f"{name} ({kind})" if kind else name
+
+
+def _layer_labels(runs, monitor: str, names: list[str]) -> list[str]:
+    """Labels of ``names``, with the class the records give (``kinds``; older ones have none)."""
+    kinds = {}
+    for run in runs:
+        for record in run.monitors.get(monitor, []):
+            kinds.update(record.get("kinds") or {})
+    return [layer_label(n, kinds.get(n)) for n in names]
+
+
+def last_epoch(runs) -> int:
+    """The last epoch any run has records of (metrics or monitors)."""
+    epochs = [row["epoch"] for run in runs for row in run.metrics["epochs"]]
+    epochs += [r["epoch"] for run in runs for records in run.monitors.values() for r in records]
+    return max(epochs)
+
+
+def _epoch_axis(ax, epochs: int) -> None:
+    """The one x axis of every plot over training: epochs trained, from 0 to ``epochs``."""
+    ax.set_xlim(0, epochs)
+    ax.set_xlabel(EPOCH_AXIS)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _mean_rows(rows: list[list[float]]) -> np.ndarray:
+    """Mean of equal-or-unequal-length rows (NaN-padded)."""
+    width = max(len(r) for r in rows)
+    padded = np.full((len(rows), width), np.nan)
+    for i, row in enumerate(rows):
+        padded[i, : len(row)] = row
+    return np.nanmean(padded, axis=0)
+
+
+def _figure(nrows: int, ncols: int, width: float = 4.2, height: float = 3.2):
+    fig = Figure(figsize=(max(width * ncols, 6.4), height * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def _grid(count: int) -> tuple[int, int]:
+    cols = min(count, _COLUMNS)
+    return -(-count // cols), cols
+
+
+def _hide_unused(axes, used: int) -> None:
+    for ax in axes.flat[used:]:
+        ax.set_visible(False)
+
+
+def _shade(run_index: int, t: int, steps: int):
+    return colormaps[_SHADES[run_index % 2]](0.45 + 0.55 * (t + 1) / max(steps, 1))
+
+
+def _heatmap(fig, ax, matrix: np.ndarray, rows: list[str], title: str, vmax: float, label: str):
+    image = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=0.0, vmax=vmax)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xticks(range(matrix.shape[1]))
+    ax.set_xlabel("time step t")
+    ax.set_title(title)
+    if matrix.size <= 96:
+        for (i, j), value in np.ndenumerate(matrix):
+            if np.isfinite(value):
+                color = "white" if value < 0.6 * vmax else "black"
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color=color)
+    fig.colorbar(image, ax=ax, label=label)
+
+
+# ------------------------------------------------------------------------------------ figures
+# Each returns None (no run has the records) or (figure, labels of the runs it shows).
+
+
+def _training_curves(runs, epochs: int):
+    fig, axes = _figure(1, 2, width=5.5)
+    loss_ax, acc_ax = axes[0]
+    for i, run in enumerate(runs):
+        rows = run.metrics["epochs"]
+        done = [r["epoch"] for r in rows]
+        color = f"C{i}"
+        loss_ax.plot(done, [r["train_loss"] for r in rows], color=color, label=run.label)
+        acc_ax.plot(done, [r["test_acc"] for r in rows], color=color, label=f"{run.label} test")
+        acc_ax.plot(
+            done, [r["train_acc"] for r in rows], ":", color=color, label=f"{run.label} train"
+        )
+    loss_ax.set(ylabel="training loss", title="Training loss")
+    acc_ax.set(ylabel="accuracy", title="Accuracy")
+    for ax in (loss_ax, acc_ax):
+        _epoch_axis(ax, epochs)
+    loss_ax.legend()
+    acc_ax.legend()
+    return fig, [r.label for r in runs]
+
+
+def _rate_matrix(records: list[dict], names: list[str]) -> np.ndarray:
+    """``[layers, steps]``: the mean over ``records`` (NaN where a layer or step is missing)."""
+    rows = [[r["layers"][n] for r in records if n in r["layers"]] for n in names]
+    steps = max((len(v) for row in rows for v in row), default=1)
+    matrix = np.full((len(names), steps), np.nan)
+    for i, row in enumerate(rows):
+        if row:
+            mean = _mean_rows(row)
+            matrix[i, : len(mean)] = mean
+    return matrix
+
+
+def _firing_rate(runs, epochs: int):
+    runs = [r for r in runs if "firing_rate" in r.monitors]
+    if not runs:
+        return None
+    names = _layer_names(runs, "firing_rate")
+    labels = _layer_labels(runs, "firing_rate", names)
+    fig, axes = _figure(2, len(runs), width=5.0, height=0.45 * len(names) + 2.6)
+    lasts = [_of_last_epoch(run.monitors["firing_rate"]) for run in runs]
+    matrices = [_rate_matrix(last, names) for last in lasts]
+    vmax = max(float(np.nanmax(m)) if np.isfinite(m).any() else 0.0 for m in matrices) or 1.0
+    for col, (run, last, matrix) in enumerate(zip(runs, lasts, matrices, strict=True)):
+        title = f"{run.label}: firing rate, epoch {last[0]['epoch']}"
+        _heatmap(fig, axes[0, col], matrix, labels, title, vmax, "spikes per neuron per step")
+        ax = axes[1, col]
+        for name, label in zip(names, labels, strict=True):
+            points = [
+                (r["progress"], float(np.mean(r["layers"][name])))
+                for r in run.monitors["firing_rate"]
+                if name in r["layers"]
+            ]
+            if points:
+                ax.plot(*zip(*points, strict=True), label=label)
+        ax.set(ylabel="mean firing rate", title=f"{run.label}: over training")
+        _epoch_axis(ax, epochs)
+        if len(names) <= 12:
+            ax.legend(fontsize=7, title="layer")
+    return fig, [r.label for r in runs]
+
+
+def _values(entry, field: str):
+    """A layer's per-step list ``field`` of a record (``grad_reach`` entries are the list)."""
+    return entry if isinstance(entry, list) else entry.get(field)
+
+
+def _traces(runs, epochs: int, monitor: str, fields: dict, ylabel: str, title: str, ylim=None):
+    """Per layer, one line per (run, step, field) over training; ``fields``: key -> linestyle."""
+
+    def series(run, name, field):
+        return [
+            (r["progress"], _values(r["layers"][name], field))
+            for r in run.monitors.get(monitor, [])
+            if name in r["layers"] and _values(r["layers"][name], field) is not None
+        ]
+
+    names = [
+        n
+        for n in _layer_names(runs, monitor)
+        if any(series(run, n, field) for run in runs for field in fields)
+    ]
+    if not names:
+        return None
+    shown = set()
+    nrows, ncols = _grid(len(names))
+    fig, axes = _figure(nrows, ncols)
+    labels = _layer_labels(runs, monitor, names)
+    for ax, name, layer in zip(axes.flat, names, labels, strict=False):
+        for i, run in enumerate(runs):
+            for field, style in fields.items():
+                points = series(run, name, field)
+                if points:
+                    shown.add(run.label)
+                steps = max((len(v) for _, v in points), default=0)
+                for t in range(steps):
+                    xs = [p for p, v in points if t < len(v)]
+                    ys = [v[t] for _, v in points if t < len(v)]
+                    label = f"{run.label} t={t}" if field == next(iter(fields)) else None
+                    ax.plot(xs, ys, style, color=_shade(i, t, steps), label=label)
+        ax.set(ylabel=ylabel, title=f"layer {layer}")
+        _epoch_axis(ax, epochs)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+    _hide_unused(axes, len(names))
+    axes.flat[0].legend(fontsize=7, ncols=len(runs))
+    fig.suptitle(title)
+    return fig, [r.label for r in runs if r.label in shown]
+
+
+def _group_rate(runs, epochs: int):
+    runs = [r for r in runs if "group_rate" in r.monitors]
+    if not runs:
+        return None
+    names = _layer_names(runs, "group_rate")
+    labels = _layer_labels(runs, "group_rate", names)
+    fig, axes = _figure(len(names), len(runs), width=5.0, height=3.4)
+    for col, run in enumerate(runs):
+        last = _of_last_epoch(run.monitors["group_rate"])
+        for row, (name, layer) in enumerate(zip(names, labels, strict=True)):
+            ax = axes[row, col]
+            entries = [r["layers"][name] for r in last if name in r["layers"]]
+            if not entries:
+                ax.set_visible(False)
+                continue
+            matrix = np.mean([np.array(e["rate"]) for e in entries], axis=0).T  # [G, T]
+            grid = "x".join(map(str, entries[0]["groups"]))
+            rows = [f"g{g}" for g in range(matrix.shape[0])]
+            title = f"{run.label}: layer {layer}, {grid} {entries[0]['window']}"
+            _heatmap(fig, ax, matrix, rows, title, float(matrix.max()) or 1.0, "firing rate")
+    return fig, [r.label for r in runs]
+
+
+def _curriculum(runs, epochs: int):
+    runs = [r for r in runs if "curriculum" in r.monitors]
+    if not runs:
+        return None
+    fig, axes = _figure(1, len(runs) + 2)
+    for col, run in enumerate(runs):
+        ax = axes[0, col]
+        records = run.monitors["curriculum"]
+        loss = np.concatenate([r["loss"] for r in records])
+        sigma = np.concatenate([r["sigma"] for r in records])
+        epoch = np.concatenate([[r["epoch"]] * len(r["loss"]) for r in records])
+        points = ax.scatter(loss, sigma, c=epoch, s=6, cmap="viridis", vmin=1, vmax=epochs)
+        ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
+        ax.set(
+            xlabel=r"per-sample loss $\ell_i$",
+            ylabel=r"confidence $\sigma^*_i$",
+            title=f"{run.label}: weights vs loss",
+        )
+        fig.colorbar(points, ax=ax, label="epoch", ticks=MaxNLocator(integer=True))
+    share_ax, mean_ax = axes[0, -2], axes[0, -1]
+    for i, run in enumerate(runs):
+        records = run.monitors["curriculum"]
+        progress = [r["progress"] for r in records]
+        share = [np.nan if r["weight_easy"] is None else r["weight_easy"] for r in records]
+        share_ax.plot(progress, share, color=f"C{i}", label=run.label)
+        for key, style in (("mean_sigma_easy", "-"), ("mean_sigma_hard", "--")):
+            values = [np.nan if r[key] is None else r[key] for r in records]
+            label = f"{run.label} {key.rsplit('_', 1)[1]}"
+            mean_ax.plot(progress, values, style, color=f"C{i}", label=label)
+    share_ax.set(
+        ylabel="share of total weight",
+        ylim=(0, 1),
+        title=r"weight on easy samples ($\ell_i < \tau$)",
+    )
+    mean_ax.set(ylabel=r"mean $\sigma^*$", title="easy vs hard samples")
+    for ax in (share_ax, mean_ax):
+        _epoch_axis(ax, epochs)
+    share_ax.legend(fontsize=7)
+    mean_ax.legend(fontsize=7)
+    return fig, [r.label for r in runs]
+
+
+def figures(runs) -> dict:
+    """``{file name: a function drawing it}`` for ``runs``."""
+    epochs = last_epoch(runs)
+    return {
+        "training_curves.png": lambda: _training_curves(runs, epochs),
+        "firing_rate.png": lambda: _firing_rate(runs, epochs),
+        "thresholds.png": lambda: _traces(
+            runs,
+            epochs,
+            "threshold",
+            {"train": "-", "running": ":"},
+            "threshold",
+            "Thresholds per step: training value (solid), running value (dotted)",
+        ),
+        "sigma.png": lambda: _traces(
+            runs,
+            epochs,
+            "threshold",
+            {"sigma": "-"},
+            r"$\sigma_t$",
+            r"Membrane spread $\sigma_t = \mathrm{std}(h_t)$ per step",
+        ),
+        "grad_reach.png": lambda: _traces(
+            runs,
+            epochs,
+            "grad_reach",
+            {"reach": "-"},
+            "fraction with non-zero surrogate gradient",
+            "Gradient reach per step",
+            ylim=(0, 1.02),
+        ),
+        "group_rate.png": lambda: _group_rate(runs, epochs),
+        "curriculum.png": lambda: _curriculum(runs, epochs),
+    }
+
+
+CAPTIONS = {  # file -> (heading, caption) in report.md
+    "training_curves.png": (
+        "Training curves",
+        "Training loss; test (solid) and training (dotted) accuracy per epoch.",
+    ),
+    "firing_rate.png": (
+        "Firing rate",
+        "Spikes per neuron and time step for every spiking "
+        "layer, averaged over the last epoch's sampled batches (top), and the "
+        "mean over steps across training (bottom).",
+    ),
+    "thresholds.png": (
+        "Thresholds",
+        "Per layer and time step (darker: later step), the "
+        "threshold used in training (solid) and the running threshold used in "
+        "evaluation (dotted).",
+    ),
+    "sigma.png": (
+        "Membrane spread",
+        "Per layer and time step, the standard deviation "
+        "sigma_t of the charged membrane, which sets the adaptive threshold and "
+        "the dynamic surrogate's width.",
+    ),
+    "grad_reach.png": (
+        "Gradient reach",
+        "Per layer and time step, the fraction of neurons "
+        "whose surrogate gradient is non-zero (|h - V_th| inside the "
+        "surrogate's support).",
+    ),
+    "group_rate.png": (
+        "Firing rate per group",
+        "Per grouped layer, spikes per neuron of "
+        "every group (rows, row-major grid order) and time step, last epoch.",
+    ),
+    "curriculum.png": (
+        "Curriculum weights",
+        "Confidence sigma* against per-sample loss "
+        "(colour: epoch; sigma* > 1 for easy samples), the share of the total "
+        "weight carried by easy samples, and the mean sigma* of easy and hard "
+        "samples over training.",
+    ),
+}
