@@ -139,6 +139,14 @@ class ConfidenceAwareLoss(nn.Module):
     :param time_dim: 0 for ``[T, N, C]`` input, 1 for ``[N, T, C]``; ``[N, C]`` is one step.
     :param label_smoothing: smoothing of ``'label_smoothing_ce'`` (only that base).
     :param momentum: :math:`m` of the ``'ema'`` threshold (only that mode).
+    :param logit_scale: :math:`s` of the cross-entropy bases: :math:`\ell_i =
+        \mathrm{CE}(\frac{s}{T}\sum_t O_{t,i}, y_i)`. Keep 1 for real-valued outputs (a
+        ``Linear`` head). Set it (e.g. 10) for firing-rate outputs in [0, 1], such as the
+        PLIF nets' voting layer: at ``s = 1`` every softmax stays near uniform, every
+        :math:`\ell_i` lies in about [1.46, 2.46] around :math:`\tau = \log 10`, and easy
+        samples (weight up to :math:`e`) keep pushing down the outputs of a class whose own
+        samples are hard (weight < 1) until the class dies -- measured on MNIST: digit 8
+        never learned (``docs/methods.md``, "The firing-rate trap (MNIST)").
 
     Shapes: ``input`` ``[T, N, C]``, ``[N, T, C]`` or ``[N, C]``; ``target`` ``[N]``
     class indices; output a scalar, or ``[N]`` for ``reduction='none'``.
