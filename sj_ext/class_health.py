@@ -21,7 +21,14 @@ Two signals, per class :math:`c` of :math:`C`:
 import math
 from statistics import median
 
-__all__ = ["ACC_FRACTION", "WEIGHT_RATIO_MIN", "accuracy_warnings", "weight_warnings"]
+__all__ = [
+    "ACC_FRACTION",
+    "WEIGHT_RATIO_MIN",
+    "accuracy_warnings",
+    "weight_warnings",
+    "class_rates",
+    "summed_class_rates",
+]
 
 ACC_FRACTION = 0.5
 WEIGHT_RATIO_MIN = 1 / 3
@@ -67,3 +74,45 @@ def weight_warnings(weight_ratio, where: str = "") -> list[str]:
         for c, v in _known(weight_ratio)
         if v < WEIGHT_RATIO_MIN
     ]
+
+
+def _round(v: float) -> float:
+    return float(f"{v:.6g}")
+
+
+def class_rates(count, weight, correct) -> dict:
+    r"""Per-class lists from per-class sample counts, summed weights and correct counts.
+
+    :return: ``count``, ``weight`` (:math:`\sum_{i \in c} \sigma_i`), ``correct``, and per
+        class ``weight_share``, ``weight_ratio`` (:math:`r_c`), ``mean_sigma`` and ``acc``
+        (``None`` for a class without samples)
+    """
+    n, total = sum(count), sum(weight)
+
+    def per_class(f):
+        return [
+            _round(f(k, w, r)) if k > 0 else None
+            for k, w, r in zip(count, weight, correct, strict=True)
+        ]
+
+    return {
+        "count": [int(k) for k in count],
+        "weight": [_round(w) for w in weight],
+        "correct": [int(r) for r in correct],
+        "weight_share": per_class(lambda k, w, r: w / total if total > 0 else 0.0),
+        "weight_ratio": per_class(lambda k, w, r: (w / total) / (k / n) if total > 0 else 0.0),
+        "mean_sigma": per_class(lambda k, w, r: w / k),
+        "acc": per_class(lambda k, w, r: r / k),
+    }
+
+
+def summed_class_rates(records) -> dict | None:
+    """:func:`class_rates` of the per-class sums over several records' ``classes`` entries."""
+    entries = [r["classes"] for r in records if isinstance(r.get("classes"), dict)]
+    if not entries:
+        return None
+    sums = [
+        [sum(column) for column in zip(*(e[key] for e in entries), strict=True)]
+        for key in ("count", "weight", "correct")
+    ]
+    return class_rates(*sums)

@@ -96,7 +96,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based.neuron import BaseNode
 
-from .class_health import accuracy_warnings, weight_warnings
+from .class_health import accuracy_warnings, class_rates, summed_class_rates, weight_warnings
 from .functional.adaptive_lif import surrogate_derivative
 from .functional.grouping import group_views
 from .neuron.base import RunningThresholdLIFBase
@@ -178,25 +178,6 @@ def _parse_record(line: str) -> tuple[str | None, dict | None]:
     return None, record
 
 
-def _class_rates(count, weight, right) -> dict:
-    """Per-class lists from per-class sample counts, summed sigma* and correct counts."""
-    seen = count > 0
-    share = weight / weight.sum().clamp_min(1e-30)
-    ratio = share / (count / count.sum().clamp_min(1))
-
-    def listed(t):
-        pairs = zip(t.tolist(), seen.tolist(), strict=True)
-        return [float(f"{v:.6g}") if ok else None for v, ok in pairs]
-
-    return {
-        "count": [int(c) for c in count.tolist()],
-        "weight_share": listed(share),
-        "weight_ratio": listed(ratio),
-        "mean_sigma": listed(weight / count.clamp_min(1)),
-        "acc": listed(right / count.clamp_min(1)),
-    }
-
-
 class Monitor:
     r"""Record firing rates, thresholds, gradient reach, group rates, curriculum weights, energy.
 
@@ -241,7 +222,7 @@ class Monitor:
         self._handles = []
         self._where = None
         self._batch = None
-        self._class_sums = None
+        self._class_records: list[dict] = []
 
     # ------------------------------------------------------------------ files
     def keep_epochs(self, completed: int) -> None:
@@ -514,13 +495,12 @@ class Monitor:
     def _classes(self, sigma, target, pred, C) -> dict:
         """Per class: samples, weight share, weight share / sample share, mean sigma*, accuracy."""
         target, pred = target.long().cpu(), pred.cpu()
-        sigma = sigma.cpu().double()
-        count = torch.bincount(target, minlength=C).double()
-        weight = torch.bincount(target, weights=sigma, minlength=C)
-        right = torch.bincount(target, weights=(pred == target).double(), minlength=C)
-        sums = torch.stack([count, weight, right])
-        self._class_sums = sums if self._class_sums is None else self._class_sums + sums
-        return _class_rates(count, weight, right)
+        counts = [
+            torch.bincount(target, weights=w, minlength=C).tolist()
+            for w in (None, sigma.cpu().double(), (pred == target).double())
+        ]
+        self._class_records.append({"classes": class_rates(*counts)})
+        return self._class_records[-1]["classes"]
 
     def class_warnings(self, epoch: int) -> list[str]:
         """Collapse warnings from the curriculum samples of the epoch just ended, then reset.
@@ -528,10 +508,9 @@ class Monitor:
         See :mod:`sj_ext.class_health`; the per-class accuracy here is on the
         sampled training batches.
         """
-        sums, self._class_sums = self._class_sums, None
-        if sums is None:
+        rates, self._class_records = summed_class_rates(self._class_records), []
+        if rates is None:
             return []
-        rates = _class_rates(*sums)
         where = f"epoch {epoch} (sampled training batches): "
         return weight_warnings(rates["weight_ratio"], where) + accuracy_warnings(
             rates["acc"], where

@@ -5,7 +5,12 @@ import math
 import pytest
 import torch
 
-from sj_ext.class_health import accuracy_warnings, weight_warnings
+from sj_ext.class_health import (
+    accuracy_warnings,
+    class_rates,
+    summed_class_rates,
+    weight_warnings,
+)
 from sj_ext.loss import ConfidenceAwareLoss
 from sj_ext.monitor import Monitor
 
@@ -67,3 +72,18 @@ def test_no_warning_when_every_class_is_served():
         loss(out, target)
     assert mon.last["curriculum"]["classes"]["acc"] == [1.0] * 4
     assert mon.class_warnings(1) == []
+
+
+def test_summed_rates_pool_the_batches_not_their_ratios():
+    records = [
+        {"classes": class_rates([3, 1], [3 * math.e, 0.5], [3, 0])},
+        {"classes": class_rates([1, 3], [math.e, 3 * 2.0], [1, 3])},
+        {"epoch": 1},  # a record without per-class entries is ignored
+    ]
+    pooled = summed_class_rates(records)
+    total = 4 * math.e + 6.5
+    assert pooled["count"] == [4, 4] and pooled["correct"] == [4, 3]
+    assert pooled["weight_share"][1] == pytest.approx(6.5 / total, rel=1e-5)
+    assert pooled["weight_ratio"][1] == pytest.approx((6.5 / total) / 0.5, rel=1e-5)
+    assert pooled["acc"] == [1.0, 0.75]
+    assert summed_class_rates([{"epoch": 1}]) is None
