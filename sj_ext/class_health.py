@@ -106,10 +106,26 @@ def class_rates(count, weight, correct) -> dict:
     }
 
 
+def _well_formed(entry) -> bool:
+    """A ``classes`` entry with equally long numeric ``count``, ``weight`` and ``correct``."""
+    if not isinstance(entry, dict):
+        return False
+    columns = [entry.get(key) for key in ("count", "weight", "correct")]
+    return (
+        all(isinstance(c, list) for c in columns)
+        and len({len(c) for c in columns}) == 1
+        and all(isinstance(v, int | float) for c in columns for v in c)
+    )
+
+
 def summed_class_rates(records) -> dict | None:
-    """:func:`class_rates` of the per-class sums over several records' ``classes`` entries."""
-    entries = [r["classes"] for r in records if isinstance(r.get("classes"), dict)]
-    if not entries:
+    """:func:`class_rates` of the per-class sums over several records' ``classes`` entries.
+
+    Entries that are not well formed (an older or damaged record) are left out; ``None``
+    when none is left, or when they disagree on the number of classes.
+    """
+    entries = [r["classes"] for r in records if _well_formed(r.get("classes"))]
+    if not entries or len({len(e["count"]) for e in entries}) > 1:
         return None
     sums = [
         [sum(column) for column in zip(*(e[key] for e in entries), strict=True)]

@@ -41,8 +41,9 @@ from pathlib import Path
 
 import yaml
 
+from .class_health import accuracy_warnings, weight_warnings
 from .monitor import MonitorFileWarning, read_records
-from .report_figures import CAPTIONS, FIGURES, figures
+from .report_figures import CAPTIONS, FIGURES, figures, per_epoch_class_rates
 from .safe_yaml import YamlInputError, read_text
 from .safe_yaml import load as load_yaml
 
@@ -251,6 +252,24 @@ def _energy(runs) -> list[str]:
     return lines
 
 
+def _class_warnings(runs) -> list[str]:
+    """The collapse warnings (:mod:`sj_ext.class_health`) of each run's last epoch."""
+    found = []
+    for run in runs:
+        last = run.metrics["epochs"][-1]
+        where = f"{run.label}, epoch {last['epoch']}: "
+        found += accuracy_warnings(last.get("per_class_acc"), where)
+        weights = per_epoch_class_rates(run)
+        if weights:
+            epoch = max(weights)
+            found += weight_warnings(
+                weights[epoch]["weight_ratio"], f"{run.label}, epoch {epoch} (training): "
+            )
+    if not found:
+        return []
+    return ["## Warnings", "", *[f"- **{w}**" for w in found], ""]
+
+
 def _labels(paths: list[Path]) -> list[str]:
     labels = [p.name for p in paths]
     if len(set(labels)) < len(labels):
@@ -277,7 +296,7 @@ def write_report(runs, out_dir: str | Path | None = None) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     title = " vs ".join(r.label for r in loaded)
-    lines = [f"# sj-ext report: {title}", "", *_summary(loaded), ""]
+    lines = [f"# sj-ext report: {title}", "", *_summary(loaded), "", *_class_warnings(loaded)]
     for file, make in figures(loaded).items():
         made = make()
         if made is None:

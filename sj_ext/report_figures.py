@@ -18,6 +18,8 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .class_health import WEIGHT_RATIO_MIN, summed_class_rates
+
 __all__ = ["FIGURES", "CAPTIONS", "EPOCH_AXIS", "figures", "last_epoch", "layer_label"]
 
 FIGURES = (
@@ -28,6 +30,7 @@ FIGURES = (
     "grad_reach.png",
     "group_rate.png",
     "curriculum.png",
+    "classes.png",
 )
 EPOCH_AXIS = "epochs trained"  #: the x label of every plot over training
 _SHADES = ("Blues", "Oranges")
@@ -300,6 +303,64 @@ def _curriculum(runs, epochs: int):
     return fig, [r.label for r in runs]
 
 
+def per_epoch_class_rates(run) -> dict[int, dict]:
+    """``{epoch: pooled per-class rates}`` of a run's curriculum records (sampled batches)."""
+    records = run.monitors.get("curriculum", [])
+    epochs = sorted({r["epoch"] for r in records})
+    pooled = {e: summed_class_rates([r for r in records if r["epoch"] == e]) for e in epochs}
+    return {e: rates for e, rates in pooled.items() if rates is not None}
+
+
+def _class_lines(ax, epochs: list[int], rows: list[list], title: str, ylabel: str) -> None:
+    """One line per class: ``rows[i][c]`` is class ``c``'s value at ``epochs[i]``."""
+    values = np.array([[np.nan if v is None else v for v in row] for row in rows], float)
+    for c in range(values.shape[1]):
+        ax.plot(epochs, values[:, c], marker="o", markersize=3, color=f"C{c % 10}", label=str(c))
+    ax.set(ylabel=ylabel, title=title)
+
+
+def _classes(runs, epochs: int):
+    shown = []
+    panels = []
+    for run in runs:
+        acc = [
+            (r["epoch"], r["per_class_acc"])
+            for r in run.metrics["epochs"]
+            if r.get("per_class_acc")
+        ]
+        weights = per_epoch_class_rates(run)
+        if acc or weights:
+            shown.append(run.label)
+            panels.append((run, acc, weights))
+    if not panels:
+        return None
+    fig, axes = _figure(len(panels), 2, width=5.0)
+    for row, (run, acc, weights) in enumerate(panels):
+        acc_ax, weight_ax = axes[row, 0], axes[row, 1]
+        if acc:
+            _class_lines(
+                acc_ax,
+                [e for e, _ in acc],
+                [a for _, a in acc],
+                f"{run.label}: test accuracy per class",
+                "test accuracy",
+            )
+            acc_ax.legend(fontsize=6, ncol=2, title="class", title_fontsize=6)
+        if weights:
+            _class_lines(
+                weight_ax,
+                list(weights),
+                [w["weight_ratio"] for w in weights.values()],
+                f"{run.label}: loss weight per class",
+                "weight share / sample share",
+            )
+            weight_ax.axhline(WEIGHT_RATIO_MIN, color="red", linestyle="--", linewidth=0.8)
+            weight_ax.axhline(1.0, color="grey", linestyle=":", linewidth=0.8)
+        for ax in (acc_ax, weight_ax):
+            _epoch_axis(ax, epochs)
+    return fig, shown
+
+
 def figures(runs) -> dict:
     """``{file name: a function drawing it}`` for ``runs``."""
     epochs = last_epoch(runs)
@@ -333,6 +394,7 @@ def figures(runs) -> dict:
         ),
         "group_rate.png": lambda: _group_rate(runs, epochs),
         "curriculum.png": lambda: _curriculum(runs, epochs),
+        "classes.png": lambda: _classes(runs, epochs),
     }
 
 
@@ -376,5 +438,12 @@ CAPTIONS = {  # file -> (heading, caption) in report.md
         "(colour: epoch; sigma* > 1 for easy samples), the share of the total "
         "weight carried by easy samples, and the mean sigma* of easy and hard "
         "samples over training.",
+    ),
+    "classes.png": (
+        "Per class",
+        "Per class and epoch, the test accuracy (left) and, under a curriculum "
+        "loss, the class's share of the loss weight over its share of the samples "
+        "(right; 1 = plain averaging, red dashed: the collapse line "
+        f"{WEIGHT_RATIO_MIN:.2f}) on the sampled training batches.",
     ),
 }
