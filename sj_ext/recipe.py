@@ -6,7 +6,9 @@ default; ``args`` mappings are free-form here and checked against the named
 builder's signature. Keys every recipe has, with fixed meanings:
 ``data.root``, ``data.batch_size``, ``data.T`` (time steps), ``train.epochs``,
 ``train.limit_train_batches`` / ``train.limit_eval_batches`` (cap batches per
-epoch; null = all), ``train.device`` ('auto' | 'cpu' | 'cuda'), ``seed``.
+epoch; null = all), ``data.train_samples`` / ``data.test_samples`` (a fixed
+subset of a split, the same for every seed; null = all), ``train.device``
+('auto' | 'cpu' | 'cuda'), ``seed``.
 """
 
 import copy
@@ -104,6 +106,10 @@ SCHEMA: dict = {
         "T": Field(INT, help="time steps"),
         "encoding": Field(STR, "direct", ("direct", "poisson"), "static images -> [T, N, ...]"),
         "num_workers": Field(INT, 0),
+        "train_samples": Field(
+            OPT_INT, None, help="a fixed class-stratified subset of the training split; null = all"
+        ),
+        "test_samples": Field(OPT_INT, None, help="the same for the test split; null = all"),
         "args": Field(DICT, {}, help="dataset-specific arguments"),
     },
     "model": {
@@ -264,6 +270,9 @@ def resolve(recipe: dict, source: str = "<recipe>") -> dict:
         ):
             if value < 1:
                 problems.append(f"{path}: must be >= 1, got {value}")
+        for key in ("train_samples", "test_samples"):
+            if out["data"][key] is not None and out["data"][key] < 1:
+                problems.append(f"data.{key}: must be >= 1 or null (all), got {out['data'][key]}")
         every, eps = out["monitor"]["every"], out["monitor"]["reach_eps"]
         if every is not None and every < 1:
             problems.append(f"monitor.every: must be >= 1 or null (off), got {every}")
