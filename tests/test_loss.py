@@ -369,3 +369,19 @@ def test_time_mean_cross_entropy_equals_ce_of_the_mean():
     )
     with pytest.raises(ValueError, match="outside the class range"):
         loss(out, torch.full((6,), 5))
+
+
+def test_the_registered_mse_is_the_plif_papers_firing_rate_loss():
+    import sj_ext.components  # noqa: F401  (registers the losses)
+    from sj_ext.registry import LOSSES
+
+    torch.manual_seed(0)
+    spikes = (torch.rand(6, 5, 4) < 0.4).float()  # [T, N, C]
+    y = torch.tensor([0, 3, 1, 1, 2])
+    loss = LOSSES.build("mse")
+    expected = F.mse_loss(spikes.mean(0), F.one_hot(y, 4).float())
+    torch.testing.assert_close(loss(spikes, y), expected)
+    per = LOSSES.build("mse", reduction="none", time_dim=1)(spikes.transpose(0, 1), y)
+    rates = spikes.mean(0)
+    hand = [sum((rates[i, c] - float(c == y[i])) ** 2 for c in range(4)) / 4 for i in range(5)]
+    torch.testing.assert_close(per, torch.stack(hand))
