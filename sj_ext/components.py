@@ -8,7 +8,7 @@ from spikingjelly.activation_based import neuron, surrogate
 
 from . import data, models  # noqa: F401  (register datasets and models)
 from . import surrogate as dynamic
-from .loss import ConfidenceAwareLoss, TETLoss, TimeMeanCrossEntropy
+from .loss import ConfidenceAwareLoss, FiringRateMSE, TETLoss, TimeMeanCrossEntropy
 from .neuron import AdaptiveThresholdLIF, DilatedWindowLIF
 from .registry import LOSSES, NEURONS, OPTIMIZERS, SCHEDULES, SURROGATES
 
@@ -28,6 +28,7 @@ SURROGATES.register("dynamic_sigmoid", dynamic.DynamicSigmoid)
 LOSSES.register("ce", TimeMeanCrossEntropy)
 LOSSES.register("tet", TETLoss)
 LOSSES.register("confidence_aware", ConfidenceAwareLoss)
+LOSSES.register("mse", FiringRateMSE)
 
 
 @OPTIMIZERS.register("sgd")

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from .functional.curriculum import superloss, tet_loss
 
-__all__ = ["ConfidenceAwareLoss", "TETLoss", "TimeMeanCrossEntropy"]
+__all__ = ["ConfidenceAwareLoss", "TETLoss", "TimeMeanCrossEntropy", "FiringRateMSE"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 _TAU_MODES = ("fixed", "batch", "ema")
@@ -382,3 +382,25 @@ class TimeMeanCrossEntropy(_TimeLoss):
             f"label_smoothing={self.label_smoothing}, logit_scale={self.logit_scale}, "
             f"{super().extra_repr()}"
         )
+
+
+class FiringRateMSE(_TimeLoss):
+    r"""The PLIF paper's loss (Fang et al., ICCV 2021): MSE of firing rates and one-hot labels.
+
+    .. math::
+
+        L_i = \frac{1}{C} \sum_c \Big(\frac1T \sum_t O_{t,i,c} - [y_i = c]\Big)^2
+
+    ``O`` is the output layer's spikes (or the voting layer's rates), so the rates lie
+    in [0, 1]; predict with the output averaged over time. ``reduction='mean'`` equals
+    ``F.mse_loss(O.mean(0), one_hot(y))``.
+
+    :param reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (per-sample ``[N]``).
+    :param time_dim: 0 for ``[T, N, C]`` input, 1 for ``[N, T, C]``; ``[N, C]`` is one step.
+    """
+
+    def __init__(self, reduction: str = "mean", time_dim: int = 0):
+        super().__init__(reduction, time_dim)
+
+    def per_sample(self, x_seq: Tensor, target: Tensor) -> Tensor:
+        return _mse_rate(x_seq, target)

@@ -6,10 +6,12 @@ default; ``args`` mappings are free-form here and checked against the named
 builder's signature. Keys every recipe has, with fixed meanings:
 ``data.root``, ``data.batch_size``, ``data.T`` (time steps), ``train.epochs``,
 ``train.limit_train_batches`` / ``train.limit_eval_batches`` (cap batches per
-epoch; null = all), ``train.device`` ('auto' | 'cpu' | 'cuda'), ``seed``.
-:data:`RANGES` bounds the numbers (``optim.lr`` finite and positive, ``data.T``
-at most :data:`MAX_T`, ...); each dataset's own argument checks run too. Files
-are parsed by :mod:`sj_ext.safe_yaml` (bounded size, values and depth).
+epoch; null = all), ``data.train_samples`` / ``data.test_samples`` (a fixed
+subset of a split, the same for every seed; null = all), ``train.device``
+('auto' | 'cpu' | 'cuda'), ``seed``. :data:`RANGES` bounds the numbers
+(``optim.lr`` finite and positive, ``data.T`` at most :data:`MAX_T`, ...); each
+dataset's own argument checks run too. Files are parsed by
+:mod:`sj_ext.safe_yaml` (bounded size, values and depth).
 """
 
 import copy
@@ -87,6 +89,10 @@ SCHEMA: dict = {
         "T": Field(INT, help="time steps, 1 to MAX_T = 1024"),
         "encoding": Field(STR, "direct", ("direct", "poisson"), "static images -> [T, N, ...]"),
         "num_workers": Field(INT, 0),
+        "train_samples": Field(
+            OPT_INT, None, help="a fixed class-stratified subset of the training split; null = all"
+        ),
+        "test_samples": Field(OPT_INT, None, help="the same for the test split; null = all"),
         "args": Field(DICT, {}, help="dataset-specific arguments"),
     },
     "model": {
@@ -247,6 +253,8 @@ RANGES: dict[str, tuple] = {
     "data.batch_size": (lambda v: v >= 1, "must be >= 1"),
     "data.T": (lambda v: 1 <= v <= MAX_T, f"must be >= 1 and at most MAX_T = {MAX_T}"),
     "data.num_workers": (lambda v: v >= 0, "must be >= 0"),
+    "data.train_samples": (lambda v: v >= 1, "must be >= 1 or null (all)"),
+    "data.test_samples": (lambda v: v >= 1, "must be >= 1 or null (all)"),
     "optim.lr": (lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0"),
     "optim.weight_decay": (lambda v: math.isfinite(v) and v >= 0, "must be finite and >= 0"),
     "schedule.warmup_epochs": (lambda v: v >= 0, "must be >= 0"),

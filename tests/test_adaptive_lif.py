@@ -2,6 +2,7 @@ import copy
 import math
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -236,15 +237,42 @@ def test_state_dict_round_trip_into_fresh_model():
     assert not torch.equal(net[3].running_threshold, torch.ones(4))
 
 
-def test_eval_beyond_trained_steps_is_a_clear_error():
+@pytest.mark.parametrize("stats", ["layer", "channel"])
+@pytest.mark.parametrize("step_mode", ["m", "s"])
+def test_an_untrained_node_evaluates_as_a_lif_node_at_v_threshold(stats, step_mode):
+    kw = dict(v_threshold=0.4, v_reset=0.0, decay_input=True, step_mode=step_mode)
+    ours = AdaptiveThresholdLIF(tau=2.0, stats=stats, **kw).eval()
+    ref = neuron.LIFNode(2.0, **kw)
+    x = torch.rand(6, 4, 3, 5)  # [T, N, C, L]
+    outs = [
+        node(x) if step_mode == "m" else torch.stack([node(xt) for xt in x]) for node in (ours, ref)
+    ]
+    assert torch.equal(outs[0], outs[1])
+    assert 0 < outs[0].mean() < 1
+    assert ours.threshold_seq.shape == ((6,) if stats == "layer" else (6, 3))
+    assert torch.all(ours.threshold_seq == torch.tensor(0.4))
+
+
+def test_eval_beyond_the_trained_steps_reuses_the_last_one_and_warns_once():
     node = AdaptiveThresholdLIF(step_mode="m")
-    node(torch.randn(4, 2, 3))
+    node(torch.randn(3, 2, 7))  # trains running thresholds for T = 3
+    trained = node.running_threshold.clone()
+    assert len(set(trained.tolist())) == 3
     node.eval()
     functional.reset_net(node)
-    node(torch.randn(4, 2, 3))  # T = 4 is held
+    x = torch.randn(5, 2, 7)
+    with pytest.warns(
+        RuntimeWarning, match="for 3 time steps.*steps >= 3 use the threshold of step 2"
+    ):
+        spikes = node(x)
+    assert node.threshold_seq.tolist() == trained[[0, 1, 2, 2, 2]].tolist()
+    extended = AdaptiveThresholdLIF(step_mode="m").eval()  # a buffer that holds the 5 steps
+    extended.running_threshold = trained[[0, 1, 2, 2, 2]]
+    assert torch.equal(spikes, extended(x))
     functional.reset_net(node)
-    with pytest.raises(IndexError, match="4 time steps"):
-        node(torch.randn(5, 2, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once: the second evaluation is silent
+        node(x)
 
 
 def test_reset_net_clears_state_and_records():

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "recipes" / "digits_quickstart.yaml"
 # a short run: 4 epochs of 6 batches (time is not what these tests measure)
 SHORT = ["train.epochs=4", "train.limit_train_batches=6", "train.device=cpu"]
+DIGITS_TEST_COUNTS = [36, 36, 35, 37, 36, 37, 36, 36, 35, 36]  # the quickstart's test split
 
 
 def epochs_without_time(metrics: dict) -> list[dict]:
@@ -219,6 +220,9 @@ def test_two_process_gloo_run(tmp_path):
     for row in metrics["epochs"]:
         assert row["train_samples"] == 2 * 3 * 64  # reduced over both processes
         assert row["test_samples"] == 360  # the test set split across processes, counted once
+        # per-class accuracies reduced over both processes: they recount the total exactly
+        correct = sum(a * n for a, n in zip(row["per_class_acc"], DIGITS_TEST_COUNTS, strict=True))
+        assert correct == pytest.approx(row["test_acc"] * 360)
     assert r.stdout.count("epoch 1/2:") == 1  # only rank 0 logs
     state = load_checkpoint(out / "checkpoints" / "latest.pt")
     assert not any(k.startswith("module.") for k in state["model"])  # unwrapped from DDP

@@ -400,3 +400,19 @@ def test_logit_scale_must_be_positive_and_finite(bad):
 def test_logit_scale_is_refused_for_bases_it_does_not_apply_to():
     with pytest.raises(ValueError, match="logit_scale applies only to base='ce'"):
         ConfidenceAwareLoss(base="mse_rate", tau="batch", logit_scale=10.0)
+
+
+def test_the_registered_mse_is_the_plif_papers_firing_rate_loss():
+    import sj_ext.components  # noqa: F401  (registers the losses)
+    from sj_ext.registry import LOSSES
+
+    torch.manual_seed(0)
+    spikes = (torch.rand(6, 5, 4) < 0.4).float()  # [T, N, C]
+    y = torch.tensor([0, 3, 1, 1, 2])
+    loss = LOSSES.build("mse")
+    expected = F.mse_loss(spikes.mean(0), F.one_hot(y, 4).float())
+    torch.testing.assert_close(loss(spikes, y), expected)
+    per = LOSSES.build("mse", reduction="none", time_dim=1)(spikes.transpose(0, 1), y)
+    rates = spikes.mean(0)
+    hand = [sum((rates[i, c] - float(c == y[i])) ** 2 for c in range(4)) / 4 for i in range(5)]
+    torch.testing.assert_close(per, torch.stack(hand))

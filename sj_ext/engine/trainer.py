@@ -6,7 +6,9 @@ registries (:mod:`sj_ext.registry`) by the names in the recipe.
 Run folder layout::
 
     OUT/recipe.yaml              the resolved recipe
-    OUT/metrics.json             {"epochs": [...], "best_test_acc", "final_test_acc"}
+    OUT/metrics.json             {"epochs": [...], "best_test_acc", "final_test_acc",
+                                  "final_per_class_acc"}; each epoch record has
+                                 "test_acc", "per_class_acc" (C floats, null: no sample)
     OUT/checkpoints/latest.pt    model, optimizer, scheduler, scaler, epoch, RNG states,
     OUT/checkpoints/best.pt      the epoch records and the recipe
     OUT/tb/                      TensorBoard events
@@ -28,9 +30,10 @@ from spikingjelly.activation_based import functional
 from torch.utils.data import DataLoader, DistributedSampler, Subset, default_collate
 
 from ..data import DataSpec, encode, to_time_major
+from ..data.subset import fixed_subset
 from ..monitor import Monitor
 from ..neuron import sync_threshold_stats
-from ..recipe import RESUMABLE_CHANGES, flatten
+from ..recipe import RESUMABLE_CHANGES, RecipeError, flatten
 from ..registry import DATASETS, LOSSES, MODELS, NEURONS, OPTIMIZERS, SCHEDULES, SURROGATES
 from . import distributed
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json
@@ -94,9 +97,19 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LRScheduler
 
 
+def _subsets(data: DataSpec, d: dict) -> None:
+    """Cut the splits to ``data.train_samples`` / ``data.test_samples`` (fixed, seeded)."""
+    try:
+        data.train = fixed_subset(data.train, d["train_samples"], "data.train_samples")
+        data.test = fixed_subset(data.test, d["test_samples"], "data.test_samples")
+    except ValueError as e:
+        raise RecipeError(f"dataset {d['name']!r}", [str(e)]) from e
+
+
 def build_run(recipe: dict, device: torch.device) -> Run:
     d = recipe["data"]
     data = DATASETS.build(d["name"], root=d["root"], T=d["T"], **d["args"])
+    _subsets(data, d)
     model = _call(
         MODELS.get(recipe["model"]["name"]),
         {
@@ -147,8 +160,13 @@ def _autocast(recipe: dict, device: torch.device):
 
 
 @torch.no_grad()
-def evaluate(model, recipe, data, device, info) -> tuple[float, int]:
-    """Test accuracy (fraction) over the test set, split across processes; and the count."""
+def evaluate(model, recipe, data, device, info) -> tuple[float, int, list[float | None]]:
+    """Test accuracy over the test set, split across processes: ``(acc, count, per_class)``.
+
+    ``acc`` = correct / count over all processes; ``per_class[c]`` = correct / count
+    over the samples of class ``c`` (``data.num_classes`` entries; ``None`` for a class
+    with no test sample evaluated).
+    """
     model.eval()
     test = data.test
     if info.enabled:
@@ -157,7 +175,9 @@ def evaluate(model, recipe, data, device, info) -> tuple[float, int]:
         test, batch_size=recipe["data"]["batch_size"], num_workers=recipe["data"]["num_workers"]
     )
     limit = recipe["train"]["limit_eval_batches"]
-    correct = total = 0
+    C = data.num_classes
+    correct = torch.zeros(C, dtype=torch.long, device=device)
+    seen = torch.zeros(C, dtype=torch.long, device=device)
     for i, (x, y) in enumerate(loader):
         if limit is not None and i >= limit:
             break
@@ -165,10 +185,13 @@ def evaluate(model, recipe, data, device, info) -> tuple[float, int]:
         with _autocast(recipe, device):
             out = model(time_major_input(x, recipe, data))
         functional.reset_net(model)
-        correct += (decode(out).argmax(1) == y).sum().item()
-        total += len(y)
-    correct, total = distributed.all_reduce_sum([correct, total], info, device)
-    return correct / max(total, 1), int(total)
+        correct += torch.bincount(y[decode(out).argmax(1) == y], minlength=C)
+        seen += torch.bincount(y, minlength=C)
+    counts = distributed.all_reduce_sum(correct.tolist() + seen.tolist(), info, device)
+    correct, seen = counts[:C], counts[C:]
+    total = sum(seen)
+    per_class = [c / n if n else None for c, n in zip(correct, seen, strict=True)]
+    return sum(correct) / max(total, 1), int(total), per_class
 
 
 def _average_buffers(model: nn.Module, info, device) -> None:
@@ -359,7 +382,9 @@ def train(recipe: dict, out_dir: str | Path, resume: bool = False, log=print) ->
             except TrainingError as e:
                 kept = f"{latest} (epoch {epoch})" if latest.is_file() else "none yet"
                 raise TrainingError(f"{e}; the run stopped. Last good checkpoint: {kept}") from e
-            row["test_acc"], row["test_samples"] = evaluate(model, recipe, run.data, device, info)
+            row["test_acc"], row["test_samples"], row["per_class_acc"] = evaluate(
+                model, recipe, run.data, device, info
+            )
             if monitor is not None:
                 monitor.epoch_end(epoch + 1, lambda: _energy_input(run, recipe, device))
                 for warning in monitor.class_warnings(epoch + 1):
@@ -412,6 +437,7 @@ def _metrics(records: list[dict], best_acc: float) -> dict:
         "epochs": records,
         "best_test_acc": best_acc if records else None,
         "final_test_acc": records[-1]["test_acc"] if records else None,
+        "final_per_class_acc": records[-1].get("per_class_acc") if records else None,
     }
 
 
@@ -422,7 +448,7 @@ def evaluate_checkpoint(recipe: dict, checkpoint: str | Path) -> dict:
     run = build_run(recipe, device)
     state = load_checkpoint(checkpoint)
     run.model.load_state_dict(state["model"])
-    acc, count = evaluate(run.model, recipe, run.data, device, distributed.DistInfo())
+    acc, count, per_class = evaluate(run.model, recipe, run.data, device, distributed.DistInfo())
     if not math.isfinite(acc):
         raise TrainingError(f"evaluation of {checkpoint} gave {acc}")
     return {
@@ -430,4 +456,5 @@ def evaluate_checkpoint(recipe: dict, checkpoint: str | Path) -> dict:
         "epoch": state["epoch"],
         "test_acc": acc,
         "test_samples": count,
+        "per_class_acc": per_class,
     }

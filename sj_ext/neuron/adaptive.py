@@ -25,7 +25,10 @@ class AdaptiveThresholdLIF(RunningThresholdLIFBase):
     of step :math:`t` (buffer ``running_threshold``, ``[T_max]`` or
     ``[T_max, C]``, started at ``v_threshold``; it travels with ``state_dict``
     and is resized on load). The buffer grows in training to the longest
-    sequence seen; evaluating a step it does not hold raises ``IndexError``.
+    sequence seen. An untrained node evaluates at ``v_threshold`` (the start
+    value), i.e. as ``LIFNode``; a step beyond the trained ones uses the last
+    trained step's running threshold, with a one-time ``RuntimeWarning``
+    (the late-step statistics settle, so that is the best estimate held).
     The default surrogate :class:`~sj_ext.surrogate.DynamicRect` widens with
     :math:`\sigma_t = \mathrm{std}(h_t)`.
 

@@ -31,6 +31,7 @@ functions.
 """
 
 import math
+import warnings
 
 import torch
 import torch.nn as nn
@@ -43,6 +44,7 @@ from ..surrogate import DynamicSurrogateBase
 __all__ = ["RunningThresholdLIFBase", "BACKENDS", "sync_threshold_stats"]
 
 BACKENDS = ("torch", "cupy")
+_warned: set[str] = set()  # the beyond-trained-steps warnings given (once per message)
 
 
 class RunningThresholdLIFBase(BaseNode):
@@ -149,23 +151,22 @@ class RunningThresholdLIFBase(BaseNode):
 
     # ------------------------------------------------------- running threshold
     def _thresholds(self, t0: int, steps: int, x_step: torch.Tensor):
-        """Thresholds for steps ``t0 .. t0+steps-1``: None (adaptive), a float, or running ones.
+        r"""Thresholds for steps ``t0 .. t0+steps-1``: None (adaptive), a float, or running ones.
 
         The running ones are a tensor ``[steps]`` (layer statistics) or
         ``[steps, 1, C, 1, ...]`` (channel statistics, broadcastable to ``x_step``).
+        In evaluation an untrained node (no running thresholds yet) fires at
+        ``v_threshold``, the value every running threshold starts at; a step
+        beyond the ``held`` trained ones uses the last one,
+        :math:`\bar V_{th}[\min(t, held - 1)]` (see :meth:`_running`).
         """
         if not self.adaptive:
             return self.v_threshold
         if self.training:
             return None
-        held = self.running_threshold.shape[0]
-        if t0 + steps > held:
-            raise IndexError(
-                f"{type(self).__name__} holds running thresholds for {held} time steps (the "
-                f"longest training sequence); evaluation asked for step {t0 + steps - 1}. "
-                f"Evaluate with T <= {held}, or train with the T you evaluate with."
-            )
-        running = self.running_threshold[t0 : t0 + steps]
+        if not self.running_threshold.shape[0]:
+            return self.v_threshold
+        running = self._running(t0, steps)
         if self.stats == "channel":
             channels = x_step.shape[1]
             if running.shape[1] != channels:
@@ -175,6 +176,30 @@ class RunningThresholdLIFBase(BaseNode):
                 )
             running = running.view(steps, 1, channels, *([1] * (x_step.dim() - 2)))
         return running.to(x_step.dtype)
+
+    def _running(self, t0: int, steps: int) -> torch.Tensor:
+        r"""The running thresholds of steps ``t0 .. t0+steps-1``, the last held one beyond.
+
+        Past the ``held`` steps of the longest training sequence the threshold
+        stays at the last trained step's, :math:`\bar V_{th}[held - 1]`: the
+        membrane statistics of late steps settle (the input current repeats or
+        varies slowly), so the latest estimate is the best one we hold, where
+        ``v_threshold`` would be a threshold the network never fired with
+        after training. A one-time ``RuntimeWarning`` names both counts.
+        """
+        held = self.running_threshold.shape[0]
+        if t0 + steps <= held:
+            return self.running_threshold[t0 : t0 + steps]
+        message = (
+            f"{type(self).__name__} holds running thresholds for {held} time steps (the "
+            f"longest training sequence); evaluating step {t0 + steps - 1} (T >= {t0 + steps}), "
+            f"so steps >= {held} use the threshold of step {held - 1}"
+        )
+        if message not in _warned:
+            _warned.add(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
+        index = torch.arange(t0, t0 + steps, device=self.running_threshold.device)
+        return self.running_threshold[index.clamp_(max=held - 1)]
 
     @torch.no_grad()
     def _update(self, t0: int, v_th_seq: torch.Tensor, sigma_seq: torch.Tensor | None):

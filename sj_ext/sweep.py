@@ -1,0 +1,302 @@
+r"""``sj-ext sweep``: a grid of recipes x seeds, run one by one, summarised per configuration.
+
+A grid file (YAML)::
+
+    seeds: [0, 1, 2]
+    overrides: {data.root: data, train.epochs: 2}     # shared by every run
+    configurations:
+      - name: plif_ce                                 # a folder name: [A-Za-z0-9_.-]
+        method: ce                                    # one of METHODS (a label)
+        recipe: ../recipes/clsnn_mnist.yaml           # relative to the grid file
+        overrides: {loss.name: ce, loss.args: {}}
+
+Every run is the recipe with the shared overrides, then the configuration's,
+then the command line's ``--set`` (each ``key.path: value`` as ``sj-ext train
+--set key.path=value``) and ``seed``; it trains in-process in its own folder
+``OUT/<name>/seed<seed>``. Re-running the sweep skips finished runs (their
+``metrics.json`` holds every epoch) and resumes interrupted ones from their
+latest checkpoint, so a killed sweep continues where it stopped.
+
+After every run the JSON file is rewritten: ``{"grid", "runs": [...],
+"summary": [...]}``; a run object holds ``name, method, recipe, overrides``
+(all applied), ``seed, T, epochs, train_samples, test_samples`` (the counts of
+the last epoch), ``device, final_test_acc, best_test_acc, per_class_acc`` (the
+last epoch's), ``seconds`` (training + evaluation, summed over epochs) and
+``run_dir``; a summary object per configuration holds ``name, method, n`` and
+the mean, the sample standard deviation (:math:`\frac{1}{n-1}`; ``None`` for
+``n = 1``) of ``final_test_acc`` and ``best_test_acc``, and the mean
+``seconds``. The same table as markdown (mean ± std in %) is printed and
+written beside the JSON (``.md``).
+"""
+
+import json
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .engine import train
+from .recipe import RESUMABLE_CHANGES, flatten, load_recipe, safe_load
+
+__all__ = ["METHODS", "SweepError", "Job", "load_grid", "run_sweep", "summarise", "markdown"]
+
+METHODS = ("ce", "mse", "clsnn", "ds_atgo", "ds_atgo_fixed", "grouping", "lif_t1", "tet")
+_GRID_KEYS = {"seeds", "overrides", "configurations"}
+_CONFIG_KEYS = {"name", "method", "recipe", "overrides"}
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+class SweepError(ValueError):
+    """A bad grid file (names the file and the key), or a run folder that does not fit."""
+
+
+@dataclass
+class Job:
+    """One run of the grid: a configuration at a seed, its resolved recipe and folder."""
+
+    name: str
+    method: str
+    recipe_path: str
+    overrides: dict
+    seed: int
+    recipe: dict
+    run_dir: Path
+
+
+def _as_sets(overrides: dict) -> list[str]:
+    """``{key.path: value}`` -> ``['key.path=<value as JSON>', ...]`` (JSON is YAML)."""
+    return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+
+
+def _mapping(value, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise SweepError(f"{where}: expected a mapping of key.path: value, got {value!r}")
+    return value
+
+
+def _check_config(config, i: int, source: str) -> dict:
+    where = f"{source}: configurations[{i}]"
+    if not isinstance(config, dict):
+        raise SweepError(f"{where}: expected a mapping, got {config!r}")
+    unknown = sorted(set(config) - _CONFIG_KEYS)
+    missing = sorted(_CONFIG_KEYS - {"overrides"} - set(config))
+    if unknown or missing:
+        raise SweepError(
+            f"{where}: "
+            + "; ".join(
+                [f"unknown key {k!r}" for k in unknown] + [f"missing key {k!r}" for k in missing]
+            )
+            + f" (keys: {', '.join(sorted(_CONFIG_KEYS))})"
+        )
+    name = config["name"]
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise SweepError(f"{where}.name: expected a folder name of [A-Za-z0-9_.-], got {name!r}")
+    if config["method"] not in METHODS:
+        raise SweepError(
+            f"{where}.method: must be one of {list(METHODS)}, got {config['method']!r}"
+        )
+    if not isinstance(config["recipe"], str):
+        raise SweepError(f"{where}.recipe: expected a path, got {config['recipe']!r}")
+    return {**config, "overrides": _mapping(config.get("overrides"), f"{where}.overrides")}
+
+
+def _read_grid(path: Path) -> dict:
+    source = str(path)
+    try:
+        grid = safe_load(path.read_text())
+    except OSError as e:
+        raise SweepError(f"{source}: cannot read the grid file: {e.strerror}") from e
+    except Exception as e:  # yaml.YAMLError
+        raise SweepError(f"{source}: not valid YAML: {e}") from e
+    if not isinstance(grid, dict):
+        raise SweepError(f"{source}: a grid file is a mapping with {sorted(_GRID_KEYS)}")
+    unknown = sorted(set(grid) - _GRID_KEYS)
+    if unknown:
+        raise SweepError(f"{source}: unknown key {unknown[0]!r} (keys: {sorted(_GRID_KEYS)})")
+    seeds = grid.get("seeds")
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
+        raise SweepError(f"{source}: seeds: expected a non-empty list of ints, got {seeds!r}")
+    configs = grid.get("configurations")
+    if not isinstance(configs, list) or not configs:
+        raise SweepError(f"{source}: configurations: expected a non-empty list, got {configs!r}")
+    configs = [_check_config(c, i, source) for i, c in enumerate(configs)]
+    names = [c["name"] for c in configs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SweepError(f"{source}: configuration names must be unique, {twice[0]!r} repeats")
+    shared = _mapping(grid.get("overrides"), f"{source}: overrides")
+    return {"seeds": seeds, "overrides": shared, "configurations": configs}
+
+
+def load_grid(
+    path: str | Path,
+    out: str | Path,
+    sets: list[str] = (),
+    only: list[str] = (),
+    seeds: list[int] | None = None,
+) -> list[Job]:
+    """The jobs of a grid file, every recipe resolved (so any error comes before any run).
+
+    :param out: the sweep folder; a job runs in ``out/<name>/seed<seed>``
+    :param sets: ``key.path=value`` overrides applied last, to every run
+    :param only: run only these configurations (all when empty)
+    :param seeds: run only these seeds (the grid's when ``None``)
+    :raises SweepError: a bad grid file or ``only`` name
+    :raises RecipeError: a recipe or override that does not resolve
+    """
+    path = Path(path)
+    grid = _read_grid(path)
+    configs = grid["configurations"]
+    unknown = sorted(set(only) - {c["name"] for c in configs})
+    if unknown:
+        known = ", ".join(c["name"] for c in configs)
+        raise SweepError(f"--only {unknown[0]}: no such configuration in {path} ({known})")
+    jobs = []
+    for config in configs:
+        if only and config["name"] not in only:
+            continue
+        recipe_path = path.parent / config["recipe"]
+        applied = _as_sets(grid["overrides"]) + _as_sets(config["overrides"]) + list(sets)
+        overrides = {k.strip(): safe_load(v) for k, v in (a.split("=", 1) for a in applied)}
+        for seed in grid["seeds"] if seeds is None else seeds:
+            recipe = load_recipe(recipe_path, applied + [f"seed={seed}"])
+            run_dir = Path(out) / config["name"] / f"seed{seed}"
+            job = Job(
+                config["name"], config["method"], config["recipe"], overrides, seed, recipe, run_dir
+            )
+            jobs.append(job)
+    return jobs
+
+
+def _finished(job: Job) -> dict | None:
+    """The metrics of a finished run in ``job.run_dir``, or ``None`` (not run, or not finished).
+
+    :raises SweepError: the folder holds a run of a different recipe
+    """
+    saved = job.run_dir / "recipe.yaml"
+    if not saved.is_file():
+        return None
+    old, new = flatten(load_recipe(saved)), flatten(job.recipe)
+    differing = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    changed = [k for k in differing if k not in RESUMABLE_CHANGES]
+    if changed:
+        raise SweepError(
+            f"{job.run_dir} holds a run of another recipe ({', '.join(changed)} differ); "
+            "choose another --out or delete the folder"
+        )
+    metrics_file = job.run_dir / "metrics.json"
+    if not metrics_file.is_file():
+        return None
+    metrics = json.loads(metrics_file.read_text())
+    done = len(metrics["epochs"]) >= job.recipe["train"]["epochs"]
+    return metrics if done else None
+
+
+def _device(recipe: dict) -> str:
+    name = recipe["train"]["device"]
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        return f"cuda ({torch.cuda.get_device_name()})"
+    return "cpu"
+
+
+def _record(job: Job, metrics: dict) -> dict:
+    last = metrics["epochs"][-1]
+    return {
+        "name": job.name,
+        "method": job.method,
+        "recipe": job.recipe_path,
+        "overrides": job.overrides,
+        "seed": job.seed,
+        "T": job.recipe["data"]["T"],
+        "epochs": len(metrics["epochs"]),
+        "train_samples": last["train_samples"],
+        "test_samples": last["test_samples"],
+        "device": _device(job.recipe),
+        "final_test_acc": metrics["final_test_acc"],
+        "best_test_acc": metrics["best_test_acc"],
+        "per_class_acc": last.get("per_class_acc"),
+        "seconds": sum(row["seconds"] for row in metrics["epochs"]),
+        "run_dir": str(job.run_dir),
+    }
+
+
+def _mean_std(values: list[float]) -> dict:
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else None,
+    }
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """Per configuration (in first-run order): ``n``, mean/std of the accuracies, mean seconds."""
+    summary = []
+    for name in dict.fromkeys(r["name"] for r in runs):
+        rows = [r for r in runs if r["name"] == name]
+        summary.append(
+            {
+                "name": name,
+                "method": rows[0]["method"],
+                "n": len(rows),
+                "final_test_acc": _mean_std([r["final_test_acc"] for r in rows]),
+                "best_test_acc": _mean_std([r["best_test_acc"] for r in rows]),
+                "seconds": statistics.fmean(r["seconds"] for r in rows),
+            }
+        )
+    return summary
+
+
+def _pct(stat: dict) -> str:
+    std = "" if stat["std"] is None else f" ± {100 * stat['std']:.2f}"
+    return f"{100 * stat['mean']:.2f}{std}"
+
+
+def markdown(summary: list[dict]) -> str:
+    """The summary as a markdown table (accuracies in %, mean ± sample std over seeds)."""
+    lines = [
+        "| configuration | method | seeds | final test acc (%) | best test acc (%) | s / run |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for s in summary:
+        lines.append(
+            f"| {s['name']} | {s['method']} | {s['n']} | {_pct(s['final_test_acc'])} | "
+            f"{_pct(s['best_test_acc'])} | {s['seconds']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _write(json_path: Path, grid: str, runs: list[dict]) -> None:
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    summary = summarise(runs)
+    result = {"grid": grid, "runs": runs, "summary": summary}
+    tmp = json_path.with_name(json_path.name + ".part")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    tmp.replace(json_path)
+    json_path.with_suffix(".md").write_text(markdown(summary))
+
+
+def run_sweep(grid: str | Path, jobs: list[Job], json_path: str | Path, log=print) -> dict:
+    """Run (or skip, or resume) every job in order; rewrite ``json_path`` after each.
+
+    Returns ``{"grid", "runs", "summary"}`` as written.
+    """
+    json_path, runs = Path(json_path), []
+    for i, job in enumerate(jobs, 1):
+        metrics = _finished(job)
+        tag = f"[{i}/{len(jobs)}] {job.name} seed {job.seed}"
+        if metrics is not None:
+            log(f"{tag}: finished before, skipped ({job.run_dir})")
+        else:
+            resume = (job.run_dir / "checkpoints" / "latest.pt").is_file()
+            log(f"{tag}: {'resuming' if resume else 'training'} in {job.run_dir}")
+            metrics = train(job.recipe, job.run_dir, resume=resume, log=log)
+        runs.append(_record(job, metrics))
+        _write(json_path, str(grid), runs)
+    return {"grid": str(grid), "runs": runs, "summary": summarise(runs)}
