@@ -63,7 +63,8 @@ def _layer_labels(runs, monitor: str, names: list[str]) -> list[str]:
     kinds = {}
     for run in runs:
         for record in run.monitors.get(monitor, []):
-            kinds.update(record.get("kinds") or {})
+            if isinstance(record.get("kinds"), dict):
+                kinds.update(record["kinds"])
     return [layer_label(n, kinds.get(n)) for n in names]
 
 

@@ -245,20 +245,29 @@ def alias_bomb(levels: int, width: int) -> str:
 
 
 def test_an_alias_bomb_is_refused_in_bounded_memory(tmp_path):
-    """10**10 leaves once expanded: printed in a message they would take ~70 GB. The command
-    runs under a 6 GiB address-space limit (torch alone reserves ~3.3 GiB), so a guard that
-    failed would end in MemoryError (exit 1), not in the guard's message."""
+    """10**10 leaves once expanded. The parser runs under a 1 GiB address-space limit in a
+    process without torch, so a guard that failed would end in MemoryError or in 'parsed'."""
     path = tmp_path / "bomb.yaml"
     path.write_text(alias_bomb(10, 10))
     limited = (
-        "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30)); "
-        "from sj_ext.cli import main; sys.exit(main(['validate', sys.argv[1]]))"
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)); "
+        "from sj_ext import safe_yaml; data = safe_yaml.load(safe_yaml.read_text(sys.argv[1])); "
+        "print('parsed', len(str(data)))"
     )
     out = subprocess.run(
         [sys.executable, "-c", limited, str(path)], capture_output=True, text=True, cwd=ROOT
     )
-    assert out.returncode == 2, out.stderr
-    assert f"{path}: refused: more than 10000 values once aliases are expanded" in out.stderr
+    assert "YamlInputError: more than 10000 values once aliases are expanded" in out.stderr
+    assert "parsed" not in out.stdout
+
+
+def test_validate_refuses_an_alias_bomb(tmp_path, capsys):
+    """12**5 = 248,832 values: over the limit, yet harmless should the guard fail."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(alias_bomb(5, 12))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: refused: more than 10000 values once aliases are expanded (near line" in err
 
 
 def test_an_override_value_is_bounded_too():
