@@ -1,6 +1,7 @@
 """Per-class collapse warnings: the checks, and the curriculum monitor's per-class records."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -87,3 +88,45 @@ def test_summed_rates_pool_the_batches_not_their_ratios():
     assert pooled["weight_ratio"][1] == pytest.approx((6.5 / total) / 0.5, rel=1e-5)
     assert pooled["acc"] == [1.0, 0.75]
     assert summed_class_rates([{"epoch": 1}]) is None
+
+
+def _starving_loss(num_classes: int):
+    """CL-SNN's loss with class 3's samples made 'hard' by a constant: no gradient change,
+    but sigma* ~ 0.03, so the class is starved exactly as the firing-rate trap starves one."""
+
+    def base(out, target):
+        ce = torch.nn.functional.cross_entropy(out.mean(0), target, reduction="none")
+        return ce + 200.0 * (target == 3)
+
+    return ConfidenceAwareLoss(base=base, tau="fixed", lam=1.0)
+
+
+def test_a_starved_class_is_warned_in_the_training_log_and_the_report(tmp_path, monkeypatch):
+    from sj_ext.engine import train
+    from sj_ext.recipe import load_recipe
+    from sj_ext.registry import LOSSES
+    from sj_ext.report import write_report
+
+    monkeypatch.setitem(LOSSES._entries, "starving", _starving_loss)
+    recipe = load_recipe(
+        Path(__file__).resolve().parent.parent / "recipes" / "digits_quickstart.yaml",
+        [
+            "train.device=cpu",
+            "train.epochs=3",
+            "loss.name=starving",
+            "loss.args={}",
+            "monitor.every=1",
+            "monitor.names=[curriculum]",
+        ],
+    )
+    lines = []
+    metrics = train(recipe, tmp_path, log=lines.append)
+    per_class = metrics["final_per_class_acc"]
+    assert per_class[3] < 0.5 * sorted(per_class)[5]  # the class really was not learned
+    log = "\n".join(lines)
+    assert "warning: epoch 3: class 3 has test accuracy" in log
+    assert "warning: epoch 3 (sampled training batches): class 3 gets" in log
+    report = write_report([tmp_path]).read_text()
+    warnings = report.split("## Warnings", 1)[1].split("##", 1)[0]
+    assert "class 3 has test accuracy" in warnings and "class 3 gets" in warnings
+    assert (tmp_path / "report" / "classes.png").is_file()

@@ -29,6 +29,7 @@ import yaml
 from spikingjelly.activation_based import functional
 from torch.utils.data import DataLoader, DistributedSampler, Subset, default_collate
 
+from ..class_health import accuracy_warnings
 from ..data import DataSpec, encode, to_time_major
 from ..data.subset import fixed_subset
 from ..monitor import Monitor
@@ -385,10 +386,12 @@ def train(recipe: dict, out_dir: str | Path, resume: bool = False, log=print) ->
             row["test_acc"], row["test_samples"], row["per_class_acc"] = evaluate(
                 model, recipe, run.data, device, info
             )
+            alerts = accuracy_warnings(row["per_class_acc"], f"epoch {epoch + 1}: ")
             if monitor is not None:
                 monitor.epoch_end(epoch + 1, lambda: _energy_input(run, recipe, device))
-                for warning in monitor.class_warnings(epoch + 1):
-                    log(f"warning: {warning}")
+                alerts += monitor.class_warnings(epoch + 1)
+            for warning in alerts:
+                log(f"warning: {warning}")
             run.scheduler.step()
             row["seconds"] = time.perf_counter() - start
             records.append(row)
