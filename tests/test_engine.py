@@ -60,9 +60,16 @@ def test_eval_reproduces_the_recorded_accuracy(quickstart_run, capsys):
     assert f"test acc {metrics['best_test_acc']:.4f}" in capsys.readouterr().out
 
 
+ENV = {  # this checkout's sj_ext, also in scripts (tests/kill_run.py) and torchrun workers
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    "OMP_NUM_THREADS": "1",
+}
+
+
 def run_cli(*args, script=None):
     cmd = [sys.executable, *([str(script)] if script else ["-m", "sj_ext"]), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=300)
 
 
 def test_refuses_to_overwrite_a_run_and_resumes_nothing_missing(tmp_path):
@@ -128,6 +135,7 @@ def test_kill_minus_9_then_resume_equals_an_uninterrupted_run(tmp_path, uninterr
         assert list((killed / "checkpoints").glob(".latest.pt.tmp.*"))
     resumed = run_cli("train", str(QUICKSTART), "--out", str(killed), "--resume", *SHORT_SETS)
     assert resumed.returncode == 0, resumed.stderr
+    assert not list(killed.rglob(".*.tmp.*"))  # what the kill left is removed
     final = json.loads((killed / "metrics.json").read_text())
     assert epochs_without_time(final) == epochs_without_time(uninterrupted)
     assert final["best_test_acc"] == uninterrupted["best_test_acc"]
@@ -189,36 +197,59 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     assert len(json.loads((tmp_path / "metrics.json").read_text())["epochs"]) == 1
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
-def test_two_process_gloo_run(tmp_path):
-    out = tmp_path / "ddp"
-    sets = [
-        "train.epochs=2",
+needs_torchrun = pytest.mark.skipif(shutil.which("torchrun") is None, reason="no torchrun")
+DDP_SETS = [
+    a
+    for s in (
+        "train.epochs=3",
         "train.limit_train_batches=3",
         "train.device=cpu",
         "train.sync_threshold_stats=true",
-    ]
-    cmd = [
-        "torchrun",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "sj_ext",
-        "train",
-        str(QUICKSTART),
-        "--out",
-        str(out),
-        *(a for s in sets for a in ("--set", s)),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    )
+    for a in ("--set", s)
+]
+
+
+def torchrun(*args, restarts=0):
+    cmd = ["torchrun", "--standalone", "--nproc_per_node", "2", "--max-restarts", str(restarts)]
+    return subprocess.run(
+        [*cmd, *map(str, args)], capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    r = torchrun("-m", "sj_ext", "train", QUICKSTART, "--out", out, *DDP_SETS)
     assert r.returncode == 0, r.stderr[-3000:]
+    return out, r
+
+
+@needs_torchrun
+def test_two_process_gloo_run(ddp_run):
+    out, r = ddp_run
     metrics = json.loads((out / "metrics.json").read_text())
-    assert [row["epoch"] for row in metrics["epochs"]] == [1, 2]
+    assert [row["epoch"] for row in metrics["epochs"]] == [1, 2, 3]
     for row in metrics["epochs"]:
         assert row["train_samples"] == 2 * 3 * 64  # reduced over both processes
         assert row["test_samples"] == 360  # the test set split across processes, counted once
-    assert r.stdout.count("epoch 1/2:") == 1  # only rank 0 logs
+    assert r.stdout.count("epoch 1/3:") == 1  # only rank 0 logs
     state = load_checkpoint(out / "checkpoints" / "latest.pt")
     assert not any(k.startswith("module.") for k in state["model"])  # unwrapped from DDP
+
+
+@needs_torchrun
+def test_torchrun_restart_with_resume_auto_equals_an_uninterrupted_ddp_run(tmp_path, ddp_run):
+    # rank 1 SIGKILLs itself once, in epoch 2; torchrun restarts both workers with the
+    # same command, which continues from epoch 1's checkpoint. The quickstart's loss has
+    # an EMA threshold: only an EMA kept equal on both ranks resumes exactly.
+    out, marker = tmp_path / "run", tmp_path / "killed-once"
+    script = ROOT / "tests" / "kill_rank.py"
+    args = ["train", QUICKSTART, "--out", out, "--resume", "auto", *DDP_SETS]
+    r = torchrun(script, marker, "2", "--", *args, restarts=1)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert marker.is_file()  # the kill happened
+    assert "resuming" in r.stdout and "after epoch 1" in r.stdout
+    final = json.loads((out / "metrics.json").read_text())
+    whole = json.loads((ddp_run[0] / "metrics.json").read_text())
+    assert epochs_without_time(final) == epochs_without_time(whole)
