@@ -1,6 +1,10 @@
+import errno
 import json
+import math
 import os
+import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -9,8 +13,9 @@ import pytest
 import torch
 
 from sj_ext.cli import main
-from sj_ext.engine import TrainingError, train
-from sj_ext.engine.checkpoint import load_checkpoint
+from sj_ext.engine import TrainingError, checkpoint, train
+from sj_ext.engine.checkpoint import CheckpointError, load_checkpoint
+from sj_ext.engine.runfolder import RunLock
 from sj_ext.recipe import load_recipe
 from sj_ext.registry import LOSSES
 
@@ -195,6 +200,167 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     assert "latest.pt (epoch 1)" in msg
     assert load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["epoch"] == 1
     assert len(json.loads((tmp_path / "metrics.json").read_text())["epochs"]) == 1
+
+
+def quiet(*args):
+    pass
+
+
+TINY = ["train.epochs=2", "train.limit_train_batches=2", "train.device=cpu", "monitor.every=null"]
+
+
+def test_non_finite_weights_fail_the_run_and_are_never_saved(tmp_path, capsys):
+    # optim.lr=1e30: finite losses, but BatchNorm statistics and thresholds overflow
+    out = tmp_path / "huge"
+    assert main(["train", str(QUICKSTART), "--out", str(out), "--set", "optim.lr=1e30"]) == 1
+    err = capsys.readouterr().err
+    assert "non-finite values in model.1.running_var" in err
+    assert "after epoch 1; the run stopped. Last good checkpoint: none yet" in err
+    assert not list((out / "checkpoints").glob("*.pt"))
+
+
+def test_non_finite_outputs_stop_the_run_before_the_loss(tmp_path):
+    recipe = load_recipe(QUICKSTART, TINY)
+    recipe["optim"]["lr"] = math.inf  # past recipe validation: the engine still stops it
+    with pytest.raises(TrainingError) as err:  # not the loss's ValueError
+        train(recipe, tmp_path, log=quiet)
+    assert "non-finite model output (2560 of 2560 values) at epoch 1, batch 2" in str(err.value)
+
+
+def test_one_writer_per_run_folder_and_stale_locks_are_taken_over(tmp_path):
+    out = tmp_path / "run"
+    holder = RunLock(out)
+    holder.acquire(quiet)
+    try:  # a second process, and a second writer in this one
+        r = run_cli("train", str(QUICKSTART), "--out", str(out), *SHORT_SETS)
+        assert r.returncode == 1
+        assert f"in use by PID {os.getpid()} on {socket.gethostname()}" in r.stderr
+        with pytest.raises(TrainingError, match=f"in use by PID {os.getpid()}"):
+            train(load_recipe(QUICKSTART, TINY), out, resume=True, log=quiet)
+    finally:
+        holder.release()
+    assert not (out / ".lock").exists()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid}))
+    logs = []
+    train(load_recipe(QUICKSTART, TINY), out, log=logs.append)
+    assert f"took over the stale lock of PID {dead.pid} on {socket.gethostname()}" in logs[0]
+    assert not (out / ".lock").exists()
+
+
+def test_a_kill_inside_the_best_checkpoint_write_is_repaired_on_resume(tmp_path):
+    out = tmp_path / "run"
+    args = [str(QUICKSTART), "--out", str(out), *SHORT_SETS]
+    k = run_cli("during", "2", "best.pt", "--", *args, script=ROOT / "tests" / "kill_run.py")
+    assert k.returncode == -9, k.stderr
+    ckpt = out / "checkpoints"
+    epoch = load_checkpoint(ckpt / "latest.pt")["epoch"]  # the epoch whose best.pt died
+    stale = load_checkpoint(ckpt / "best.pt")["epoch"]
+    assert stale < epoch
+    # resume with nothing left to train: only the repair runs
+    r = run_cli("train", *args, "--resume", "--set", f"train.epochs={epoch}")
+    assert r.returncode == 0, r.stderr
+    assert f"rewrote {ckpt / 'best.pt'} from epoch {epoch} (it held epoch {stale})" in r.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    best = max(metrics["epochs"], key=lambda row: row["test_acc"])
+    assert load_checkpoint(ckpt / "best.pt")["epoch"] == best["epoch"] == epoch
+    assert not list(out.rglob(".*.tmp.*"))
+
+
+def stop_run(out, signame, count, step):
+    args = [signame, str(count), str(step), "--", str(QUICKSTART), "--out", str(out)]
+    return run_cli(*args, *SHORT_SETS, script=ROOT / "tests" / "signal_run.py")
+
+
+def test_sigterm_stops_cleanly_and_the_printed_command_resumes_exactly(tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    r = stop_run(out, "SIGTERM", 1, 15)  # 6 batches an epoch: epoch 3, batch 3
+    assert r.returncode == 128 + 15, r.stderr
+    assert (
+        "sj-ext train: stopped by SIGTERM during epoch 3, batch 3; that epoch is dropped. "
+        f"Last good checkpoint: {out / 'checkpoints' / 'latest.pt'} (epoch 2)"
+    ) in r.stderr
+    command = shlex.split(r.stderr.split("continue with: ")[1].splitlines()[0])
+    assert command[:2] == ["sj-ext", "train"] and command[-1] == "--resume"
+    assert not (out / ".lock").exists()
+    resumed = run_cli(*command[1:])
+    assert resumed.returncode == 0, resumed.stderr
+    final = json.loads((out / "metrics.json").read_text())
+    assert epochs_without_time(final) == epochs_without_time(uninterrupted)
+
+
+def test_a_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    r = stop_run(out, "SIGINT", 2, 8)  # epoch 2, batch 2
+    assert r.returncode == 128 + 2, r.stderr
+    assert "a second signal (SIGINT): stopped at once" in r.stderr
+    assert "continue with: sj-ext train" in r.stderr
+    assert load_checkpoint(out / "checkpoints" / "latest.pt")["epoch"] == 1
+    assert not (out / ".lock").exists() and not list(out.rglob(".*.tmp.*"))
+
+
+def test_a_damaged_checkpoint_is_detected_and_the_previous_one_resumes(tmp_path):
+    out, ckpt = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    whole = train(load_recipe(QUICKSTART, TINY), out, log=quiet)
+    latest = ckpt / "latest.pt"
+    weight = next(v for v in load_checkpoint(latest)["model"].values() if v.numel() > 100)
+    data = bytearray(latest.read_bytes())
+    at = data.find(weight.numpy().tobytes())
+    assert at > 0
+    data[at + 2] ^= 0x40  # one bit of one float inside a tensor
+    latest.write_bytes(data)
+    torch.load(latest, weights_only=False)  # torch alone does not notice
+    with pytest.raises(CheckpointError, match="damaged: its SHA-256 does not match"):
+        load_checkpoint(latest)
+    (ckpt / "best.pt").write_bytes(b"garbage")
+    logs = []
+    resumed = train(load_recipe(QUICKSTART, TINY), out, resume=True, log=logs.append)
+    assert f"resuming from {ckpt / 'previous.pt'} (epoch 1) instead" in logs[0]
+    assert epochs_without_time(resumed) == epochs_without_time(whole)
+    assert load_checkpoint(ckpt / "best.pt")["epoch"] >= 1  # rewritten
+    latest.write_bytes(latest.read_bytes()[:1000])  # truncated
+    for name in ("previous.pt", "best.pt"):
+        (ckpt / name).write_bytes(b"garbage")
+    with pytest.raises(TrainingError) as err:
+        train(load_recipe(QUICKSTART, TINY), out, resume=True, log=quiet)
+    assert f"no valid checkpoint left in {ckpt}" in str(err.value)
+    assert "Start again with another --out" in str(err.value)
+
+
+def test_a_full_disk_keeps_the_last_checkpoint_and_names_the_folder(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    real_open, writes = open, []
+
+    class FullDisk:
+        def __init__(self, path):
+            self.f = real_open(path, "wb")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_from_the_second_latest(path, mode="r", *args, **kwargs):
+        if Path(path).name.startswith(".latest.pt.tmp."):
+            writes.append(path)
+            if len(writes) > 1:
+                return FullDisk(path)
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "open", full_from_the_second_latest, raising=False)
+    with pytest.raises(TrainingError) as err:
+        train(load_recipe(QUICKSTART, TINY), out, log=quiet)
+    assert (
+        f"cannot save epoch 2: the file system holding {out} is full (no space left on "
+        f"device). Last good checkpoint: {out / 'checkpoints' / 'latest.pt'} (epoch 1)"
+    ) in str(err.value)
+    assert load_checkpoint(out / "checkpoints" / "latest.pt")["epoch"] == 1
+    assert not list(out.rglob(".*.tmp.*"))
 
 
 needs_torchrun = pytest.mark.skipif(shutil.which("torchrun") is None, reason="no torchrun")
