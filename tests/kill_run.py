@@ -52,12 +52,12 @@ def half_open(path, mode="r", *a, **k):
     return builtins.open(path, mode, *a, **k)
 
 
-def save_checkpoint(path, state):
+def save_checkpoint(path, state, **kwargs):
     global calls
     calls += path.name == name
     if mode == "during" and calls == count and path.name == name:
         checkpoint.open = half_open  # shadows open() inside checkpoint.atomic_write
-    real_save_checkpoint(path, state)
+    real_save_checkpoint(path, state, **kwargs)
     if mode == "after" and calls == count and path.name == name:
         kill()
 

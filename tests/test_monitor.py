@@ -323,10 +323,10 @@ def test_resume_drops_the_records_of_epochs_run_again(tmp_path, monkeypatch, pla
     out = tmp_path / "run"
     real_save = runfolder.save_checkpoint
 
-    def save_or_crash(path, state):  # dies before the checkpoint of epoch 2 is written
+    def save_or_crash(path, state, **kwargs):  # dies before the checkpoint of epoch 2 is written
         if state["epoch"] == 2:
             raise Crash
-        real_save(path, state)
+        real_save(path, state, **kwargs)
 
     monkeypatch.setattr(runfolder, "save_checkpoint", save_or_crash)
     with pytest.raises(Crash):
