@@ -84,7 +84,7 @@ def main(argv=None) -> int:
             return 0
         recipe = load_recipe(args.recipe, args.overrides)
         if args.command == "train":
-            out = Path(args.out or Path("runs") / Path(args.recipe).stem)
+            out = _train_out(args)
             metrics = train(recipe, out, resume=args.resume)
             if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
                 return 0
@@ -113,9 +113,13 @@ def main(argv=None) -> int:
         return 1
 
 
+def _train_out(args) -> Path:
+    return Path(args.out or Path("runs") / Path(args.recipe).stem)
+
+
 def _resume_command(args) -> str:
     """The ``sj-ext train`` command line that continues the run ``args`` started."""
-    out = args.out or str(Path("runs") / Path(args.recipe).stem)
+    out = str(_train_out(args))
     sets = [a for o in args.overrides for a in ("--set", o)]
     command = shlex.join(["train", args.recipe, "--out", out, *sets, "--resume"])
     if "RANK" in os.environ:  # started by torchrun

@@ -200,15 +200,15 @@ class RunFolder:
             r["epoch"] for r in state["epochs"] if r["test_acc"] == state["best_test_acc"]
         )
         held = self._try(self.best, [])
-        held = held and held["epoch"]
-        if held == best_epoch:
+        if held is not None and held["epoch"] == best_epoch:
             return
+        held = f"epoch {held['epoch']}" if held else "no valid checkpoint"
         if best_epoch == state["epoch"]:
             self._guarded(best_epoch, lambda: save_checkpoint(self.best, state))
-            self.log(f"rewrote {self.best} from epoch {best_epoch} (it held epoch {held})")
+            self.log(f"rewrote {self.best} from epoch {best_epoch} (it held {held})")
         else:
             self.log(
-                f"warning: {self.best} holds epoch {held} but the records' best is epoch "
+                f"warning: {self.best} holds {held} but the records' best is epoch "
                 f"{best_epoch}; it is replaced when the run next improves"
             )
 
