@@ -1,4 +1,5 @@
 import errno
+import hashlib
 import json
 import math
 import os
@@ -303,6 +304,9 @@ def test_a_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(tmp_path):
 def test_a_damaged_checkpoint_is_detected_and_the_previous_one_resumes(tmp_path):
     out, ckpt = tmp_path / "run", tmp_path / "run" / "checkpoints"
     whole = train(load_recipe(QUICKSTART, TINY), out, log=quiet)
+    for name in ("latest.pt", "previous.pt", "best.pt"):  # `sha256sum -c` format, one digest
+        digest = hashlib.sha256((ckpt / name).read_bytes()).hexdigest()
+        assert (ckpt / f"{name}.sha256").read_text() == f"{digest}  {name}\n"
     latest = ckpt / "latest.pt"
     weight = next(v for v in load_checkpoint(latest)["model"].values() if v.numel() > 100)
     data = bytearray(latest.read_bytes())

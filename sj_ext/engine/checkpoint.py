@@ -125,9 +125,9 @@ def save_checkpoint(path: Path, state: dict, keep: Path | None = None) -> None:
     digest = hashlib.sha256(buf.getbuffer()).hexdigest()
     tmp = _write_temp(path, lambda f: f.write(buf.getbuffer()))
     try:
-        _write_digests(path, _read_digests(path) | {digest})
         if keep is not None and path.is_file():
             rotate(path, keep)
+        _write_digests(path, _read_digests(path) | {digest})
         _commit(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
