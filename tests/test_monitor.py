@@ -7,7 +7,7 @@ import torch.nn as nn
 from spikingjelly.activation_based import functional, layer, neuron, surrogate
 
 from sj_ext.energy import estimate_energy
-from sj_ext.engine import train, trainer
+from sj_ext.engine import runfolder, train
 from sj_ext.functional.adaptive_lif import adaptive_lif_multi_step
 from sj_ext.loss import ConfidenceAwareLoss
 from sj_ext.monitor import MONITORS, Monitor, MonitorFileWarning, read_records
@@ -329,14 +329,14 @@ def test_resume_drops_the_records_of_epochs_run_again(tmp_path, monkeypatch, pla
     _, _, mon_dir, monitored = plain_and_monitored
     recipe = load_recipe(QUICKSTART, [*SHORT, "monitor.every=2", ALL])
     out = tmp_path / "run"
-    real_save = trainer.save_checkpoint
+    real_save = runfolder.save_checkpoint
 
-    def save_or_crash(path, state):  # dies before the checkpoint of epoch 2 is written
+    def save_or_crash(path, state, **kwargs):  # dies before the checkpoint of epoch 2 is written
         if state["epoch"] == 2:
             raise Crash
-        real_save(path, state)
+        real_save(path, state, **kwargs)
 
-    monkeypatch.setattr(trainer, "save_checkpoint", save_or_crash)
+    monkeypatch.setattr(runfolder, "save_checkpoint", save_or_crash)
     with pytest.raises(Crash):
         train(recipe, out, log=lambda *a: None)
     monkeypatch.undo()

@@ -1,5 +1,15 @@
-"""Atomic files and complete checkpoints (everything needed to resume exactly)."""
+"""Atomic files and verified checkpoints (everything needed to resume exactly).
 
+Every checkpoint ``NAME.pt`` has a sidecar ``NAME.pt.sha256`` in ``sha256sum``
+format (``sha256sum -c latest.pt.sha256`` checks it by hand) listing the
+SHA-256 digests the file may have. A write lists the old and the new digest
+while the file is being replaced and the new one alone afterwards, so a crash
+at any moment leaves a file its sidecar accepts; a damaged file (truncated,
+garbage, changed bytes inside a tensor) fails :func:`load_checkpoint`.
+"""
+
+import hashlib
+import io
 import json
 import os
 import random
@@ -8,31 +18,59 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["atomic_write", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
+__all__ = [
+    "CheckpointError",
+    "atomic_write",
+    "write_json",
+    "save_checkpoint",
+    "load_checkpoint",
+    "rotate",
+    "rng_state",
+    "set_rng_state",
+]
 
 
-def atomic_write(path: Path, write) -> None:
-    """Write ``path`` through ``write(file)`` so that a crash leaves the old file or the new one.
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or fails its checksum."""
 
-    Write to a temporary file in the same directory, flush, fsync, rename over
-    ``path``, then fsync the directory so the rename itself is durable.
-    """
-    path = Path(path)
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_temp(path: Path, write) -> Path:
+    """``write(file)`` into ``.NAME.tmp.<pid>`` beside ``path``, fsynced; removed on failure."""
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` over ``path`` and fsync the directory (the rename is durable)."""
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write ``path`` through ``write(file)`` so that a crash leaves the old file or the new one.
+
+    Write a temporary file in the same directory, flush, fsync, rename it over
+    ``path``, then fsync the directory. A failed write (disk full) removes the
+    temporary file and leaves ``path`` untouched.
+    """
+    path = Path(path)
+    _commit(_write_temp(path, write), path)
 
 
 def write_json(path: Path, obj) -> None:
@@ -58,15 +96,67 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    atomic_write(path, lambda f: torch.save(state, f))
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _read_digests(path: Path) -> set[str]:
+    """The digests ``path``'s sidecar accepts (empty when there is no sidecar)."""
+    sidecar = _sidecar(path)
+    if not sidecar.is_file():
+        return set()
+    return {line.split()[0] for line in sidecar.read_text().splitlines() if line.strip()}
+
+
+def _write_digests(path: Path, digests: set[str]) -> None:
+    text = "".join(f"{d}  {path.name}\n" for d in sorted(digests))
+    atomic_write(_sidecar(path), lambda f: f.write(text.encode()))
+
+
+def save_checkpoint(path: Path, state: dict, keep: Path | None = None) -> None:
+    """``torch.save(state)`` to ``path`` atomically, with its SHA-256 in ``path.sha256``.
+
+    ``keep``: first move the current ``path`` there (see :func:`rotate`), once the new
+    file is safely on disk -- a failed write (disk full) changes nothing.
+    """
+    path = Path(path)
+    buf = io.BytesIO()
+    torch.save(state, buf)  # serialised in memory: a full disk fails in the write, cleanly
+    digest = hashlib.sha256(buf.getbuffer()).hexdigest()
+    tmp = _write_temp(path, lambda f: f.write(buf.getbuffer()))
+    try:
+        if keep is not None and path.is_file():
+            rotate(path, keep)
+        _write_digests(path, _read_digests(path) | {digest})
+        _commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _write_digests(path, {digest})
+
+
+def rotate(path: Path, to: Path) -> None:
+    """Move checkpoint ``path`` (and its digests) to ``to``, valid at every step."""
+    digests = _read_digests(path)
+    _write_digests(to, _read_digests(to) | digests)
+    _commit(path, to)
+    _write_digests(to, digests)
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    """Load a checkpoint, verifying its sidecar digest when it has one.
+
+    :raises CheckpointError: no file, a digest mismatch, or a file torch cannot read.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise CheckpointError(f"no checkpoint at {path}")
+    data = path.read_bytes()
+    digests = _read_digests(path)
+    if digests and hashlib.sha256(data).hexdigest() not in digests:
+        raise CheckpointError(
+            f"checkpoint {path} is damaged: its SHA-256 does not match {_sidecar(path).name}"
+        )
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
     except Exception as e:  # a truncated or foreign file
-        raise RuntimeError(f"cannot read checkpoint {path}: {e}") from e
+        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e

@@ -31,7 +31,16 @@ def setup(device_type: str) -> DistInfo:
         return DistInfo()
     info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        # torchrun keeps its store across restarts (--max-restarts): without a prefix per
+        # restart, the new group would read the previous group's addresses and fail
+        store, rank, world = next(dist.rendezvous("env://"))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group(
+            "nccl" if device_type == "cuda" else "gloo",
+            store=dist.PrefixStore(f"sj_ext/attempt_{attempt}", store),
+            rank=rank,
+            world_size=world,
+        )
     return info
 
 

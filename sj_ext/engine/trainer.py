@@ -1,7 +1,7 @@
 """The training engine: a resolved recipe -> a trained, checkpointed, resumable run.
 
 The engine knows no particular method: everything it builds comes from the
-registries (:mod:`sj_ext.registry`) by the names in the recipe.
+registries (:mod:`sj_ext.registry`) by the names in the recipe (:mod:`.build`).
 
 Run folder layout::
 
@@ -10,19 +10,18 @@ Run folder layout::
                                   "final_per_class_acc"}; each epoch record has
                                  "test_acc", "per_class_acc" (C floats, null: no sample)
     OUT/checkpoints/latest.pt    model, optimizer, scheduler, scaler, epoch, RNG states,
-    OUT/checkpoints/best.pt      the epoch records and the recipe
+    OUT/checkpoints/best.pt      the epoch records and the recipe (also previous.pt,
+                                 and a .sha256 per checkpoint: see :mod:`.runfolder`)
+    OUT/.lock                    held by the process writing the folder
     OUT/tb/                      TensorBoard events
     OUT/monitor/<name>.jsonl     monitor records (``monitor.every`` set; see :mod:`sj_ext.monitor`)
 """
 
-import inspect
 import math
-import random
+import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import yaml
@@ -30,134 +29,24 @@ from spikingjelly.activation_based import functional
 from torch.utils.data import DataLoader, DistributedSampler, Subset, default_collate
 
 from ..class_health import accuracy_warnings
-from ..data import DataSpec, encode, to_time_major
-from ..data.subset import fixed_subset
 from ..monitor import Monitor
 from ..neuron import sync_threshold_stats
-from ..recipe import RESUMABLE_CHANGES, RecipeError, flatten
-from ..registry import DATASETS, LOSSES, MODELS, NEURONS, OPTIMIZERS, SCHEDULES, SURROGATES
 from . import distributed
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_json
+from .build import (
+    Run,
+    autocast,
+    build_run,
+    decode,
+    pick_device,
+    seed_everything,
+    time_major_input,
+)
+from .checkpoint import load_checkpoint, rng_state, set_rng_state
+from .errors import Preempted, TrainingError
+from .runfolder import RunFolder
+from .signals import StopSignals
 
-__all__ = ["TrainingError", "Run", "build_run", "train", "evaluate_checkpoint"]
-
-
-class TrainingError(RuntimeError):
-    """A run cannot go on (non-finite loss, incompatible resume, ...)."""
-
-
-def _call(fn, supplied: dict, args: dict):
-    """Call ``fn(**args)`` plus the engine-supplied arguments ``fn`` names."""
-    params = inspect.signature(fn).parameters
-    takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    return fn(**{k: v for k, v in supplied.items() if takes_all or k in params}, **args)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def pick_device(name: str, info: distributed.DistInfo) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("train.device is 'cuda' but CUDA is not available here")
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    torch.cuda.set_device(info.local_rank)
-    return torch.device("cuda", info.local_rank)
-
-
-def neuron_factory(recipe: dict):
-    """A factory of neurons configured as the recipe says.
-
-    ``make(**overrides)`` builds a fresh neuron (and surrogate); a model passes
-    ``overrides`` for what it sets per layer (e.g. ``window='dilated'``).
-    """
-    spec = recipe["neuron"]
-    cls = NEURONS.get(spec["name"])
-    sg = spec["surrogate"]
-
-    def make(**overrides):
-        supplied = {"step_mode": "m", "backend": spec["backend"]}
-        if sg["name"] is not None:
-            supplied["surrogate_function"] = SURROGATES.build(sg["name"], **sg["args"])
-        return _call(cls, supplied, {**spec["args"], **overrides})
-
-    return make
-
-
-@dataclass
-class Run:
-    """Everything a recipe builds."""
-
-    data: DataSpec
-    model: nn.Module
-    loss: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-
-
-def _subsets(data: DataSpec, d: dict) -> None:
-    """Cut the splits to ``data.train_samples`` / ``data.test_samples`` (fixed, seeded)."""
-    try:
-        data.train = fixed_subset(data.train, d["train_samples"], "data.train_samples")
-        data.test = fixed_subset(data.test, d["test_samples"], "data.test_samples")
-    except ValueError as e:
-        raise RecipeError(f"dataset {d['name']!r}", [str(e)]) from e
-
-
-def build_run(recipe: dict, device: torch.device) -> Run:
-    d = recipe["data"]
-    data = DATASETS.build(d["name"], root=d["root"], T=d["T"], **d["args"])
-    _subsets(data, d)
-    model = _call(
-        MODELS.get(recipe["model"]["name"]),
-        {
-            "num_classes": data.num_classes,
-            "in_channels": data.in_channels,
-            "spiking_neuron": neuron_factory(recipe),
-        },
-        recipe["model"]["args"],
-    )
-    functional.set_step_mode(model, "m")
-    model.to(device)
-    loss = _call(
-        LOSSES.get(recipe["loss"]["name"]),
-        {"num_classes": data.num_classes},
-        recipe["loss"]["args"],
-    ).to(device)
-    o = recipe["optim"]
-    optimizer = OPTIMIZERS.build(
-        o["name"], model.parameters(), lr=o["lr"], weight_decay=o["weight_decay"], **o["args"]
-    )
-    s = recipe["schedule"]
-    scheduler = SCHEDULES.build(
-        s["name"],
-        optimizer,
-        epochs=recipe["train"]["epochs"],
-        warmup_epochs=s["warmup_epochs"],
-        **s["args"],
-    )
-    return Run(data, model, loss, optimizer, scheduler)
-
-
-def time_major_input(x: torch.Tensor, recipe: dict, data: DataSpec) -> torch.Tensor:
-    if data.layout == "static":
-        return encode(x, recipe["data"]["T"], recipe["data"]["encoding"])
-    return to_time_major(x)
-
-
-def decode(out: torch.Tensor) -> torch.Tensor:
-    """Class scores ``[N, C]`` from per-step outputs ``[T, N, C]`` (mean over T)."""
-    return out.mean(0) if out.dim() == 3 else out
-
-
-def _autocast(recipe: dict, device: torch.device):
-    amp = recipe["train"]["amp"]
-    enabled = amp is not None and device.type == "cuda"
-    dtype = getattr(torch, amp) if enabled else None
-    return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
+__all__ = ["TrainingError", "Preempted", "Run", "build_run", "train", "evaluate_checkpoint"]
 
 
 @torch.no_grad()
@@ -183,7 +72,7 @@ def evaluate(model, recipe, data, device, info) -> tuple[float, int, list[float 
         if limit is not None and i >= limit:
             break
         x, y = x.to(device), y.to(device)
-        with _autocast(recipe, device):
+        with autocast(recipe, device):
             out = model(time_major_input(x, recipe, data))
         functional.reset_net(model)
         correct += torch.bincount(y[decode(out).argmax(1) == y], minlength=C)
@@ -212,24 +101,60 @@ def _energy_input(run: Run, recipe: dict, device: torch.device) -> torch.Tensor:
     return time_major_input(x.to(device), recipe, run.data)
 
 
-def _train_epoch(run, model, recipe, device, info, epoch, scaler, progress, monitor) -> dict:
-    model.train()
-    d, t = recipe["data"], recipe["train"]
+def _train_loader(run: Run, recipe: dict, info, epoch: int) -> DataLoader:
+    """This epoch's shuffled training batches (of this process's shard under DDP)."""
+    d = recipe["data"]
     if info.enabled:
         sampler = DistributedSampler(run.data.train, shuffle=True, seed=recipe["seed"])
         sampler.set_epoch(epoch)
-        loader = DataLoader(
+        return DataLoader(
             run.data.train, d["batch_size"], sampler=sampler, num_workers=d["num_workers"]
         )
-    else:
-        generator = torch.Generator().manual_seed(recipe["seed"] * 100_003 + epoch)
-        loader = DataLoader(
-            run.data.train,
-            d["batch_size"],
-            shuffle=True,
-            generator=generator,
-            num_workers=d["num_workers"],
+    generator = torch.Generator().manual_seed(recipe["seed"] * 100_003 + epoch)
+    return DataLoader(
+        run.data.train,
+        d["batch_size"],
+        shuffle=True,
+        generator=generator,
+        num_workers=d["num_workers"],
+    )
+
+
+def _checked_loss(run: Run, out, y, info, device, stop: StopSignals, where: str):
+    """The batch loss, once every process agrees that the step may go on.
+
+    Every process stops alike, before the backward pass, for a signal
+    (:class:`Preempted`), a non-finite model output or a non-finite (or refused)
+    loss (:class:`TrainingError`).
+    """
+    on = " on {} process(es)" if info.enabled else ""
+    n_bad = out.numel() - int(torch.isfinite(out).sum())
+    bad_out, stops = distributed.all_reduce_sum(
+        [float(n_bad > 0), float(stop.signum is not None)], info, device
+    )
+    if stops:
+        signum = stop.signum or signal.SIGTERM
+        raise Preempted(f"stopped by {signal.Signals(signum).name} during {where}", signum)
+    if bad_out:
+        raise TrainingError(
+            f"non-finite model output ({n_bad} of {out.numel()} values) at {where}"
+            + on.format(int(bad_out))
         )
+    try:
+        loss = run.loss(out, y)
+        fault = None if torch.isfinite(loss) else f"non-finite training loss ({loss.item()})"
+    except ValueError as e:  # a loss that checks its own inputs (e.g. non-finite per-sample)
+        loss, fault = None, f"the loss refused the batch ({e})"
+    bad = distributed.all_reduce_sum([float(fault is not None)], info, device)[0]
+    if bad:
+        raise TrainingError(f"{fault or 'a fault'} at {where}" + on.format(int(bad)))
+    return loss
+
+
+def _train_epoch(run, model, recipe, device, info, epoch, scaler, progress, monitor, stop):
+    model.train()
+    t = recipe["train"]
+    loader = _train_loader(run, recipe, info, epoch)
     limit = t["limit_train_batches"]
     n_batches = len(loader) if limit is None else min(limit, len(loader))
     loss_sum = correct = total = 0.0
@@ -240,15 +165,10 @@ def _train_epoch(run, model, recipe, device, info, epoch, scaler, progress, moni
             break
         x, y = x.to(device), y.to(device)
         sampled = monitor is not None and monitor.begin(epoch + 1, i, n_batches)
-        with _autocast(recipe, device):
+        with autocast(recipe, device):
             out = model(time_major_input(x, recipe, run.data))
-            loss = run.loss(out, y)
-        bad = distributed.all_reduce_sum([float(not torch.isfinite(loss))], info, device)[0]
-        if bad:
-            raise TrainingError(
-                f"non-finite training loss ({loss.item()}) at epoch {epoch + 1}, batch {i + 1}"
-                + (f" on {int(bad)} process(es)" if info.enabled else "")
-            )
+            where = f"epoch {epoch + 1}, batch {i + 1}"
+            loss = _checked_loss(run, out, y, info, device, stop, where)
         run.optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if t["grad_clip"] is not None:
@@ -278,23 +198,6 @@ def _train_epoch(run, model, recipe, device, info, epoch, scaler, progress, moni
     }
 
 
-def _refuse_incompatible(saved: dict, recipe: dict, path: Path) -> None:
-    old, new = flatten(saved), flatten(recipe)
-    differing = sorted(
-        k
-        for k in old.keys() | new.keys()
-        if old.get(k, "<absent>") != new.get(k, "<absent>") and k not in RESUMABLE_CHANGES
-    )
-    if differing:
-        details = "; ".join(
-            f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}" for k in differing
-        )
-        raise TrainingError(
-            f"cannot resume {path}: the recipe changed incompatibly ({details}). "
-            f"Only {', '.join(RESUMABLE_CHANGES)} may change on --resume."
-        )
-
-
 def _progress_factory(info):
     from tqdm.auto import tqdm
 
@@ -304,29 +207,60 @@ def _progress_factory(info):
     return progress
 
 
-def train(recipe: dict, out_dir: str | Path, resume: bool = False, log=print) -> dict:
+def _check_state(run: Run, epoch: int) -> None:
+    """Refuse to save NaN or inf in the model's or loss's parameters and buffers."""
+    bad = [
+        f"{owner}.{name}"
+        for owner, module in (("model", run.model), ("loss", run.loss))
+        for name, value in module.state_dict().items()
+        if value.is_floating_point() and not torch.isfinite(value).all()
+    ]
+    if bad:
+        more = f" and {len(bad) - 4} more" if len(bad) > 4 else ""
+        raise TrainingError(f"non-finite values in {', '.join(bad[:4])}{more} after epoch {epoch}")
+
+
+def _restore(run: Run, scaler, folder: RunFolder, recipe: dict) -> dict:
+    """Load the newest valid checkpoint into ``run`` and the RNGs; return it."""
+    state = folder.load(recipe)
+    run.model.load_state_dict(state["model"])
+    run.loss.load_state_dict(state["loss"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    folder.reconcile(state, _metrics(state["epochs"], state["best_test_acc"]))
+    return state
+
+
+def train(recipe: dict, out_dir: str | Path, resume: bool | str = False, log=print) -> dict:
     """Train as ``recipe`` says, writing into ``out_dir``; return the metrics.
 
-    ``resume=True`` continues from ``out_dir/checkpoints/latest.pt``.
+    ``resume=True`` continues from the newest valid checkpoint in ``out_dir``
+    (:class:`~.runfolder.RunFolder`); ``resume="auto"`` continues when there is
+    one and starts the run otherwise (torchrun restarts, requeued jobs).
+
+    :raises TrainingError: the run cannot go on; :class:`Preempted` for SIGTERM/SIGINT.
     """
-    out_dir = Path(out_dir)
-    ckpt_dir = out_dir / "checkpoints"
-    latest, best = ckpt_dir / "latest.pt", ckpt_dir / "best.pt"
     t = recipe["train"]
     want_cuda = t["device"] == "cuda" or (t["device"] == "auto" and torch.cuda.is_available())
     info = distributed.setup("cuda" if want_cuda else "cpu")
     if not info.is_main:
         log = _quiet
-    monitor = None
+    with RunFolder(out_dir, info.is_main, log) as folder, StopSignals(info.is_main) as stop:
+        metrics = _train(recipe, folder, folder.wants_resume(resume), info, stop, log)
+    # after a failure, no teardown: it can wait forever for a process that went on, and
+    # the process ends anyway (torchrun then stops the others)
+    distributed.teardown(info)
+    return metrics
+
+
+def _train(recipe, folder: RunFolder, resume: bool, info, stop, log) -> dict:
+    t = recipe["train"]
+    out_dir = folder.out
+    monitor = writer = None
     try:
         device = pick_device(t["device"], info)
-        if resume and not latest.is_file():
-            raise TrainingError(f"--resume: no checkpoint at {latest}")
-        if not resume and latest.is_file():
-            raise TrainingError(
-                f"{out_dir} already holds a run ({latest}); pass --resume to continue it "
-                "or choose another --out"
-            )
         seed_everything(recipe["seed"])
         run = build_run(recipe, device)
         model = run.model
@@ -335,15 +269,8 @@ def train(recipe: dict, out_dir: str | Path, resume: bool = False, log=print) ->
         )
         records, best_acc, start_epoch = [], -1.0, 0
         if resume:
-            state = load_checkpoint(latest)
-            _refuse_incompatible(state["recipe"], recipe, latest)
-            run.model.load_state_dict(state["model"])
-            run.loss.load_state_dict(state["loss"])
-            run.optimizer.load_state_dict(state["optimizer"])
-            run.scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
+            state = _restore(run, scaler, folder, recipe)
             records, best_acc, start_epoch = state["epochs"], state["best_test_acc"], state["epoch"]
-            set_rng_state(state["rng"])
             log(f"resuming {out_dir} after epoch {start_epoch}")
         m = recipe["monitor"]
         if m["every"] is not None:
@@ -365,9 +292,8 @@ def train(recipe: dict, out_dir: str | Path, resume: bool = False, log=print) ->
                 device_ids=[device.index] if device.type == "cuda" else None,
                 broadcast_buffers=False,  # buffers are averaged at the end of every epoch
             )
-        writer = None
         if info.is_main:
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            folder.ckpt.mkdir(parents=True, exist_ok=True)
             (out_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
             from torch.utils.tensorboard import SummaryWriter
 
@@ -378,11 +304,20 @@ def train(recipe: dict, out_dir: str | Path, resume: bool = False, log=print) ->
             row = {"epoch": epoch + 1, "lr": run.optimizer.param_groups[0]["lr"]}
             try:
                 row.update(
-                    _train_epoch(run, model, recipe, device, info, epoch, scaler, progress, monitor)
+                    _train_epoch(
+                        run, model, recipe, device, info, epoch, scaler, progress, monitor, stop
+                    )
                 )
+                _check_state(run, epoch + 1)
+            except Preempted as e:
+                raise Preempted(
+                    f"{e}; that epoch is dropped. Last good checkpoint: {folder.last_good()}",
+                    e.signum,
+                ) from e
             except TrainingError as e:
-                kept = f"{latest} (epoch {epoch})" if latest.is_file() else "none yet"
-                raise TrainingError(f"{e}; the run stopped. Last good checkpoint: {kept}") from e
+                raise TrainingError(
+                    f"{e}; the run stopped. Last good checkpoint: {folder.last_good()}"
+                ) from e
             row["test_acc"], row["test_samples"], row["per_class_acc"] = evaluate(
                 model, recipe, run.data, device, info
             )
@@ -402,33 +337,34 @@ def train(recipe: dict, out_dir: str | Path, resume: bool = False, log=print) ->
                 f"train acc {row['train_acc']:.4f} test acc {row['test_acc']:.4f} "
                 f"({row['seconds']:.1f} s)"
             )
-            if info.is_main:
-                state = {
-                    "model": run.model.state_dict(),
-                    "loss": run.loss.state_dict(),
-                    "optimizer": run.optimizer.state_dict(),
-                    "scheduler": run.scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "epoch": epoch + 1,
-                    "epochs": records,
-                    "best_test_acc": best_acc,
-                    "recipe": recipe,
-                    "rng": rng_state(),
-                }
-                save_checkpoint(latest, state)
-                if improved:
-                    save_checkpoint(best, state)
-                write_json(out_dir / "metrics.json", _metrics(records, best_acc))
+            state = _checkpoint(run, scaler, recipe, records, best_acc)
+            folder.save(state, improved, _metrics(records, best_acc))
+            if writer is not None:
                 for key in ("train_loss", "train_acc", "test_acc", "lr"):
                     writer.add_scalar(key, row[key], epoch + 1)
                 writer.flush()
-        if writer is not None:
-            writer.close()
         return _metrics(records, best_acc)
     finally:
+        if writer is not None:
+            writer.close()
         if monitor is not None:
             monitor.close()
-        distributed.teardown(info)
+
+
+def _checkpoint(run: Run, scaler, recipe: dict, records: list[dict], best_acc: float) -> dict:
+    """Everything a resume needs, after the epoch ``records[-1]``."""
+    return {
+        "model": run.model.state_dict(),
+        "loss": run.loss.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": records[-1]["epoch"],
+        "epochs": records,
+        "best_test_acc": best_acc,
+        "recipe": recipe,
+        "rng": rng_state(),
+    }
 
 
 def _quiet(*args, **kwargs):

@@ -1,0 +1,146 @@
+"""Build what a recipe names: device, neurons, model, loss, optimizer, schedule.
+
+Everything comes from the registries (:mod:`sj_ext.registry`) by the names in the
+recipe; the engine knows no particular method.
+"""
+
+import inspect
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import functional
+
+from ..data import DataSpec, encode, to_time_major
+from ..data.subset import fixed_subset
+from ..recipe import RecipeError
+from ..registry import DATASETS, LOSSES, MODELS, NEURONS, OPTIMIZERS, SCHEDULES, SURROGATES
+from . import distributed
+from .errors import TrainingError
+
+__all__ = [
+    "Run",
+    "autocast",
+    "build_run",
+    "decode",
+    "neuron_factory",
+    "pick_device",
+    "seed_everything",
+    "time_major_input",
+]
+
+
+def _call(fn, supplied: dict, args: dict):
+    """Call ``fn(**args)`` plus the engine-supplied arguments ``fn`` names."""
+    params = inspect.signature(fn).parameters
+    takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return fn(**{k: v for k, v in supplied.items() if takes_all or k in params}, **args)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str, info: distributed.DistInfo) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("train.device is 'cuda' but CUDA is not available here")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    torch.cuda.set_device(info.local_rank)
+    return torch.device("cuda", info.local_rank)
+
+
+def neuron_factory(recipe: dict):
+    """A factory of neurons configured as the recipe says.
+
+    ``make(**overrides)`` builds a fresh neuron (and surrogate); a model passes
+    ``overrides`` for what it sets per layer (e.g. ``window='dilated'``).
+    """
+    spec = recipe["neuron"]
+    cls = NEURONS.get(spec["name"])
+    sg = spec["surrogate"]
+
+    def make(**overrides):
+        supplied = {"step_mode": "m", "backend": spec["backend"]}
+        if sg["name"] is not None:
+            supplied["surrogate_function"] = SURROGATES.build(sg["name"], **sg["args"])
+        return _call(cls, supplied, {**spec["args"], **overrides})
+
+    return make
+
+
+@dataclass
+class Run:
+    """Everything a recipe builds."""
+
+    data: DataSpec
+    model: nn.Module
+    loss: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+
+def _subsets(data: DataSpec, d: dict) -> None:
+    """Cut the splits to ``data.train_samples`` / ``data.test_samples`` (fixed, seeded)."""
+    try:
+        data.train = fixed_subset(data.train, d["train_samples"], "data.train_samples")
+        data.test = fixed_subset(data.test, d["test_samples"], "data.test_samples")
+    except ValueError as e:
+        raise RecipeError(f"dataset {d['name']!r}", [str(e)]) from e
+
+
+def build_run(recipe: dict, device: torch.device) -> Run:
+    d = recipe["data"]
+    data = DATASETS.build(d["name"], root=d["root"], T=d["T"], **d["args"])
+    _subsets(data, d)
+    model = _call(
+        MODELS.get(recipe["model"]["name"]),
+        {
+            "num_classes": data.num_classes,
+            "in_channels": data.in_channels,
+            "spiking_neuron": neuron_factory(recipe),
+        },
+        recipe["model"]["args"],
+    )
+    functional.set_step_mode(model, "m")
+    model.to(device)
+    loss = _call(
+        LOSSES.get(recipe["loss"]["name"]),
+        {"num_classes": data.num_classes},
+        recipe["loss"]["args"],
+    ).to(device)
+    o = recipe["optim"]
+    optimizer = OPTIMIZERS.build(
+        o["name"], model.parameters(), lr=o["lr"], weight_decay=o["weight_decay"], **o["args"]
+    )
+    s = recipe["schedule"]
+    scheduler = SCHEDULES.build(
+        s["name"],
+        optimizer,
+        epochs=recipe["train"]["epochs"],
+        warmup_epochs=s["warmup_epochs"],
+        **s["args"],
+    )
+    return Run(data, model, loss, optimizer, scheduler)
+
+
+def time_major_input(x: torch.Tensor, recipe: dict, data: DataSpec) -> torch.Tensor:
+    if data.layout == "static":
+        return encode(x, recipe["data"]["T"], recipe["data"]["encoding"])
+    return to_time_major(x)
+
+
+def decode(out: torch.Tensor) -> torch.Tensor:
+    """Class scores ``[N, C]`` from per-step outputs ``[T, N, C]`` (mean over T)."""
+    return out.mean(0) if out.dim() == 3 else out
+
+
+def autocast(recipe: dict, device: torch.device):
+    amp = recipe["train"]["amp"]
+    enabled = amp is not None and device.type == "cuda"
+    dtype = getattr(torch, amp) if enabled else None
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
