@@ -11,6 +11,7 @@ import warnings
 
 import pytest
 import torch
+from half_reference import assert_gradient_near_float32
 from spikingjelly.activation_based import functional, surrogate
 
 import sj_ext.cupy as fused
@@ -351,3 +352,16 @@ def test_building_on_cpu_and_the_errors_of_a_cupy_forward():
     )
     with pytest.raises(RuntimeError, match=expected):
         node(torch.randn(2, 3, 4))
+
+
+def test_bfloat16_kernels_match_torch_and_float32(on_host):
+    """PLIF, soft reset, DynamicRect (issue 15): both adjoints in float32 from the same forward."""
+    torch.manual_seed(2)
+    x = torch.randn(4, 2, 8, 16, 16).to(torch.bfloat16)
+    grads = []
+    for backend in ("cupy", "torch"):
+        node = AdaptiveThresholdLIF(
+            adaptive=False, v_reset=None, learnable_tau=True, step_mode="m", backend=backend
+        ).to(torch.bfloat16)
+        grads.append(assert_gradient_near_float32(node, x))
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
