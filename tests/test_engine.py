@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from sj_ext.cli import main
-from sj_ext.engine import TrainingError, train
+from sj_ext.engine import TrainingError, build_run, train
 from sj_ext.engine.checkpoint import load_checkpoint
+from sj_ext.engine.trainer import time_major_input
 from sj_ext.recipe import load_recipe
 from sj_ext.registry import LOSSES
 
@@ -222,3 +223,16 @@ def test_two_process_gloo_run(tmp_path):
     assert r.stdout.count("epoch 1/2:") == 1  # only rank 0 logs
     state = load_checkpoint(out / "checkpoints" / "latest.pt")
     assert not any(k.startswith("module.") for k in state["model"])  # unwrapped from DDP
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_train_channels_last_sets_the_memory_format_of_model_and_inputs(on):
+    recipe = load_recipe(QUICKSTART, ["train.device=cpu", f"train.channels_last={str(on).lower()}"])
+    run = build_run(recipe, torch.device("cpu"))
+    (conv,) = [m for m in run.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert conv.weight.shape == (32, 1, 3, 3)
+    assert conv.weight.stride() == ((9, 1, 3, 1) if on else (9, 9, 3, 1))
+    images = torch.rand(2, 3, 8, 8)  # [N, C, H, W] with C > 1 (the digits' C = 1 fits both)
+    x = time_major_input(images, recipe, run.data)
+    assert x.shape == (4, 2, 3, 8, 8) and torch.equal(x[0], images)
+    assert x.flatten(0, 1).is_contiguous(memory_format=torch.channels_last) == on
