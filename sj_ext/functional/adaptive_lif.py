@@ -294,7 +294,7 @@ class _AdaptiveLIFMultiStep(torch.autograd.Function):
         grad_k = torch.zeros((), dtype=acc, device=h_seq.device) if learn_k else None
         for t in range(h_seq.shape[0] - 1, -1, -1):
             z = (h_seq[t] - v_th_seq[t]).to(acc)  # the forward's z, rounded to the storage dtype
-            h, v_th = h_seq[t].to(acc), v_th_seq[t].to(acc)
+            v_th = v_th_seq[t].to(acc)
             sigma = None if sigma_seq is None else sigma_seq[t].to(acc)
             sg = surrogate_derivative(opt.surrogate_function, z, sigma)
             # d u_t / d h_t through the reset
@@ -303,7 +303,7 @@ class _AdaptiveLIFMultiStep(torch.autograd.Function):
             else:
                 du_dh = 1.0 - (z >= 0).to(acc)
                 if not opt.detach_reset:
-                    du_dh = du_dh + (opt.v_reset - h) * sg
+                    du_dh = du_dh + (opt.v_reset - h_seq[t].to(acc)) * sg
             grad_h = grad_u * du_dh
             if grad_spikes is not None:
                 grad_h = grad_h + grad_spikes[t].to(acc) * sg
