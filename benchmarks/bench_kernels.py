@@ -28,7 +28,8 @@ backward: read h and the spike gradient, write the input gradient, plus
 re-reading h_{t-1} for groups), ``gbs = bytes / time`` and ``bw_fraction =
 gbs / peak``; the peak is the device's datasheet figure when its name is in
 :data:`PEAK_GBS`, else a device-to-device copy measured here (both are
-recorded). Writes ``<out>/bench_kernels_<device>.json``.
+recorded). Writes ``<out>/bench_kernels_<device>.json`` (after every case:
+what ran is kept if the run is stopped).
 """
 
 import argparse
@@ -161,6 +162,16 @@ def main():
     table = next((gbs for key, gbs in PEAK_GBS.items() if key in name), None)
     peak = table or measured
     print(f"{name}: peak {peak:.0f} GB/s ({'datasheet' if table else 'copy'}), copy {measured:.0f}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"bench_kernels_{re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')}.json"
+    meta = {
+        "device": name,
+        "torch": torch.__version__,
+        "peak_gbs": peak,
+        "peak_source": "datasheet" if table else "copy",
+        "copy_gbs": measured,
+    }
     rows = []
     for suite in args.suites:
         for label in args.neurons:
@@ -195,17 +206,7 @@ def main():
                         f"({100 * row['bw_fraction']:.0f}% of peak)",
                         flush=True,
                     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"bench_kernels_{re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')}.json"
-    meta = {
-        "device": name,
-        "torch": torch.__version__,
-        "peak_gbs": peak,
-        "peak_source": "datasheet" if table else "copy",
-        "copy_gbs": measured,
-    }
-    path.write_text(json.dumps({**meta, "rows": rows}, indent=1))
+                path.write_text(json.dumps({**meta, "rows": rows}, indent=1))  # kept if stopped
     print(f"wrote {path}")
 
 

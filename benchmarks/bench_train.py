@@ -3,7 +3,8 @@
     python benchmarks/bench_train.py [--device cuda] [--batch 64] [--steps 20] [--warmup 5]
         [--models resnet19 vggsnn] [--neurons adaptive_lif lif dilated_window_lif sj_lif]
         [--backends torch cupy] [--precisions float32 bfloat16]
-        [--layouts contiguous channels_last] [--threads 0] [--out benchmarks/results] [--tag NAME]
+        [--layouts contiguous channels_last] [--threads 0] [--compile] [--profile DIR]
+        [--out benchmarks/results] [--tag NAME]
 
     python benchmarks/bench_train.py --device cpu --batch 8 --steps 3 --warmup 1 --tag cpu-2core
 
@@ -27,6 +28,10 @@ CPU), ``step_ms``, ``peak_mem_mb`` (CUDA: ``max_memory_allocated`` over the
 timed steps), ``neuron_dtype`` (the dtype the first neuron receives: what
 autocast hands the neurons), and ``error`` where a case failed. Writes
 ``<out>/bench_train_<tag or device name>.json`` and prints a table.
+``--compile`` times ``torch.compile(model)`` (default mode; the warm-up steps
+compile). ``--profile DIR`` runs one more step per case under
+``torch.profiler`` after the warm-up: ``DIR/profile_<case>.json`` (a Chrome
+trace) and ``.txt`` (the 40 most expensive ops).
 """
 
 import argparse
@@ -117,10 +122,10 @@ def run_case(model_name, neuron_name, backend, precision, layout, args, device) 
     model, optimizer, x, y = build_case(
         model_name, neuron_name, backend, layout, device, T, args.batch
     )
-    autocast = torch.autocast(
-        device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"
-    )
     seen, hook = neuron_input_dtype(model)
+    if args.compile:
+        model = torch.compile(model)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
     def step():
         functional.reset_net(model)
@@ -135,6 +140,8 @@ def run_case(model_name, neuron_name, backend, precision, layout, args, device) 
     hook.remove()
     for _ in range(args.warmup - 1):
         step()
+    if args.profile:
+        profile_step(step, Path(args.profile), model_name, neuron_name, backend, precision, layout)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -151,6 +158,25 @@ def run_case(model_name, neuron_name, backend, precision, layout, args, device) 
     if device.type == "cuda":
         row["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return {"T": T, **row}
+
+
+def profile_step(step, out: Path, *case):
+    """One more (untimed) step under ``torch.profiler``: a Chrome trace and the top kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities, record_shapes=True) as prof:
+        step()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    name = "profile_" + "_".join(case)
+    out.mkdir(parents=True, exist_ok=True)
+    prof.export_chrome_trace(str(out / f"{name}.json"))
+    sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort, row_limit=40)
+    (out / f"{name}.txt").write_text(table)
 
 
 def parse_args():
@@ -174,6 +200,10 @@ def parse_args():
         choices=["contiguous", "channels_last"],
     )
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: default)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (default mode)")
+    p.add_argument(
+        "--profile", metavar="DIR", help="profile one step per case into DIR (trace + table)"
+    )
     p.add_argument("--out", default=str(Path(__file__).with_name("results")))
     p.add_argument("--tag", default=None, help="file name tag (default: the device name)")
     args = p.parse_args()
@@ -198,16 +228,8 @@ def backends_here(wanted, device) -> tuple[list[str], dict]:
     return [b for b in wanted if b not in skipped], skipped
 
 
-def main():
-    args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    name = device_name(device)
-    backends, skipped = backends_here(args.backends, device)
-    print(f"{name}; batch {args.batch}, {args.steps} timed steps after {args.warmup}")
-    for backend, why in skipped.items():
-        print(f"skipping backend {backend}: {why}")
+def run_grid(args, device, backends, save):
+    """Every case of the grid in turn: print its row, ``save(rows)`` after each."""
     rows = []
     header = f"{'model':9s} {'neuron':19s} {'backend':7s} {'precision':9s} {'layout':13s}"
     print(f"{header} {'img/s':>9s} {'ms/step':>9s} {'MiB':>8s}  neuron dtype")
@@ -222,8 +244,21 @@ def main():
             case["error"] = f"{type(e).__name__}: {e}"
         rows.append(case)
         print_row(case)
+        save(rows)  # what ran is kept if the run is stopped later
         if device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def main():
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    name = device_name(device)
+    backends, skipped = backends_here(args.backends, device)
+    print(f"{name}; batch {args.batch}, {args.steps} timed steps after {args.warmup}")
+    for backend, why in skipped.items():
+        print(f"skipping backend {backend}: {why}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = args.tag or re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
@@ -235,9 +270,15 @@ def main():
         "steps": args.steps,
         "warmup": args.warmup,
         "threads": torch.get_num_threads(),
+        "compile": args.compile,
         "skipped_backends": skipped,
     }
-    path.write_text(json.dumps({**meta, "rows": rows}, indent=1))
+    run_grid(
+        args,
+        device,
+        backends,
+        lambda rows: path.write_text(json.dumps({**meta, "rows": rows}, indent=1)),
+    )
     print(f"wrote {path}")
 
 
