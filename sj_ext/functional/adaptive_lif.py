@@ -289,7 +289,7 @@ class _AdaptiveLIFMultiStep(torch.autograd.Function):
         acc = backward_dtype(dtype)
         k_val = k.detach().to(acc) if isinstance(k, torch.Tensor) else k
         v_rest = 0.0 if opt.v_reset is None else opt.v_reset
-        grad_x = torch.empty_like(h_seq, dtype=acc)
+        grad_x = torch.empty_like(h_seq)  # each step's float32 gradient rounded once on store
         grad_u = torch.zeros_like(h_seq[0], dtype=acc) if grad_v is None else grad_v.to(acc)
         grad_k = torch.zeros((), dtype=acc, device=h_seq.device) if learn_k else None
         for t in range(h_seq.shape[0] - 1, -1, -1):
@@ -320,7 +320,7 @@ class _AdaptiveLIFMultiStep(torch.autograd.Function):
                 grad_k = grad_k + (grad_h * dh_dk).sum()
             grad_u = grad_h * (1.0 - k_val)
         return (
-            grad_x.to(dtype),
+            grad_x,
             grad_u.to(dtype),
             None if grad_k is None else grad_k.to(dtype),
             None,
