@@ -1,11 +1,12 @@
 """Fused CuPy kernels (``backend='cupy'``) vs the torch backend, beside SpikingJelly's LIFNode.
 
-    python benchmarks/bench_kernels.py [--T 4 8 16] [--neurons 1M 8M] [--suites ...]
+    python benchmarks/bench_kernels.py [--T 4 8 16] [--neurons 1.05M 4.19M] [--suites ...]
         [--dtype float32] [--repeat 10] [--out benchmarks/results]
 
 Needs a CUDA GPU and CuPy (``pip install sj-ext[cupy-cuda13]``); exits with a
-message otherwise. Multi-step (input ``[T, N, C, H, W]``, ``1M`` = 32x32x32x32
-and ``8M`` = 64x64x32x32 neurons), forward + backward of ``sum(spikes * g)``
+message otherwise. Multi-step (input ``[T, N, C, H, W]``, ``1.05M`` = 32x32x32x32
+and ``4.19M`` = 64x64x32x32 neurons: labels are computed from the shapes),
+forward + backward of ``sum(spikes * g)``
 with a fixed random ``g``. Suites, each with SpikingJelly 2.0's own
 ``LIFNode`` beside the sj_ext neuron on both backends:
 
@@ -27,7 +28,8 @@ backward: read h and the spike gradient, write the input gradient, plus
 re-reading h_{t-1} for groups), ``gbs = bytes / time`` and ``bw_fraction =
 gbs / peak``; the peak is the device's datasheet figure when its name is in
 :data:`PEAK_GBS`, else a device-to-device copy measured here (both are
-recorded). Writes ``<out>/bench_kernels_<device>.json``.
+recorded). Writes ``<out>/bench_kernels_<device>.json`` (after every case:
+what ran is kept if the run is stopped).
 """
 
 import argparse
@@ -60,7 +62,15 @@ PEAK_GBS = {
     "RTX 3090": 936,
     "V100": 900,
 }
-SHAPES = {"1M": (32, 32, 32, 32), "8M": (64, 64, 32, 32)}
+
+
+def shape_label(shape) -> str:
+    """Neurons per step of ``shape`` in millions (3 digits): ``(64, 64, 32, 32)`` -> ``'4.19M'``."""
+    return f"{torch.Size(shape).numel() / 1e6:.3g}M"
+
+
+#: per-step shapes [N, C, H, W], by their label
+SHAPES = {shape_label(s): s for s in ((32, 32, 32, 32), (64, 64, 32, 32))}
 
 
 def build(suite: str, impl: str):
@@ -152,6 +162,16 @@ def main():
     table = next((gbs for key, gbs in PEAK_GBS.items() if key in name), None)
     peak = table or measured
     print(f"{name}: peak {peak:.0f} GB/s ({'datasheet' if table else 'copy'}), copy {measured:.0f}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"bench_kernels_{re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')}.json"
+    meta = {
+        "device": name,
+        "torch": torch.__version__,
+        "peak_gbs": peak,
+        "peak_source": "datasheet" if table else "copy",
+        "copy_gbs": measured,
+    }
     rows = []
     for suite in args.suites:
         for label in args.neurons:
@@ -170,6 +190,7 @@ def main():
                         "neuron": "sj.LIFNode" if impl == "sj" else f"sj_ext/{impl}",
                         "T": steps,
                         "neurons": neurons,
+                        "shape": list(shape),
                         "dtype": args.dtype,
                         **result,
                         "speedup_vs_torch": case["torch"]["fwd_bwd_ms"] / result["fwd_bwd_ms"],
@@ -179,23 +200,13 @@ def main():
                     }
                     rows.append(row)
                     print(
-                        f"{suite:9s} T={steps:<3d} {label:3s} {row['neuron']:12s} "
+                        f"{suite:9s} T={steps:<3d} {label:5s} {row['neuron']:12s} "
                         f"{row['fwd_bwd_ms']:9.3f} ms  x{row['speedup_vs_torch']:6.2f} vs torch  "
                         f"{row['peak_mem_mb']:9.1f} MiB  {gbs:7.0f} GB/s "
                         f"({100 * row['bw_fraction']:.0f}% of peak)",
                         flush=True,
                     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"bench_kernels_{re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')}.json"
-    meta = {
-        "device": name,
-        "torch": torch.__version__,
-        "peak_gbs": peak,
-        "peak_source": "datasheet" if table else "copy",
-        "copy_gbs": measured,
-    }
-    path.write_text(json.dumps({**meta, "rows": rows}, indent=1))
+                path.write_text(json.dumps({**meta, "rows": rows}, indent=1))  # kept if stopped
     print(f"wrote {path}")
 
 

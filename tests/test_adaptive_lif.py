@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 import torch
+from half_reference import assert_gradient_near_float32
 from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from spikingjelly.activation_based.model import parametric_lif_net
 
@@ -354,3 +355,20 @@ def test_half_precision_statistics_are_reduced_in_float32():
         ref = h.to(dtype).float()
         torch.testing.assert_close(sigma.float(), ref.std(), rtol=1e-2, atol=1e-3)
         torch.testing.assert_close(mu.float(), ref.mean(), rtol=1e-2, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(v_reset=None, learnable_tau=True),  # PLIF, soft reset, DynamicRect
+        dict(tau=1.25, decay_input=False),  # DS-ATGO's upstream neuron: hard reset
+    ],
+    ids=["plif-soft", "hard"],
+)
+def test_half_precision_gradients_match_float32_off_rounding_close_decisions(cfg, dtype):
+    """The adjoint runs in float32: only decisions within rounding of an edge may differ."""
+    torch.manual_seed(2)
+    x = torch.randn(4, 2, 8, 16, 16).to(dtype)
+    node = AdaptiveThresholdLIF(adaptive=False, step_mode="m", **cfg).to(dtype)
+    assert_gradient_near_float32(node, x)

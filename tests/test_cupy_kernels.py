@@ -11,12 +11,14 @@ import warnings
 
 import pytest
 import torch
+from half_reference import assert_gradient_near_float32
 from spikingjelly.activation_based import functional, surrogate
 
 import sj_ext.cupy as fused
 from sj_ext.cupy.host import HostLauncher, host_compiler
 from sj_ext.cupy.lif import lif_multi_step
 from sj_ext.functional import adaptive_lif_multi_step, grouped_lif_multi_step, set_backend
+from sj_ext.models.layout import to_channels_last
 from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF
 from sj_ext.surrogate import DynamicATan, DynamicRect, DynamicSigmoid
 
@@ -351,3 +353,50 @@ def test_building_on_cpu_and_the_errors_of_a_cupy_forward():
     )
     with pytest.raises(RuntimeError, match=expected):
         node(torch.randn(2, 3, 4))
+
+
+def test_bfloat16_kernels_match_torch_and_float32(on_host):
+    """PLIF, soft reset, DynamicRect (issue 15): both adjoints in float32 from the same forward."""
+    torch.manual_seed(2)
+    x = torch.randn(4, 2, 8, 16, 16).to(torch.bfloat16)
+    grads = []
+    for backend in ("cupy", "torch"):
+        node = AdaptiveThresholdLIF(
+            adaptive=False, v_reset=None, learnable_tau=True, step_mode="m", backend=backend
+        ).to(torch.bfloat16)
+        grads.append(assert_gradient_near_float32(node, x))
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "cls,cfg",
+    [
+        (AdaptiveThresholdLIF, dict(learnable_tau=True)),
+        (DilatedWindowLIF, dict(projection="none", threshold="adaptive")),
+        (DilatedWindowLIF, dict(threshold="adaptive")),  # a layout table: contiguous copy
+    ],
+    ids=["adaptive", "independent-groups", "sine-groups"],
+)
+def test_channels_last_input_keeps_its_layout_and_results(on_host, cls, cfg):
+    """Elementwise kernels run in the input's memory order: no copy, spikes in that order."""
+    torch.manual_seed(4)
+    x = torch.randn(3, 2, 4, 6, 6, dtype=DT)
+    x_cl = to_channels_last(x)
+    results = []
+    for xi in (x, x_cl):
+        node = cls(**cfg, step_mode="m", backend="cupy").to(DT)
+        xi = xi.clone().requires_grad_(True)
+        s = node(xi)
+        weight = torch.linspace(-1, 1, s.numel(), dtype=DT).view_as(s)
+        loss = (s * weight).sum() + (node.v**2).sum()
+        (g,) = torch.autograd.grad(loss, xi)
+        results.append((s, node.v, g, node.threshold_seq))
+    (s, v, g, th), (s_cl, v_cl, g_cl, th_cl) = results
+    assert torch.equal(s_cl, s)
+    assert 0 < s.mean() < 1
+    for got, want in ((v_cl, v), (g_cl, g), (th_cl, th)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    if cfg.get("projection", "sine") == "none" or cls is AdaptiveThresholdLIF:
+        assert s_cl.stride() == g_cl.stride() == x_cl.stride()
+    else:
+        assert s_cl.is_contiguous()

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from sj_ext.cli import main
-from sj_ext.engine import TrainingError, checkpoint, train
+from sj_ext.engine import TrainingError, build_run, checkpoint, train
+from sj_ext.engine.build import time_major_input
 from sj_ext.engine.checkpoint import CheckpointError, load_checkpoint
 from sj_ext.engine.runfolder import RunLock
 from sj_ext.recipe import load_recipe
@@ -427,3 +428,26 @@ def test_torchrun_restart_with_resume_auto_equals_an_uninterrupted_ddp_run(tmp_p
     final = json.loads((out / "metrics.json").read_text())
     whole = json.loads((ddp_run[0] / "metrics.json").read_text())
     assert epochs_without_time(final) == epochs_without_time(whole)
+@pytest.mark.parametrize("on", [True, False])
+def test_train_channels_last_sets_the_memory_format_of_model_and_inputs(on):
+    recipe = load_recipe(QUICKSTART, ["train.device=cpu", f"train.channels_last={str(on).lower()}"])
+    run = build_run(recipe, torch.device("cpu"))
+    (conv,) = [m for m in run.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert conv.weight.shape == (32, 1, 3, 3)
+    assert conv.weight.stride() == ((9, 1, 3, 1) if on else (9, 9, 3, 1))
+    images = torch.rand(2, 3, 8, 8)  # [N, C, H, W] with C > 1 (the digits' C = 1 fits both)
+    x = time_major_input(images, recipe, run.data)
+    assert x.shape == (4, 2, 3, 8, 8) and torch.equal(x[0], images)
+    assert x.flatten(0, 1).is_contiguous(memory_format=torch.channels_last) == on
+
+
+def test_a_run_saved_before_a_key_existed_resumes_when_the_key_keeps_its_default(tmp_path):
+    from sj_ext.engine.runfolder import refuse_incompatible
+
+    recipe = load_recipe(QUICKSTART, ["train.device=cpu"])
+    saved = json.loads(json.dumps(recipe))
+    del saved["train"]["channels_last"], saved["data"]["train_samples"]  # an older run
+    refuse_incompatible(saved, recipe, tmp_path / "latest.pt")  # defaults: accepted
+    changed = load_recipe(QUICKSTART, ["train.device=cpu", "data.train_samples=100"])
+    with pytest.raises(TrainingError, match=r"data.train_samples: '<absent>' -> 100|None -> 100"):
+        refuse_incompatible(saved, changed, tmp_path / "latest.pt")

@@ -1,13 +1,16 @@
 """The networks of the papers: output shapes, and parameter counts recomputed from the
 architecture descriptions (not from the code that builds them)."""
 
+import copy
+
 import pytest
 import torch
 import torchvision
 from spikingjelly.activation_based import functional, neuron
 
 import sj_ext.components  # noqa: F401  (registers the models)
-from sj_ext.neuron import DilatedWindowLIF
+from sj_ext.models.layout import to_channels_last
+from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF
 from sj_ext.registry import MODELS
 
 T, N = 2, 2
@@ -211,3 +214,33 @@ def test_grouped_neurons_are_recurrent_within_one_step():
             return model(x)
 
     assert not torch.equal(outputs("sine"), outputs("none"))
+
+
+@pytest.mark.parametrize(
+    "name,args,factory,size",
+    [
+        ("resnet19", {}, lambda: AdaptiveThresholdLIF(step_mode="m", learnable_tau=True), 8),
+        ("vggsnn", {"image_size": 16}, lambda: grouped(threshold="adaptive"), 16),
+    ],
+    ids=["resnet19-adaptive", "vggsnn-dilated"],
+)
+def test_channels_last_gives_the_same_outputs_and_gradients(name, args, factory, size):
+    """``train.channels_last``: the model and its input in NHWC, values unchanged (float64)."""
+    torch.manual_seed(0)
+    model = build(name, 10, 3, factory, **args).double()
+    twin = to_channels_last(copy.deepcopy(model))
+    assert twin[0].weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.rand(T, N, 3, size, size, dtype=torch.float64)
+    x_cl = to_channels_last(x)
+    assert x_cl.stride() == (N * 3 * size * size, 3 * size * size, 1, 3 * size, 3)
+    assert torch.equal(x_cl, x)
+    results = []
+    for net, inputs in ((model, x), (twin, x_cl)):
+        out = net(inputs)
+        out.square().sum().backward()
+        results.append((out, [p.grad for p in net.parameters()]))
+    (out, grads), (out_cl, grads_cl) = results
+    assert out.abs().sum() > 0
+    torch.testing.assert_close(out_cl, out, rtol=1e-6, atol=1e-6)
+    for g_cl, g in zip(grads_cl, grads, strict=True):
+        torch.testing.assert_close(g_cl, g, rtol=1e-6, atol=1e-6)

@@ -124,6 +124,24 @@ def chain_layout(step_shape, dims, groups, window: str, device) -> torch.Tensor 
     return torch.tensor(table, dtype=torch.int64, device=device)
 
 
+def memory_order(x: torch.Tensor) -> list[int] | None:
+    """The dims of ``x`` ``[T, N, *]`` in its memory order, when it is dense but not contiguous.
+
+    ``order[0] == 0`` (time outermost) and ``x.permute(order)`` is contiguous:
+    a channels-last ``[T, N, C, H, W]`` gives ``[0, 1, 3, 4, 2]``. ``None`` for a
+    contiguous ``x``, or one no permutation makes contiguous (a slice, say).
+    """
+    if x.is_contiguous():
+        return None
+    order = [0, *sorted(range(1, x.dim()), key=lambda d: -x.stride(d))]
+    return order if x.permute(order).is_contiguous() else None
+
+
+def _step_dims(order: list[int]) -> list[int]:
+    """The permutation of one step ``[N, *]`` within ``order`` of ``[T, N, *]``."""
+    return [d - 1 for d in order[1:]]
+
+
 def _needs_stats(thresholds, spec: SurrogateSpec) -> bool:
     """Whether :math:`\\mu_t, \\sigma_t` are taken (as ``fire_and_reset`` decides)."""
     return thresholds is None or spec.dynamic
@@ -384,6 +402,10 @@ def lif_multi_step(
         if chain_groups > 1
         else None
     )
+    # elementwise kernels (no layout table) run in the input's own memory order
+    order = memory_order(x_seq) if layout is None else None
+    if order is not None:
+        x_seq, v = x_seq.permute(order), v.permute(_step_dims(order))
     needs_grad = isinstance(k, torch.Tensor) and k.requires_grad
     plan = _Plan(
         launcher=launcher,
@@ -397,4 +419,8 @@ def lif_multi_step(
         spec=surrogate_spec(surrogate_function),
         keep_h=torch.is_grad_enabled() and (x_seq.requires_grad or v.requires_grad or needs_grad),
     )
-    return _FusedLIF.apply(x_seq, v, k, thresholds, plan)
+    spikes, v_last, v_th_seq, sigma_seq = _FusedLIF.apply(x_seq, v, k, thresholds, plan)
+    if order is not None:  # back to the caller's dims, the memory order kept
+        back = sorted(range(len(order)), key=order.__getitem__)
+        spikes, v_last = spikes.permute(back), v_last.permute(_step_dims(back))
+    return spikes, v_last, v_th_seq, sigma_seq

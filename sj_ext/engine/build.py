@@ -15,6 +15,7 @@ from spikingjelly.activation_based import functional
 
 from ..data import DataSpec, encode, to_time_major
 from ..data.subset import fixed_subset
+from ..models.layout import to_channels_last
 from ..recipe import RecipeError
 from ..registry import DATASETS, LOSSES, MODELS, NEURONS, OPTIMIZERS, SCHEDULES, SURROGATES
 from . import distributed
@@ -107,7 +108,7 @@ def build_run(recipe: dict, device: torch.device) -> Run:
         recipe["model"]["args"],
     )
     functional.set_step_mode(model, "m")
-    model.to(device)
+    memory_format(model.to(device), recipe)
     loss = _call(
         LOSSES.get(recipe["loss"]["name"]),
         {"num_classes": data.num_classes},
@@ -128,10 +129,17 @@ def build_run(recipe: dict, device: torch.device) -> Run:
     return Run(data, model, loss, optimizer, scheduler)
 
 
+def memory_format(obj, recipe: dict):
+    """The model or an input in the recipe's memory format (``train.channels_last``)."""
+    return to_channels_last(obj) if recipe["train"]["channels_last"] else obj
+
+
 def time_major_input(x: torch.Tensor, recipe: dict, data: DataSpec) -> torch.Tensor:
     if data.layout == "static":
-        return encode(x, recipe["data"]["T"], recipe["data"]["encoding"])
-    return to_time_major(x)
+        x = encode(x, recipe["data"]["T"], recipe["data"]["encoding"])
+    else:
+        x = to_time_major(x)
+    return memory_format(x, recipe)
 
 
 def decode(out: torch.Tensor) -> torch.Tensor:

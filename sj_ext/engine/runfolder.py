@@ -21,7 +21,7 @@ import os
 import socket
 from pathlib import Path
 
-from ..recipe import RESUMABLE_CHANGES, flatten
+from ..recipe import RESUMABLE_CHANGES, flatten, schema_defaults
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json
 from .errors import TrainingError
 
@@ -29,7 +29,14 @@ __all__ = ["RunLock", "RunFolder", "refuse_incompatible"]
 
 
 def refuse_incompatible(saved: dict, recipe: dict, path: Path) -> None:
-    old, new = flatten(saved), flatten(recipe)
+    """Refuse a resume whose recipe changed in a key outside ``RESUMABLE_CHANGES``.
+
+    A key the saved recipe lacks (a run from before the key existed) counts as
+    its schema default.
+    """
+    new = flatten(recipe)
+    defaults = {k: v for k, v in schema_defaults().items() if k in new}
+    old = {**defaults, **flatten(saved)}
     differing = sorted(
         k
         for k in old.keys() | new.keys()

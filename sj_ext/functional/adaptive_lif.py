@@ -48,6 +48,7 @@ __all__ = [
     "adaptive_lif_step",
     "run_steps",
     "adaptive_lif_multi_step",
+    "backward_dtype",
 ]
 
 STATS = ("layer", "channel")
@@ -106,6 +107,16 @@ def membrane_stats(h: torch.Tensor, stats: str, group=None) -> tuple[torch.Tenso
     mu = total(h) / count
     sigma = torch.sqrt(total((h - mu).square()) / (count - 1))
     return mu.to(dtype), sigma.to(dtype)
+
+
+def backward_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The arithmetic dtype of the adjoint recurrence: float32 for float16 / bfloat16 storage.
+
+    The half-precision backward runs in float32 (as the fused kernels do) and
+    rounds the gradients once: op-by-op rounding over the time loop drifts, and
+    a surrogate width rounded to half moves its window's edges.
+    """
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def neuron_reset(h, spike, v_threshold, v_reset: float | None, detach_reset: bool):
@@ -279,38 +290,47 @@ class _AdaptiveLIFMultiStep(torch.autograd.Function):
         h_seq, v_th_seq, sigma_seq, x_seq, v_init = ctx.saved_tensors
         opt, k = ctx.opt, ctx.k
         learn_k = x_seq is not None
-        k_val = k.detach() if isinstance(k, torch.Tensor) else k
+        dtype = h_seq.dtype
+        acc = backward_dtype(dtype)
+        k_val = k.detach().to(acc) if isinstance(k, torch.Tensor) else k
         v_rest = 0.0 if opt.v_reset is None else opt.v_reset
-        grad_x = torch.empty_like(h_seq)
-        grad_u = torch.zeros_like(h_seq[0]) if grad_v is None else grad_v
-        grad_k = torch.zeros((), dtype=h_seq.dtype, device=h_seq.device) if learn_k else None
+        grad_x = torch.empty_like(h_seq)  # each step's float32 gradient rounded once on store
+        grad_u = torch.zeros_like(h_seq[0], dtype=acc) if grad_v is None else grad_v.to(acc)
+        grad_k = torch.zeros((), dtype=acc, device=h_seq.device) if learn_k else None
         for t in range(h_seq.shape[0] - 1, -1, -1):
-            h, v_th = h_seq[t], v_th_seq[t]
-            z = h - v_th
-            sigma = None if sigma_seq is None else sigma_seq[t]
+            z = (h_seq[t] - v_th_seq[t]).to(acc)  # the forward's z, rounded to the storage dtype
+            v_th = v_th_seq[t].to(acc)
+            sigma = None if sigma_seq is None else sigma_seq[t].to(acc)
             sg = surrogate_derivative(opt.surrogate_function, z, sigma)
             # d u_t / d h_t through the reset
             if opt.v_reset is None:
                 du_dh = 1.0 if opt.detach_reset else 1.0 - v_th * sg
             else:
-                du_dh = 1.0 - (z >= 0).to(h.dtype)
+                du_dh = 1.0 - (z >= 0).to(acc)
                 if not opt.detach_reset:
-                    du_dh = du_dh + (opt.v_reset - h) * sg
+                    du_dh = du_dh + (opt.v_reset - h_seq[t].to(acc)) * sg
             grad_h = grad_u * du_dh
             if grad_spikes is not None:
-                grad_h = grad_h + grad_spikes[t] * sg
+                grad_h = grad_h + grad_spikes[t].to(acc) * sg
             grad_x[t] = grad_h * k_val if opt.decay_input else grad_h
             if learn_k:
-                if t > 0:
+                if t > 0:  # u_{t-1} as the forward rounded it
                     h_prev = h_seq[t - 1]
-                    s_prev = (h_prev >= v_th_seq[t - 1]).to(h.dtype)
+                    s_prev = (h_prev >= v_th_seq[t - 1]).to(dtype)
                     u_prev = neuron_reset(h_prev, s_prev, v_th_seq[t - 1], opt.v_reset, False)
                 else:
                     u_prev = v_init
-                dh_dk = x_seq[t] - (u_prev - v_rest) if opt.decay_input else v_rest - u_prev
+                u_prev = u_prev.to(acc)
+                dh_dk = x_seq[t].to(acc) - (u_prev - v_rest) if opt.decay_input else v_rest - u_prev
                 grad_k = grad_k + (grad_h * dh_dk).sum()
             grad_u = grad_h * (1.0 - k_val)
-        return grad_x, grad_u, grad_k, None, None
+        return (
+            grad_x,
+            grad_u.to(dtype),
+            None if grad_k is None else grad_k.to(dtype),
+            None,
+            None,
+        )
 
 
 def adaptive_lif_multi_step(

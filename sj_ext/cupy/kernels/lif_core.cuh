@@ -55,7 +55,7 @@ SJ_HD sj_acc sj_load(sj_store v) { return v; }
 SJ_HD sj_store sj_pack(sj_acc v) { return v; }
 #elif SJ_DTYPE == SJ_DTYPE_FLOAT16
 #if !defined(__CUDACC__)
-#error "float16 kernels are device-only (the CPU harness runs float32 / float64)"
+#error "float16 kernels are device-only (the CPU harness runs float32 / float64 / bfloat16)"
 #endif
 typedef float sj_acc;
 typedef unsigned short sj_store;  // IEEE binary16 bits
