@@ -90,7 +90,7 @@ def test_a_run_without_monitors_gets_its_training_curves(runs, tmp_path):
     bare.mkdir()
     shutil.copy(runs[0] / "metrics.json", bare)
     assert main(["report", str(bare)]) == 0
-    report = assert_figures(bare / "report", {"training_curves.png"})
+    report = assert_figures(bare / "report", {"training_curves.png", "classes.png"})
     assert "energy" not in report
 
 
