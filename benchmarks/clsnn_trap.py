@@ -8,7 +8,7 @@ fixed subset of the real MNIST (``sj-ext data mnist --root DATA`` writes it) wit
 and records every ``--every`` steps the per-class mean sigma* and weight share of the batch.
 Prints the final per-class test accuracy and the per-class sigma* relative to the batch mean,
 and writes everything as JSON (default ``benchmarks/results/clsnn_trap_<loss>_s<scale>.json``).
-See ``docs/methods.md``, "The firing-rate trap (MNIST)".
+See docs/methods.md, The firing-rate trap (MNIST).
 """
 
 import argparse

@@ -152,7 +152,7 @@ class ConfidenceAwareLoss(nn.Module):
         :math:`\ell_i` lies in about [1.46, 2.46] around :math:`\tau = \log 10`, and easy
         samples (weight up to :math:`e`) keep pushing down the outputs of a class whose own
         samples are hard (weight < 1) until the class dies -- measured on MNIST: digit 8
-        never learned (``docs/methods.md``, "The firing-rate trap (MNIST)").
+        never learned (docs/methods.md, The firing-rate trap (MNIST)).
 
     Shapes: ``input`` ``[T, N, C]``, ``[N, T, C]`` or ``[N, C]``; ``target`` ``[N]``
     class indices; output a scalar, or ``[N]`` for ``reduction='none'``.
