@@ -37,8 +37,10 @@ from pathlib import Path
 
 import torch
 
-from .engine import train
-from .recipe import RESUMABLE_CHANGES, flatten, load_recipe, safe_load
+from .engine import TrainingError, train
+from .engine.checkpoint import write_json
+from .engine.runfolder import refuse_incompatible
+from .recipe import load_recipe, safe_load
 
 __all__ = ["METHODS", "SweepError", "Job", "load_grid", "run_sweep", "summarise", "markdown"]
 
@@ -184,14 +186,13 @@ def _finished(job: Job) -> dict | None:
     saved = job.run_dir / "recipe.yaml"
     if not saved.is_file():
         return None
-    old, new = flatten(load_recipe(saved)), flatten(job.recipe)
-    differing = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    changed = [k for k in differing if k not in RESUMABLE_CHANGES]
-    if changed:
+    try:
+        refuse_incompatible(load_recipe(saved), job.recipe, saved)
+    except TrainingError as e:
         raise SweepError(
-            f"{job.run_dir} holds a run of another recipe ({', '.join(changed)} differ); "
+            f"{job.run_dir} holds a run of another recipe ({e}); "
             "choose another --out or delete the folder"
-        )
+        ) from e
     metrics_file = job.run_dir / "metrics.json"
     if not metrics_file.is_file():
         return None
@@ -275,10 +276,7 @@ def markdown(summary: list[dict]) -> str:
 def _write(json_path: Path, grid: str, runs: list[dict]) -> None:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     summary = summarise(runs)
-    result = {"grid": grid, "runs": runs, "summary": summary}
-    tmp = json_path.with_name(json_path.name + ".part")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(json_path)
+    write_json(json_path, {"grid": grid, "runs": runs, "summary": summary})
     json_path.with_suffix(".md").write_text(markdown(summary))
 
 
@@ -294,9 +292,8 @@ def run_sweep(grid: str | Path, jobs: list[Job], json_path: str | Path, log=prin
         if metrics is not None:
             log(f"{tag}: finished before, skipped ({job.run_dir})")
         else:
-            resume = (job.run_dir / "checkpoints" / "latest.pt").is_file()
-            log(f"{tag}: {'resuming' if resume else 'training'} in {job.run_dir}")
-            metrics = train(job.recipe, job.run_dir, resume=resume, log=log)
+            log(f"{tag}: training in {job.run_dir}")  # train says when it resumes
+            metrics = train(job.recipe, job.run_dir, resume="auto", log=log)
         runs.append(_record(job, metrics))
         _write(json_path, str(grid), runs)
     return {"grid": str(grid), "runs": runs, "summary": summarise(runs)}

@@ -105,7 +105,8 @@ def test_a_rerun_skips_finished_runs_and_resumes_unfinished_ones(swept, monkeypa
     more = args[:5] + [str(tmp / "r2.json"), "--set", "train.epochs=2"]
     more += ["--only", "plain_ce", "--seeds", "1"]
     assert main(more) == 0
-    assert calls == [("plain_ce", "seed1", True)]
+    assert calls == [("plain_ce", "seed1", "auto")]  # the engine resumes: see below
+    assert "resuming" in capsys.readouterr().out  # from its checkpoint, not from scratch
     (run,) = json.loads((tmp / "r2.json").read_text())["runs"]
     assert run["epochs"] == 2 and run["seed"] == 1
 
