@@ -42,11 +42,12 @@ def _known(values) -> list[tuple[int, float]]:
     ]
 
 
-def accuracy_warnings(per_class_acc, where: str = "") -> list[str]:
+def accuracy_warnings(per_class_acc, where: str = "", what: str = "test accuracy") -> list[str]:
     """Warnings for classes whose accuracy collapsed (see the module docstring).
 
     :param per_class_acc: accuracy of each class (``None`` for a class without samples)
     :param where: prefix naming the epoch or run, e.g. ``"epoch 3: "``
+    :param what: which accuracy it is, for the message
     """
     known = _known(per_class_acc)
     if len(known) < 2:
@@ -55,7 +56,7 @@ def accuracy_warnings(per_class_acc, where: str = "") -> list[str]:
     if mid <= 2 / len(per_class_acc):
         return []
     return [
-        f"{where}class {c} has test accuracy {v:.3f}, under half the median class "
+        f"{where}class {c} has {what} {v:.3f}, under half the median class "
         f"accuracy {mid:.3f}: the class is not being learned"
         for c, v in known
         if v < ACC_FRACTION * mid

@@ -513,7 +513,7 @@ class Monitor:
             return []
         where = f"epoch {epoch} (sampled training batches): "
         return weight_warnings(rates["weight_ratio"], where) + accuracy_warnings(
-            rates["acc"], where
+            rates["acc"], where, "training accuracy"
         )
 
     # ------------------------------------------------------------------ epoch

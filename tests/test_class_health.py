@@ -61,7 +61,7 @@ def test_curriculum_monitor_records_per_class_weight_and_accuracy():
     assert classes["mean_sigma"][0] == pytest.approx(math.e, rel=1e-4)
     warnings = mon.class_warnings(1)
     assert any("class 3 gets" in w for w in warnings)
-    assert any("class 3 has test accuracy 0.000" in w for w in warnings)
+    assert any("class 3 has training accuracy 0.000" in w for w in warnings)
     assert mon.class_warnings(2) == []  # the sums were reset with the epoch
 
 
