@@ -321,7 +321,6 @@ def _class_lines(ax, epochs: list[int], rows: list[list], title: str, ylabel: st
 
 
 def _classes(runs, epochs: int):
-    shown = []
     panels = []
     for run in runs:
         acc = [
@@ -331,7 +330,6 @@ def _classes(runs, epochs: int):
         ]
         weights = per_epoch_class_rates(run)
         if acc or weights:
-            shown.append(run.label)
             panels.append((run, acc, weights))
     if not panels:
         return None
@@ -359,7 +357,7 @@ def _classes(runs, epochs: int):
             weight_ax.axhline(1.0, color="grey", linestyle=":", linewidth=0.8)
         for ax in (acc_ax, weight_ax):
             _epoch_axis(ax, epochs)
-    return fig, shown
+    return fig, [run.label for run, _, _ in panels]
 
 
 def figures(runs) -> dict:
