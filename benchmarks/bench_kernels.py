@@ -42,8 +42,7 @@ from pathlib import Path
 import torch
 from spikingjelly.activation_based import functional, neuron, surrogate
 
-from sj_ext.functional import set_backend
-from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF
+from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF, set_backend
 
 #: datasheet memory bandwidth (GB/s) by a substring of the device name (first match wins)
 PEAK_GBS = {

@@ -11,8 +11,8 @@ import importlib.util
 
 import torch
 
-from .cupy import INSTALL_HINT
 from .data.files import DatasetNotFoundError, check_files
+from .fused_lif import INSTALL_HINT
 
 __all__ = ["missing_here"]
 

@@ -26,7 +26,7 @@ from functools import partial
 
 import torch
 
-from sj_ext.functional.adaptive_lif import adaptive_lif_step, run_steps
+from sj_ext.functional import lif_step, run_steps
 
 
 def input_gradient(node, x):
@@ -41,7 +41,7 @@ def input_gradient(node, x):
 def charged_membranes(node, x):
     """``h_t`` ``[T, N, *]`` of ``node`` (fixed threshold, from rest) by the torch functions."""
     k = node.k.detach() if isinstance(node.k, torch.Tensor) else node.k
-    step = partial(adaptive_lif_step, k=k, **node._lif_options())
+    step = partial(lif_step, k=k, params=node.lif_parameters(x.shape[1:]))
     v0 = torch.full_like(x[0], node.v_reset or 0.0)
     return run_steps(step, x, v0, node.v_threshold, keep_charged=True)[2]
 

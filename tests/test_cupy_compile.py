@@ -2,7 +2,7 @@
 
 ``nvcc -ptx`` (skipped only where nvcc is absent) and NVRTC through CuPy's
 program object (skipped without CuPy), each on the string the GPU path hands
-to NVRTC (:func:`sj_ext.cupy.kernel_source`) with its options.
+to NVRTC (:func:`sj_ext.fused_lif.kernel_source`) with its options.
 """
 
 import shutil
@@ -11,8 +11,8 @@ import subprocess
 import pytest
 import torch
 
-from sj_ext.cupy.device import NVRTC_OPTIONS
-from sj_ext.cupy.source import DTYPES, KernelConfig, kernel_signatures, kernel_source
+from sj_ext.fused_lif.device import NVRTC_OPTIONS
+from sj_ext.fused_lif.source import DTYPES, KernelConfig, kernel_signatures, kernel_source
 
 ARCHS = ("sm_80", "sm_90")
 #: every dtype, each projection, groups and no groups

@@ -11,14 +11,13 @@ import importlib.util
 import pytest
 import torch
 from half_reference import assert_gradient_near_float32
+from neuron_runs import NEURON_CASES, assert_same_records, train_and_eval
 from spikingjelly.activation_based import functional, surrogate
 from spikingjelly.activation_based.model import parametric_lif_net
-from test_cupy_kernels import NEURON_CASES, assert_same_records, train_and_eval
 
-from sj_ext.cupy.device import require_launcher
-from sj_ext.cupy.source import KernelConfig
-from sj_ext.functional import set_backend
-from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF
+from sj_ext.fused_lif.device import require_launcher
+from sj_ext.fused_lif.source import KernelConfig
+from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF, set_backend
 
 pytestmark = [
     pytest.mark.cuda,

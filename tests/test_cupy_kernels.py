@@ -1,6 +1,6 @@
 """The fused kernels against the torch backend, on the CPU (the g++ check harness).
 
-The CUDA source runs through :class:`sj_ext.cupy.host.HostLauncher` (blocks of
+The CUDA source runs through :class:`sj_ext.fused_lif.host.HostLauncher` (blocks of
 32 threads, at most 3 blocks: grid-stride loops and multi-block reductions
 run) under the same autograd function as on a GPU, and every result is
 compared with the torch reference: spikes equal, membranes / thresholds /
@@ -12,14 +12,16 @@ import warnings
 import pytest
 import torch
 from half_reference import assert_gradient_near_float32
+from neuron_runs import NEURON_CASES, assert_same_records, train_and_eval
 from spikingjelly.activation_based import functional, surrogate
 
-import sj_ext.cupy as fused
-from sj_ext.cupy.host import HostLauncher, host_compiler
-from sj_ext.cupy.lif import lif_multi_step
-from sj_ext.functional import adaptive_lif_multi_step, grouped_lif_multi_step, set_backend
+import sj_ext.fused_lif as fused
+from sj_ext.functional import LIFParameters
+from sj_ext.functional import lif_multi_step as torch_lif_multi_step
+from sj_ext.fused_lif.host import HostLauncher, host_compiler
+from sj_ext.fused_lif.lif import lif_multi_step
 from sj_ext.models.layout import to_channels_last
-from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF
+from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF, set_backend
 from sj_ext.surrogate import DynamicATan, DynamicRect, DynamicSigmoid
 
 pytestmark = pytest.mark.skipif(
@@ -123,8 +125,8 @@ def test_adaptive_lif_kernels_match_torch(host, dtype, neuron, sg, thresholds):
 
     def run(x, v, k, impl):
         if impl == "kernel":
-            return lif_multi_step(x, v, k, thr, launcher=host, **kw)
-        return adaptive_lif_multi_step(x, v, k, thr, stats="layer", **kw)
+            return lif_multi_step(x, v, k, thr, LIFParameters(**kw), launcher=host)
+        return torch_lif_multi_step(x, v, k, thr, LIFParameters(stats="layer", **kw))
 
     compare(run, dtype, learn_k)
 
@@ -162,8 +164,8 @@ def test_grouped_kernels_match_torch(host, grouping, window, projection, neuron,
 
     def run(x, v, k, impl):
         if impl == "kernel":
-            return lif_multi_step(x, v, k, thr, launcher=host, **kw)
-        return grouped_lif_multi_step(x, v, k, thr, stats="layer", **kw)
+            return lif_multi_step(x, v, k, thr, LIFParameters(**kw), launcher=host)
+        return torch_lif_multi_step(x, v, k, thr, LIFParameters(stats="layer", **kw))
 
     compare(run, DT, learn_k, shape=(5, *shape))
 
@@ -182,8 +184,8 @@ def test_grouped_float32_matches_torch(host):
 
     def run(x, v, k, impl):
         if impl == "kernel":
-            return lif_multi_step(x, v, k, None, launcher=host, **kw)
-        return grouped_lif_multi_step(x, v, k, None, stats="layer", **kw)
+            return lif_multi_step(x, v, k, None, LIFParameters(**kw), launcher=host)
+        return torch_lif_multi_step(x, v, k, None, LIFParameters(stats="layer", **kw))
 
     compare(run, torch.float32, learn_k=True)
 
@@ -192,10 +194,12 @@ def test_forward_without_grad_keeps_one_step(host):
     """No backward to come: sj_lif_step keeps one step of h; results equal the training ones."""
     torch.manual_seed(1)
     x, v = torch.randn(4, 3, 50, dtype=DT), torch.zeros(3, 50, dtype=DT)
-    kw = dict(decay_input=True, v_reset=0.0, detach_reset=False, surrogate_function=DynamicRect())
+    p = LIFParameters(
+        decay_input=True, v_reset=0.0, detach_reset=False, surrogate_function=DynamicRect()
+    )
     with torch.no_grad():
-        lean = lif_multi_step(x, v, 0.5, None, launcher=host, **kw)
-    full = lif_multi_step(x.requires_grad_(True), v, 0.5, None, launcher=host, **kw)
+        lean = lif_multi_step(x, v, 0.5, None, p, launcher=host)
+    full = lif_multi_step(x.requires_grad_(True), v, 0.5, None, p, launcher=host)
     for a, b in zip(lean, full, strict=True):
         assert torch.equal(a, b)
 
@@ -203,76 +207,38 @@ def test_forward_without_grad_keeps_one_step(host):
 def test_options_the_kernels_do_not_cover_are_value_errors(host):
     x, v = torch.randn(2, 3, 4), torch.zeros(3, 4)
     kw = dict(decay_input=True, v_reset=0.0, detach_reset=False)
+
+    def params(**options):
+        return LIFParameters(**kw, **options)
+
     with pytest.raises(ValueError, match="PiecewiseQuadratic"):
         lif_multi_step(
-            x, v, 0.5, launcher=host, surrogate_function=surrogate.PiecewiseQuadratic(), **kw
+            x, v, 0.5, None, params(surrogate_function=surrogate.PiecewiseQuadratic()), host
         )
     with pytest.raises(ValueError, match="spiking=True"):
-        lif_multi_step(
-            x, v, 0.5, launcher=host, surrogate_function=DynamicRect(spiking=False), **kw
-        )
+        lif_multi_step(x, v, 0.5, None, params(surrogate_function=DynamicRect(spiking=False)), host)
     with pytest.raises(ValueError, match="callable projection"):
         lif_multi_step(
             x[:, :, None],
             v[:, None],
             0.5,
-            launcher=host,
-            surrogate_function=DynamicRect(),
-            dims=(2,),
-            groups=(2,),
-            projection=lambda r, o: r,
-            **kw,
+            None,
+            params(
+                surrogate_function=DynamicRect(),
+                dims=(2,),
+                groups=(2,),
+                projection=lambda r, o: r,
+            ),
+            host,
         )
     with pytest.raises(ValueError, match="at least 2"):
         lif_multi_step(
-            x[:, :1, :1], v[:1, :1], 0.5, launcher=host, surrogate_function=DynamicRect(), **kw
+            x[:, :1, :1], v[:1, :1], 0.5, None, params(surrogate_function=DynamicRect()), host
         )
 
 
 # ----------------------------------------------------------------------------------------------
 # The neurons with backend='cupy' (on the harness) against backend='torch'.
-def train_and_eval(node, x, steps=3, chunks=(3, 2)):
-    """A few training passes (sequences in chunks), then one in eval mode; everything recorded."""
-    out = []
-    w = torch.linspace(-1, 2, x[0].numel(), dtype=x.dtype, device=x.device).view_as(x[0])
-    for _ in range(steps):
-        functional.reset_net(node)
-        xi = x.clone().requires_grad_(True)
-        parts, t0 = [], 0
-        for n in chunks:
-            parts.append(node(xi[t0 : t0 + n]))
-            t0 += n
-        s = torch.cat(parts)
-        loss = (s * w).sum() + (node.v**2).sum()
-        grads = torch.autograd.grad(loss, [xi] + list(node.parameters()))
-        out += [s, node.v, *grads, node.threshold_seq, node.sigma_seq, node.width_seq]
-        out.append(node.running_threshold.clone())
-    node.eval()
-    functional.reset_net(node)
-    out += [node(x), node.threshold_seq, node.sigma_seq, node.width_seq]
-    return out
-
-
-NEURON_CASES = [
-    (AdaptiveThresholdLIF, dict()),
-    (AdaptiveThresholdLIF, dict(tau=1.25, decay_input=False, learnable_tau=True, f_c=0.9)),
-    (AdaptiveThresholdLIF, dict(v_reset=None, surrogate_function=DynamicATan())),
-    (AdaptiveThresholdLIF, dict(adaptive=False, surrogate_function=surrogate.ATan())),
-    (DilatedWindowLIF, dict(learnable_tau=True)),
-    (DilatedWindowLIF, dict(threshold="adaptive", window="block", projection="add")),
-    (DilatedWindowLIF, dict(threshold="adaptive", surrogate_function=surrogate.Sigmoid())),
-]
-
-
-def assert_same_records(results, **tol):
-    """Both runs of :func:`train_and_eval` agree (``None`` where the other is ``None``)."""
-    for a, b in zip(*results, strict=True):
-        if a is None or b is None:
-            assert a is None and b is None
-        else:
-            torch.testing.assert_close(a, b, **tol)
-
-
 @pytest.mark.parametrize("cls,cfg", NEURON_CASES)
 def test_neurons_on_kernels_match_torch_backend(on_host, cls, cfg):
     torch.manual_seed(2)
@@ -313,7 +279,7 @@ def test_uncovered_options_fall_back_to_torch_with_one_warning(on_host):
     x = torch.randn(3, 2, 4, 5, 5, dtype=DT)
     node = AdaptiveThresholdLIF(stats="channel", step_mode="m", backend="cupy").to(DT)
     ref = AdaptiveThresholdLIF(stats="channel", step_mode="m").to(DT)
-    fused.lif._warned.clear()
+    fused.coverage._warned.clear()
     with pytest.warns(RuntimeWarning, match=r"stats='channel'.*torch backend"):
         s = node(x)
     assert torch.equal(s, ref(x))
@@ -326,11 +292,15 @@ def test_uncovered_options_fall_back_to_torch_with_one_warning(on_host):
     with pytest.warns(RuntimeWarning, match="callable projection"):
         callable_node(torch.randn(3, 2, 4, 4, 4))
     reason = fused.unsupported_reason(
-        x, None, stats="layer", stats_group=object(), surrogate_function=DynamicRect()
+        x,
+        None,
+        LIFParameters(stats="layer", stats_group=object(), surrogate_function=DynamicRect()),
     )
     assert "stats_group" in reason
     fixed = fused.unsupported_reason(
-        x, 1.0, stats="channel", stats_group=object(), surrogate_function=surrogate.ATan()
+        x,
+        1.0,
+        LIFParameters(stats="channel", stats_group=object(), surrogate_function=surrogate.ATan()),
     )
     assert fixed is None  # no statistics taken: the kernels run
 

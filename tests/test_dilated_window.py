@@ -7,9 +7,9 @@ import torch
 from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from spikingjelly.activation_based.model import parametric_lif_net
 
+from sj_ext.functional import LIFParameters, lif_step
 from sj_ext.functional.grouping import (
     group_views,
-    grouped_lif_step,
     merge_groups,
     partition,
     split_groups,
@@ -465,11 +465,7 @@ def test_adaptive_statistics_cover_the_whole_charged_step():
     x = torch.randn(2, 6, 8, dtype=DT)
     k = 0.5
     dims, grid = (1,), (3,)
-    spike, v, h, v_th, sigma = grouped_lif_step(
-        x,
-        torch.zeros_like(x),
-        k,
-        None,
+    params = LIFParameters(
         dims=dims,
         groups=grid,
         window="dilated",
@@ -480,6 +476,7 @@ def test_adaptive_statistics_cover_the_whole_charged_step():
         detach_reset=False,
         f_c=1.0,
     )
+    spike, v, h, v_th, sigma = lif_step(x, torch.zeros_like(x), k, None, params)
     # the charged membrane, group by group: rows 0,3 | 1,4 | 2,5 from rest
     h_ref = torch.zeros_like(x)
     prev = None

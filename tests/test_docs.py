@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 METHODS = ROOT / "docs" / "methods.md"
 SCANNED = ("sj_ext", "tests", "benchmarks", "recipes", "README.md")
 TEXT_SUFFIXES = {".py", ".yaml", ".yml", ".md", ".cu", ".cuh", ".h", ".cfg", ".toml", ".txt"}
-KERNELS = ROOT / "sj_ext" / "cupy" / "kernels"
+KERNELS = ROOT / "sj_ext" / "fused_lif" / "kernels"
 
 CITATION = re.compile(r"docs/methods\.md`*,[\s#]*([^\n]*)")
 DOTTED = re.compile(r"`(sj_ext(?:\.\w+)+)`")

@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,7 @@ from spikingjelly.activation_based import functional, layer, neuron, surrogate
 
 from sj_ext.energy import estimate_energy
 from sj_ext.engine import runfolder, train
-from sj_ext.functional.adaptive_lif import adaptive_lif_multi_step
+from sj_ext.functional import lif_multi_step
 from sj_ext.loss import ConfidenceAwareLoss
 from sj_ext.monitor import MONITORS, Monitor, MonitorFileWarning, read_records
 from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF
@@ -129,9 +130,8 @@ def test_gradient_reach_of_sj_ext_neurons_run_by_a_fused_kernel():
     x = torch.randn(4, 8, 3, 5)
     plain = AdaptiveThresholdLIF(step_mode="m")
     fused = AdaptiveThresholdLIF(step_mode="m", backend="cupy")
-    options = {**fused._lif_options(), "surrogate_function": DynamicRect()}
-    fused._fused_multi_step = lambda x_seq, v, th: adaptive_lif_multi_step(
-        x_seq, v, fused.k, th, **options
+    fused._fused_multi_step = lambda x_seq, v, th, params: lif_multi_step(
+        x_seq, v, fused.k, th, replace(params, surrogate_function=DynamicRect())
     )
     reach = []
     for node in (plain, fused):

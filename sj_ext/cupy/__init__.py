@@ -1,31 +1,19 @@
-"""Fused CUDA kernels of the sj_ext LIF neurons (``backend='cupy'``), launched through CuPy.
+"""Deprecated: the fused kernels moved to :mod:`sj_ext.fused_lif` (alias until the next release).
 
-:func:`lif_multi_step` is the fused counterpart of
-:func:`sj_ext.functional.adaptive_lif_multi_step` and
-:func:`sj_ext.functional.grouped_lif_multi_step`; the neurons use it in
-step mode ``'m'`` with ``backend='cupy'`` (see
-:func:`sj_ext.functional.set_backend`). CuPy is imported only when a kernel
-runs. Layout of this package:
-
-* ``kernels/``: the CUDA source (``lif_core.cuh``: the per-element maths;
-  ``lif_kernels.cu``: the kernels) and the CPU shim of the check harness;
-* :mod:`~sj_ext.cupy.source`: the source, its configurations, its signatures;
-* :mod:`~sj_ext.cupy.lif`: the autograd function and what the kernels cover;
-* :mod:`~sj_ext.cupy.device`: compilation (NVRTC) and launches on torch's stream;
-* :mod:`~sj_ext.cupy.host`: the CPU check harness (g++), for tests and CI.
+``import sj_ext.cupy`` and its submodules (``sj_ext.cupy.host``, ``.device``,
+``.lif``, ``.source``) give the modules of :mod:`sj_ext.fused_lif`, with a
+``DeprecationWarning``.
 """
 
-from .device import INSTALL_HINT, require_launcher
-from .lif import lif_multi_step, surrogate_spec, unsupported_reason, warn_fallback
-from .source import KernelConfig, kernel_source
+import sys
+import warnings
 
-__all__ = [
-    "INSTALL_HINT",
-    "KernelConfig",
-    "kernel_source",
-    "lif_multi_step",
-    "require_launcher",
-    "surrogate_spec",
-    "unsupported_reason",
-    "warn_fallback",
-]
+from .. import fused_lif
+from ..fused_lif import *  # noqa: F403  (the names of the package it stands for)
+from ..fused_lif import __all__, coverage, device, host, lif, source  # noqa: F401
+
+warnings.warn(
+    "sj_ext.cupy is deprecated; import sj_ext.fused_lif", DeprecationWarning, stacklevel=2
+)
+for _name in ("coverage", "device", "host", "lif", "source"):
+    sys.modules[f"{__name__}.{_name}"] = getattr(fused_lif, _name)

@@ -1,43 +1,47 @@
-"""The equations of every sj_ext method as pure torch functions (the reference path)."""
+"""The equations of every sj_ext method as pure torch functions (the reference path).
+
+The LIF options travel in one :class:`LIFParameters`; :func:`lif_step` and
+:func:`lif_multi_step` are the one step and the time loop of both neurons.
+"""
+
+import warnings
 
 from .adaptive_lif import (
-    adaptive_lif_multi_step,
-    adaptive_lif_step,
     fire_and_reset,
     lif_charge,
     membrane_stats,
+    needs_stats,
     neuron_reset,
-    run_steps,
     surrogate_derivative,
     surrogate_spike,
 )
-from .backend import set_backend
 from .curriculum import lambert_w0, superloss, superloss_sigma, tet_loss
 from .grouping import (
+    chain_length,
     grouped_charge,
-    grouped_lif_multi_step,
-    grouped_lif_step,
     merge_groups,
     partition,
     split_groups,
     unpartition,
 )
+from .lif import lif_multi_step, lif_step, run_steps
+from .params import LIFParameters
 
 __all__ = [
-    "adaptive_lif_multi_step",
-    "adaptive_lif_step",
+    "LIFParameters",
+    "chain_length",
     "fire_and_reset",
     "grouped_charge",
-    "grouped_lif_multi_step",
-    "grouped_lif_step",
     "lambert_w0",
     "lif_charge",
+    "lif_multi_step",
+    "lif_step",
     "membrane_stats",
     "merge_groups",
+    "needs_stats",
     "neuron_reset",
     "partition",
     "run_steps",
-    "set_backend",
     "split_groups",
     "superloss",
     "superloss_sigma",
@@ -46,3 +50,26 @@ __all__ = [
     "tet_loss",
     "unpartition",
 ]
+
+_RENAMED = {  # deprecated name -> its replacement (removed in the next release)
+    "adaptive_lif_step": lif_step,
+    "grouped_lif_step": lif_step,
+    "adaptive_lif_multi_step": lif_multi_step,
+    "grouped_lif_multi_step": lif_multi_step,
+}
+
+
+def __getattr__(name: str):
+    if name == "set_backend":  # a neuron tool: sj_ext.neuron.set_backend
+        from ..neuron import set_backend as replacement
+    elif name in _RENAMED:
+        replacement = _RENAMED[name]
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"sj_ext.functional.{name} is deprecated; use {replacement.__module__.rsplit('.', 1)[0]}"
+        f".{replacement.__name__}",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return replacement

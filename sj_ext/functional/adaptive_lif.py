@@ -23,20 +23,17 @@ dim of ``[N, C, *]`` but ``C``). No gradient flows through
 sets its width :math:`a_t = a_0 (1 + \tanh(\sigma_t - v_0))`; any other
 surrogate has a fixed width.
 
-:func:`adaptive_lif_step` is the single statement of the forward equations;
-:func:`adaptive_lif_multi_step` runs it over ``[T, N, *]`` without an autograd
-graph per step and back-propagates through time by the adjoint recurrence
-(tested against autograd of the step).
+:func:`fire_and_reset` is the single statement of the fire, threshold and
+reset equations; :func:`sj_ext.functional.lif_step` puts it after the charge
+(grouped or not) and :func:`sj_ext.functional.lif_multi_step` runs the steps
+over ``[T, N, *]``. The options come in one
+:class:`~sj_ext.functional.LIFParameters`.
 """
 
-from dataclasses import dataclass
-from functools import partial
-
 import torch
-from spikingjelly.activation_based.surrogate import SurrogateFunctionBase
-from torch.autograd.function import once_differentiable
 
 from ..surrogate import DynamicSurrogateBase
+from .params import LIFParameters, parameters_from
 
 __all__ = [
     "lif_charge",
@@ -44,10 +41,8 @@ __all__ = [
     "neuron_reset",
     "surrogate_spike",
     "surrogate_derivative",
+    "needs_stats",
     "fire_and_reset",
-    "adaptive_lif_step",
-    "run_steps",
-    "adaptive_lif_multi_step",
     "backward_dtype",
 ]
 
@@ -150,221 +145,32 @@ def surrogate_derivative(surrogate_function, z: torch.Tensor, sigma: torch.Tenso
     return grad
 
 
-def fire_and_reset(
-    h: torch.Tensor,
-    threshold,
-    *,
-    f_c: float,
-    stats: str,
-    surrogate_function,
-    v_reset: float | None,
-    detach_reset: bool,
-    stats_group=None,
-):
+def needs_stats(threshold, surrogate_function) -> bool:
+    r"""Whether a step takes :math:`\mu_t, \sigma_t`: for the adaptive threshold (``threshold``
+    ``None``) or for a dynamic surrogate's width."""
+    return threshold is None or isinstance(surrogate_function, DynamicSurrogateBase)
+
+
+def fire_and_reset(h: torch.Tensor, threshold, params: LIFParameters | None = None, **options):
     r"""Fire the charged membrane ``h`` (``[N, *]``) and reset it.
 
     :param threshold: ``None`` for the adaptive :math:`f_c(\mu_t + \sigma_t)`,
         otherwise the threshold to use (a float, or a tensor broadcastable to
         ``h``: the running threshold of this step in evaluation mode)
+    :param params: ``f_c``, ``stats``, ``stats_group`` (:func:`membrane_stats`),
+        ``surrogate_function``, ``v_reset``, ``detach_reset`` are read
+        (``**options``: the same as keywords, deprecated)
     :return: ``(spike, v_next, v_th, sigma)``; ``v_th`` a detached tensor
         broadcastable to ``h``; ``sigma`` the detached :math:`\sigma_t`, or
         ``None`` when neither the threshold nor the surrogate needs it
-    :param stats_group: process group to take the statistics over (:func:`membrane_stats`)
     """
+    p = parameters_from(params, options, "fire_and_reset")
     sigma = None
-    if threshold is None or isinstance(surrogate_function, DynamicSurrogateBase):
-        mu, sigma = membrane_stats(h, stats, stats_group)
+    if needs_stats(threshold, p.surrogate_function):
+        mu, sigma = membrane_stats(h, p.stats, p.stats_group)
     if threshold is None:
-        v_th = f_c * (mu + sigma)
+        v_th = p.f_c * (mu + sigma)
     else:
         v_th = torch.as_tensor(threshold, dtype=h.dtype, device=h.device)
-    spike = surrogate_spike(surrogate_function, h - v_th, sigma)
-    return spike, neuron_reset(h, spike, v_th, v_reset, detach_reset), v_th, sigma
-
-
-def adaptive_lif_step(
-    x: torch.Tensor,
-    v: torch.Tensor,
-    k,
-    threshold,
-    *,
-    decay_input: bool,
-    v_reset: float | None,
-    f_c: float,
-    stats: str,
-    surrogate_function,
-    detach_reset: bool,
-    stats_group=None,
-):
-    r"""One step of the adaptive-threshold LIF: :func:`lif_charge`, then :func:`fire_and_reset`.
-
-    :param x: input current ``[N, *]``
-    :param v: membrane after the previous reset ``[N, *]``
-    :param k: ``1/tau`` (float, or a 0-d tensor for a learnable tau)
-    :param threshold: as :func:`fire_and_reset`
-    :return: ``(spike, v_next, h, v_th, sigma)`` (``h`` the charged membrane)
-    """
-    h = lif_charge(x, v, k, decay_input, v_reset)
-    spike, v_next, v_th, sigma = fire_and_reset(
-        h,
-        threshold,
-        f_c=f_c,
-        stats=stats,
-        surrogate_function=surrogate_function,
-        v_reset=v_reset,
-        detach_reset=detach_reset,
-        stats_group=stats_group,
-    )
-    return spike, v_next, h, v_th, sigma
-
-
-def run_steps(step, x_seq: torch.Tensor, v: torch.Tensor, thresholds, keep_charged=False):
-    """Run ``step(x_t, v, threshold=threshold_t) -> (spike, v, h, v_th, sigma)`` over ``x_seq``.
-
-    :param thresholds: ``None``, a float, or a tensor of per-step thresholds (indexed by t)
-    :return: ``(spike_seq, v_T, h_seq or None, v_th_seq, sigma_seq or None)``; ``v_th_seq``
-        ``[T]`` or ``[T, 1, C, 1, ...]`` (expanded to the shape of ``sigma``)
-    """
-    spikes, charged, v_ths, sigmas = [], [], [], []
-    for t in range(x_seq.shape[0]):
-        threshold = thresholds[t] if isinstance(thresholds, torch.Tensor) else thresholds
-        spike, v, h, v_th, sigma = step(x_seq[t], v, threshold=threshold)
-        spikes.append(spike)
-        if keep_charged:
-            charged.append(h)
-        v_ths.append(v_th if sigma is None else v_th.expand_as(sigma))
-        sigmas.append(sigma)
-    return (
-        torch.stack(spikes),
-        v,
-        torch.stack(charged) if keep_charged else None,
-        torch.stack(v_ths),
-        None if sigmas[0] is None else torch.stack(sigmas),
-    )
-
-
-@dataclass(frozen=True)
-class _Options:
-    decay_input: bool
-    v_reset: float | None
-    f_c: float
-    stats: str
-    surrogate_function: object
-    detach_reset: bool
-    stats_group: object = None
-
-    def step(self, k):
-        return partial(
-            adaptive_lif_step,
-            k=k,
-            decay_input=self.decay_input,
-            v_reset=self.v_reset,
-            f_c=self.f_c,
-            stats=self.stats,
-            surrogate_function=self.surrogate_function,
-            detach_reset=self.detach_reset,
-            stats_group=self.stats_group,
-        )
-
-
-class _AdaptiveLIFMultiStep(torch.autograd.Function):
-    """Whole time loop in one autograd node: no graph per step, adjoint backward."""
-
-    @staticmethod
-    def forward(ctx, x_seq, v, k, thresholds, opt: _Options):
-        spikes, v_last, h_seq, v_th_seq, sigma_seq = run_steps(
-            opt.step(k), x_seq, v, thresholds, keep_charged=True
-        )
-        ctx.opt = opt
-        ctx.k = k
-        learn_k = isinstance(k, torch.Tensor) and ctx.needs_input_grad[2]
-        ctx.save_for_backward(
-            h_seq, v_th_seq, sigma_seq, x_seq if learn_k else None, v if learn_k else None
-        )
-        ctx.mark_non_differentiable(*(t for t in (v_th_seq, sigma_seq) if t is not None))
-        return spikes, v_last, v_th_seq, sigma_seq
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_spikes, grad_v, _grad_v_th, _grad_sigma):
-        h_seq, v_th_seq, sigma_seq, x_seq, v_init = ctx.saved_tensors
-        opt, k = ctx.opt, ctx.k
-        learn_k = x_seq is not None
-        dtype = h_seq.dtype
-        acc = backward_dtype(dtype)
-        k_val = k.detach().to(acc) if isinstance(k, torch.Tensor) else k
-        v_rest = 0.0 if opt.v_reset is None else opt.v_reset
-        grad_x = torch.empty_like(h_seq)  # each step's float32 gradient rounded once on store
-        grad_u = torch.zeros_like(h_seq[0], dtype=acc) if grad_v is None else grad_v.to(acc)
-        grad_k = torch.zeros((), dtype=acc, device=h_seq.device) if learn_k else None
-        for t in range(h_seq.shape[0] - 1, -1, -1):
-            z = (h_seq[t] - v_th_seq[t]).to(acc)  # the forward's z, rounded to the storage dtype
-            v_th = v_th_seq[t].to(acc)
-            sigma = None if sigma_seq is None else sigma_seq[t].to(acc)
-            sg = surrogate_derivative(opt.surrogate_function, z, sigma)
-            # d u_t / d h_t through the reset
-            if opt.v_reset is None:
-                du_dh = 1.0 if opt.detach_reset else 1.0 - v_th * sg
-            else:
-                du_dh = 1.0 - (z >= 0).to(acc)
-                if not opt.detach_reset:
-                    du_dh = du_dh + (opt.v_reset - h_seq[t].to(acc)) * sg
-            grad_h = grad_u * du_dh
-            if grad_spikes is not None:
-                grad_h = grad_h + grad_spikes[t].to(acc) * sg
-            grad_x[t] = grad_h * k_val if opt.decay_input else grad_h
-            if learn_k:
-                if t > 0:  # u_{t-1} as the forward rounded it
-                    h_prev = h_seq[t - 1]
-                    s_prev = (h_prev >= v_th_seq[t - 1]).to(dtype)
-                    u_prev = neuron_reset(h_prev, s_prev, v_th_seq[t - 1], opt.v_reset, False)
-                else:
-                    u_prev = v_init
-                u_prev = u_prev.to(acc)
-                dh_dk = x_seq[t].to(acc) - (u_prev - v_rest) if opt.decay_input else v_rest - u_prev
-                grad_k = grad_k + (grad_h * dh_dk).sum()
-            grad_u = grad_h * (1.0 - k_val)
-        return (
-            grad_x,
-            grad_u.to(dtype),
-            None if grad_k is None else grad_k.to(dtype),
-            None,
-            None,
-        )
-
-
-def adaptive_lif_multi_step(
-    x_seq: torch.Tensor,
-    v: torch.Tensor,
-    k,
-    thresholds=None,
-    *,
-    decay_input: bool,
-    v_reset: float | None,
-    f_c: float,
-    stats: str,
-    surrogate_function,
-    detach_reset: bool,
-    stats_group=None,
-):
-    r"""The adaptive-threshold LIF over a sequence.
-
-    :param x_seq: input currents ``[T, N, *]``
-    :param v: initial membrane ``[N, *]``
-    :param k: ``1/tau`` (float, or a 0-d tensor for a learnable tau)
-    :param thresholds: ``None`` (adaptive), a float (fixed), or a tensor
-        ``[T]`` / ``[T, 1, C, 1, ...]`` of per-step thresholds (evaluation mode)
-    :return: ``(spike_seq [T, N, *], v_T [N, *], v_th_seq, sigma_seq)``; the
-        last two are ``[T]`` (layer statistics) or ``[T, 1, C, 1, ...]``
-        (channel statistics), detached; ``sigma_seq`` is ``None`` when neither
-        the threshold nor the surrogate needs :math:`\sigma_t`
-
-    With a SpikingJelly surrogate in spiking mode the loop runs as one autograd
-    node (forward without graph, adjoint backward); otherwise (``spiking=False``
-    or a plain callable) it is differentiated step by step by autograd.
-    """
-    opt = _Options(decay_input, v_reset, f_c, stats, surrogate_function, detach_reset, stats_group)
-    if isinstance(surrogate_function, SurrogateFunctionBase) and surrogate_function.spiking:
-        return _AdaptiveLIFMultiStep.apply(x_seq, v, k, thresholds, opt)
-    spikes, v, _, v_th_seq, sigma_seq = run_steps(opt.step(k), x_seq, v, thresholds)
-    return spikes, v, v_th_seq, sigma_seq
+    spike = surrogate_spike(p.surrogate_function, h - v_th, sigma)
+    return spike, neuron_reset(h, spike, v_th, p.v_reset, p.detach_reset), v_th, sigma

@@ -50,7 +50,8 @@ from itertools import product
 
 import torch
 
-from .adaptive_lif import fire_and_reset, lif_charge, run_steps
+from .adaptive_lif import lif_charge
+from .params import LIFParameters, parameters_from
 
 __all__ = [
     "WINDOWS",
@@ -63,11 +64,9 @@ __all__ = [
     "unpartition",
     "sine_projection",
     "add_projection",
-    "none_projection",
     "resolve_projection",
+    "chain_length",
     "grouped_charge",
-    "grouped_lif_step",
-    "grouped_lif_multi_step",
 ]
 
 WINDOWS = ("block", "dilated")
@@ -231,15 +230,11 @@ def add_projection(rec: torch.Tensor, own: torch.Tensor):
     return rec + own
 
 
-def none_projection(rec: torch.Tensor, own: torch.Tensor):
-    r""":math:`\Omega_{none}(r, o) = o` (groups independent)."""
-    return own
-
-
 def resolve_projection(projection, theta: float = math.pi / 4) -> Callable | None:
-    """``'sine'`` / ``'add'`` / ``'none'`` / a callable ``(rec, own) -> tensor`` to a callable.
+    r"""``'sine'`` / ``'add'`` / ``'none'`` / a callable ``(rec, own) -> tensor`` to a callable.
 
-    ``'none'`` gives ``None``: the groups are independent and charged in one op.
+    ``'none'`` (:math:`\Omega_{none}(r, o) = o`) gives ``None``: the groups are
+    independent and charged in one op.
     """
     if callable(projection):
         return projection
@@ -256,118 +251,47 @@ def resolve_projection(projection, theta: float = math.pi / 4) -> Callable | Non
 
 
 # ------------------------------------------------------------------------------------ dynamics
+def chain_length(params: LIFParameters) -> int:
+    """How many groups are charged one after another: ``G``, or 1 when they are independent.
+
+    Independent: ``projection='none'``, or a single group (``dims=()`` included);
+    the charge is then the plain LIF charge of the whole layer.
+    """
+    count = math.prod(params.groups)
+    return 1 if params.projection == "none" or count == 1 else count
+
+
 def grouped_charge(
-    x: torch.Tensor,
-    v: torch.Tensor,
-    k,
-    *,
-    dims,
-    groups,
-    window: str,
-    projection,
-    decay_input: bool,
-    v_reset: float | None,
-    theta: float = math.pi / 4,
-) -> torch.Tensor:
+    x: torch.Tensor, v: torch.Tensor, k, params: LIFParameters | None = None, **options
+):
     r"""Charge every group in order: :math:`h^g_t` from :math:`\Omega(h^{g-1}_t, u^g_{t-1})`.
 
     :param x: input current ``[N, *]``
     :param v: membrane after the previous reset ``[N, *]``
     :param k: ``1/tau`` (float, or a 0-d tensor for a learnable tau)
-    :param dims: grouped dims, non-negative and checked (:func:`check_grid`); ``()``: one group
-    :param projection: a name of :data:`PROJECTIONS` or a callable ``(rec, own) -> tensor``
+    :param params: the grid (``dims`` non-negative and checked, :func:`check_grid`;
+        ``()``: one group), ``window``, ``projection``, ``theta``, ``decay_input``
+        and ``v_reset`` are read (``**options``: the same as keywords, deprecated)
     :return: the charged membrane :math:`h_t` ``[N, *]`` in the layer's layout
     """
-    project = resolve_projection(projection, theta)
-    if project is None or math.prod(groups) == 1:
-        return lif_charge(x, v, k, decay_input, v_reset)
+    p = parameters_from(params, options, "grouped_charge")
+    project = resolve_projection(p.projection, p.theta)
+    if chain_length(p) == 1:
+        return lif_charge(x, v, k, p.decay_input, p.v_reset)
     charged = []
     for x_g, own in zip(
-        split_groups(x, dims, groups, window), split_groups(v, dims, groups, window), strict=True
+        split_groups(x, p.dims, p.groups, p.window),
+        split_groups(v, p.dims, p.groups, p.window),
+        strict=True,
     ):
         if charged:
             m = project(charged[-1], own)
             if m.shape != own.shape:
                 raise ValueError(
-                    f"projection {projection!r} returned shape {tuple(m.shape)} for groups of "
+                    f"projection {p.projection!r} returned shape {tuple(m.shape)} for groups of "
                     f"shape {tuple(own.shape)}"
                 )
         else:
             m = own
-        charged.append(lif_charge(x_g, m, k, decay_input, v_reset))
-    return merge_groups(charged, dims, groups, window)
-
-
-def grouped_lif_step(
-    x: torch.Tensor,
-    v: torch.Tensor,
-    k,
-    threshold,
-    *,
-    dims,
-    groups,
-    window: str,
-    projection,
-    decay_input: bool,
-    v_reset: float | None,
-    surrogate_function,
-    detach_reset: bool,
-    theta: float = math.pi / 4,
-    f_c: float = 1.0,
-    stats: str = "layer",
-    stats_group=None,
-):
-    r"""One step of the grouped LIF: :func:`grouped_charge`, then fire and reset at once.
-
-    :param x: input current ``[N, *]``
-    :param v: membrane after the previous reset ``[N, *]``
-    :param threshold: a fixed threshold (float, or a tensor broadcastable to ``x``:
-        a running threshold in evaluation mode), or ``None`` for DS-ATGO's adaptive
-        :math:`f_c(\mu_t + \sigma_t)` over the whole charged :math:`h_t`
-        (``stats='layer'``) or per channel of ``[N, C, *]`` (``stats='channel'``)
-    :return: ``(spike, v_next, h, v_th, sigma)``; ``v_th`` is a detached tensor
-        broadcastable to ``x``; ``sigma`` the detached :math:`\sigma_t`, or ``None``
-        when neither the threshold nor the surrogate needs it
-    """
-    h = grouped_charge(
-        x,
-        v,
-        k,
-        dims=dims,
-        groups=groups,
-        window=window,
-        projection=projection,
-        decay_input=decay_input,
-        v_reset=v_reset,
-        theta=theta,
-    )
-    spike, v_next, v_th, sigma = fire_and_reset(
-        h,
-        threshold,
-        f_c=f_c,
-        stats=stats,
-        surrogate_function=surrogate_function,
-        v_reset=v_reset,
-        detach_reset=detach_reset,
-        stats_group=stats_group,
-    )
-    return spike, v_next, h, v_th, sigma
-
-
-def grouped_lif_multi_step(x_seq: torch.Tensor, v: torch.Tensor, k, thresholds=None, **options):
-    r""":func:`grouped_lif_step` over a sequence (autograd through time).
-
-    :param x_seq: input currents ``[T, N, *]``
-    :param v: initial membrane ``[N, *]``
-    :param thresholds: ``None`` (adaptive), a float (fixed), or a tensor ``[T]`` /
-        ``[T, 1, C, 1, ...]`` of per-step thresholds (evaluation mode)
-    :param options: the keyword arguments of :func:`grouped_lif_step`; ``dims``
-        index the per-step tensor ``[N, *]``
-    :return: ``(spike_seq [T, N, *], v_T [N, *], v_th_seq, sigma_seq)``; the
-        thresholds and :math:`\sigma_t` stacked over ``T`` (``[T]`` or
-        ``[T, 1, C, 1, ...]``), ``sigma_seq`` ``None`` when not taken
-    """
-    spikes, v, _, v_th_seq, sigma_seq = run_steps(
-        partial(grouped_lif_step, k=k, **options), x_seq, v, thresholds
-    )
-    return spikes, v, v_th_seq, sigma_seq
+        charged.append(lif_charge(x_g, m, k, p.decay_input, p.v_reset))
+    return merge_groups(charged, p.dims, p.groups, p.window)

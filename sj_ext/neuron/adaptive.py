@@ -2,7 +2,6 @@ r"""``AdaptiveThresholdLIF``: the DS-ATGO neuron as a SpikingJelly 2.0 node."""
 
 import torch
 
-from ..functional.adaptive_lif import adaptive_lif_multi_step, adaptive_lif_step
 from ..surrogate import DynamicRect
 from .base import RunningThresholdLIFBase
 
@@ -56,7 +55,7 @@ class AdaptiveThresholdLIF(RunningThresholdLIFBase):
     :param detach_reset: detach the spike in the reset
     :param step_mode: ``'s'`` (input ``[N, *]``) or ``'m'`` (input ``[T, N, *]``)
     :param backend: ``'torch'``, or ``'cupy'``: in step mode ``'m'`` on CUDA tensors the
-        time loop runs in sj_ext's fused kernels (:mod:`sj_ext.cupy`)
+        time loop runs in sj_ext's fused kernels (:mod:`sj_ext.fused_lif`)
     :param store_v_seq: keep the membrane of every step in ``v_seq`` (``'m'``)
 
     After a forward, ``threshold_seq`` / ``sigma_seq`` / ``width_seq`` hold
@@ -117,9 +116,3 @@ class AdaptiveThresholdLIF(RunningThresholdLIFBase):
                 f"AdaptiveThresholdLIF(step_mode={self.step_mode!r}, stats={self.stats!r}) expects "
                 f"input {layout}, got shape {tuple(x.shape)}"
             )
-
-    def _step(self, x, v, threshold):
-        return adaptive_lif_step(x, v, self.k, threshold, **self._lif_options())
-
-    def _multi_step(self, x_seq, v, thresholds):
-        return adaptive_lif_multi_step(x_seq, v, self.k, thresholds, **self._lif_options())

@@ -11,12 +11,15 @@ step (``[T_max]``, or ``[T_max, C]`` for per-channel statistics), started at
 
 and used as the threshold of step :math:`t` in evaluation mode; plus the
 per-forward records ``threshold_seq`` / ``sigma_seq`` / ``width_seq``.
-Subclasses hold no maths: they call the pure functions of
-:mod:`sj_ext.functional` and hand the thresholds they produced to
-:meth:`_update`.
+The forward is :func:`sj_ext.functional.lif_step` /
+:func:`sj_ext.functional.lif_multi_step` (or the fused kernels) with the
+node's options in one :class:`~sj_ext.functional.LIFParameters`
+(:meth:`lif_parameters`); the thresholds they produce go to :meth:`_update`.
+Subclasses hold no maths: they add options (a grouped node its grid, by
+overriding :meth:`lif_parameters`) and their checks.
 
 ``backend='cupy'`` runs the multi-step forward (step mode ``'m'``) and its
-backward in the fused CUDA kernels of :mod:`sj_ext.cupy`, which return the
+backward in the fused CUDA kernels of :mod:`sj_ext.fused_lif`, which return the
 same spikes, membrane, thresholds and :math:`\sigma_t` as the torch functions
 (the reference; the tests compare them). The neuron can be built and saved
 anywhere; a forward raises ``RuntimeError`` without CuPy (``pip install
@@ -37,11 +40,12 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based.neuron import BaseNode
 
-from .. import cupy as fused
+from .. import fused_lif as fused
+from ..functional import LIFParameters, lif_multi_step, lif_step
 from ..functional.adaptive_lif import STATS
 from ..surrogate import DynamicSurrogateBase
 
-__all__ = ["RunningThresholdLIFBase", "BACKENDS", "sync_threshold_stats"]
+__all__ = ["RunningThresholdLIFBase", "BACKENDS", "set_backend", "sync_threshold_stats"]
 
 BACKENDS = ("torch", "cupy")
 _warned: set[str] = set()  # the beyond-trained-steps warnings given (once per message)
@@ -237,32 +241,25 @@ class RunningThresholdLIFBase(BaseNode):
             self.width_seq = None if width is None else torch.cat([self.width_seq, width])
 
     # ---------------------------------------------------------------- forward
-    def _lif_options(self) -> dict:
-        """The keyword arguments every sj_ext step function takes from the node."""
-        return dict(
+    def lif_parameters(self, step_shape) -> LIFParameters:
+        """The node's options for a per-step input of ``step_shape`` (``[N, *]``), in one object.
+
+        What :func:`sj_ext.functional.lif_step`, :func:`sj_ext.functional.lif_multi_step`
+        and the fused kernels take; built from the attributes at every forward,
+        so a changed attribute (``f_c``, ``stats_group`` ...) takes effect.
+        """
+        return LIFParameters(
             decay_input=self.decay_input,
             v_reset=self.v_reset,
+            surrogate_function=self.surrogate_function,
+            detach_reset=self.detach_reset,
             f_c=self.f_c,
             stats=self.stats,
             stats_group=self.stats_group,
-            surrogate_function=self.surrogate_function,
-            detach_reset=self.detach_reset,
         )
 
-    def _step(self, x: torch.Tensor, v: torch.Tensor, threshold):
-        """One step ``[N, *]``: ``(spike, v_next, h, v_th, sigma)`` (see ``fire_and_reset``)."""
-        raise NotImplementedError
-
-    def _multi_step(self, x_seq: torch.Tensor, v: torch.Tensor, thresholds):
-        """A sequence ``[T, N, *]``: ``(spike_seq, v_T, v_th_seq, sigma_seq)``."""
-        raise NotImplementedError
-
-    def _kernel_grouping(self, step_shape) -> dict:
-        """The grouping arguments of :func:`sj_ext.cupy.lif_multi_step`: none (independent)."""
-        return {}
-
-    def _fused_multi_step(self, x_seq: torch.Tensor, v: torch.Tensor, thresholds):
-        """:meth:`_multi_step` in the fused kernels (``backend='cupy'``), or ``None``.
+    def _fused_multi_step(self, x_seq: torch.Tensor, v: torch.Tensor, thresholds, params):
+        """:func:`sj_ext.functional.lif_multi_step` in the fused kernels (``backend='cupy'``).
 
         ``None`` (after a one-time warning naming the reason) where the kernels
         do not cover the options: the torch backend runs instead.
@@ -270,32 +267,11 @@ class RunningThresholdLIFBase(BaseNode):
         :raises RuntimeError: without CuPy, or for an input not on a CUDA device
         """
         launcher = fused.require_launcher(x_seq)
-        grouping = self._kernel_grouping(x_seq.shape[1:])
-        reason = fused.unsupported_reason(
-            x_seq,
-            thresholds,
-            stats=self.stats,
-            stats_group=self.stats_group,
-            surrogate_function=self.surrogate_function,
-            groups=grouping.get("groups", ()),
-            projection=grouping.get("projection", "none"),
-        )
+        reason = fused.unsupported_reason(x_seq, thresholds, params)
         if reason is not None:
             fused.warn_fallback(type(self).__name__, reason)
             return None
-        return fused.lif_multi_step(
-            x_seq,
-            v,
-            self.k,
-            thresholds,
-            decay_input=self.decay_input,
-            v_reset=self.v_reset,
-            f_c=self.f_c,
-            surrogate_function=self.surrogate_function,
-            detach_reset=self.detach_reset,
-            launcher=launcher,
-            **grouping,
-        )
+        return fused.lif_multi_step(x_seq, v, self.k, thresholds, params, launcher=launcher)
 
     def single_step_functional_forward(self, inputs, states):
         x = inputs[0]
@@ -304,7 +280,7 @@ class RunningThresholdLIFBase(BaseNode):
         threshold = self._thresholds(t0, 1, x)
         if isinstance(threshold, torch.Tensor):
             threshold = threshold[0]
-        spike, v, _, v_th, sigma = self._step(x, v, threshold)
+        spike, v, _, v_th, sigma = lif_step(x, v, self.k, threshold, self.lif_parameters(x.shape))
         if sigma is None:
             self._update(t0, v_th[None], None)
         else:
@@ -317,11 +293,12 @@ class RunningThresholdLIFBase(BaseNode):
         self._check_rank(x_seq, 1)
         steps = x_seq.shape[0]
         thresholds = self._thresholds(t0, steps, x_seq[0])
+        params = self.lif_parameters(x_seq.shape[1:])
         result = None
         if self.backend == "cupy":
-            result = self._fused_multi_step(x_seq, v, thresholds)
+            result = self._fused_multi_step(x_seq, v, thresholds, params)
         if result is None:
-            result = self._multi_step(x_seq, v, thresholds)
+            result = lif_multi_step(x_seq, v, self.k, thresholds, params)
         spikes, v, v_th_seq, sigma_seq = result
         self._update(t0, v_th_seq, sigma_seq)
         return (spikes,), (v, t0 + steps)
@@ -343,4 +320,28 @@ def sync_threshold_stats(net: nn.Module, group=None) -> int:
     nodes = [m for m in net.modules() if isinstance(m, RunningThresholdLIFBase)]
     for node in nodes:
         node.stats_group = dist.group.WORLD if group is None else group
+    return len(nodes)
+
+
+def set_backend(net: nn.Module, backend: str) -> int:
+    """Set ``backend`` (``'torch'`` or ``'cupy'``) on every sj_ext neuron in ``net``.
+
+    The sj_ext counterpart of SpikingJelly's ``functional.set_step_mode``:
+    every :class:`RunningThresholdLIFBase` (``AdaptiveThresholdLIF``,
+    ``DilatedWindowLIF``) in ``net`` switches; other modules are left alone.
+    ``'cupy'`` runs their multi-step forward and backward in the fused CUDA
+    kernels of :mod:`sj_ext.fused_lif`. Switching needs neither CuPy nor a GPU
+    (a model can be built on one machine and trained on another); a ``'cupy'``
+    forward raises a ``RuntimeError`` naming the install extra
+    (``pip install sj-ext[cupy-cuda13]``) when CuPy is missing, and one naming
+    the device when its input is not on a CUDA device.
+
+    :return: the number of neurons switched
+    :raises ValueError: for an unknown backend
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    nodes = [m for m in net.modules() if isinstance(m, RunningThresholdLIFBase)]
+    for node in nodes:
+        node.backend = backend
     return len(nodes)

@@ -1,22 +1,18 @@
 r"""``DilatedWindowLIF``: multi-receptive-field grouping (Yao et al.) as a SpikingJelly 2.0 node."""
 
 import math
+from dataclasses import replace
 
 from spikingjelly.activation_based import surrogate
 
-from ..functional.grouping import (
-    WINDOWS,
-    check_grid,
-    grouped_lif_multi_step,
-    grouped_lif_step,
-    resolve_projection,
-)
+from ..functional import LIFParameters
+from ..functional.grouping import WINDOWS, check_grid, resolve_projection
 from ..surrogate import DynamicRect
 from .base import RunningThresholdLIFBase
 
 __all__ = ["DilatedWindowLIF"]
 
-THRESHOLDS = ("fixed", "adaptive")
+THRESHOLDS = ("fixed", "adaptive")  # indexed by the node's ``adaptive``
 
 
 def _as_tuple(value, name: str) -> tuple[int, ...]:
@@ -104,7 +100,7 @@ class DilatedWindowLIF(RunningThresholdLIFBase):
     :param detach_reset: detach the spike in the reset
     :param step_mode: ``'s'`` or ``'m'``
     :param backend: ``'torch'``, or ``'cupy'``: in step mode ``'m'`` on CUDA tensors the
-        time loop runs in sj_ext's fused kernels (:mod:`sj_ext.cupy`; every window
+        time loop runs in sj_ext's fused kernels (:mod:`sj_ext.fused_lif`; every window
         and named projection; a callable projection runs the torch backend, with a
         one-time warning)
     :param store_v_seq: keep the membrane of every step in ``v_seq`` (``'m'``)
@@ -175,7 +171,11 @@ class DilatedWindowLIF(RunningThresholdLIFBase):
         self.dims = dims
         self.projection = projection
         self.theta = float(theta)
-        self.threshold = threshold
+
+    @property
+    def threshold(self) -> str:
+        """``'adaptive'`` or ``'fixed'``: the constructor argument, read from ``adaptive``."""
+        return THRESHOLDS[self.adaptive]
 
     def extra_repr(self):
         projection = getattr(self.projection, "__name__", None) or repr(self.projection)
@@ -210,23 +210,14 @@ class DilatedWindowLIF(RunningThresholdLIFBase):
             dims = (rank - 2, rank - 1)
         return check_grid(step_shape, dims, self.groups, who), self.groups
 
-    def _options(self, step_shape):
-        return {**self._lif_options(), **self._kernel_grouping(step_shape)}
-
-    def _kernel_grouping(self, step_shape):
+    def lif_parameters(self, step_shape) -> LIFParameters:
+        """The node's options with the grid of :meth:`grid_for` and the projection."""
         dims, groups = self.grid_for(step_shape)
-        return dict(
+        return replace(
+            super().lif_parameters(step_shape),
             dims=dims,
             groups=groups,
             window=self.window,
             projection=self.projection,
             theta=self.theta,
-        )
-
-    def _step(self, x, v, threshold):
-        return grouped_lif_step(x, v, self.k, threshold, **self._options(x.shape))
-
-    def _multi_step(self, x_seq, v, thresholds):
-        return grouped_lif_multi_step(
-            x_seq, v, self.k, thresholds, **self._options(x_seq.shape[1:])
         )

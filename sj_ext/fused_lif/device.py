@@ -24,7 +24,7 @@ NVRTC_OPTIONS = ("-std=c++17", "--fmad=false")
 
 
 class CupyLauncher:
-    """Compile (once per :class:`~sj_ext.cupy.source.KernelConfig` and device) and launch.
+    """Compile (once per :class:`~sj_ext.fused_lif.source.KernelConfig` and device) and launch.
 
     :param block: threads per block (a power of two <= 256)
     :param blocks_per_sm: grid cap per multiprocessor; the grid-stride loops cover the rest
@@ -102,6 +102,6 @@ def require_launcher(x: torch.Tensor) -> CupyLauncher:
         raise RuntimeError(
             f"backend='cupy' runs on CUDA tensors, got an input on {x.device}: move the model "
             "and its inputs to a GPU, or switch it to the torch backend with "
-            "sj_ext.functional.set_backend(net, 'torch')"
+            "sj_ext.neuron.set_backend(net, 'torch')"
         )
     return _launcher()

@@ -1,12 +1,12 @@
 """The CPU check harness: the CUDA kernels compiled by g++ and launched through ctypes.
 
-:class:`HostLauncher` compiles :func:`~sj_ext.cupy.source.kernel_source`
+:class:`HostLauncher` compiles :func:`~sj_ext.fused_lif.source.kernel_source`
 (float32 / float64 / bfloat16 storage; float16's conversions are PTX, device-only)
 with ``kernels/host_shim.h``, which emulates the CUDA thread model (blocks
 in turn, the threads of a block as fibers that meet at ``__syncthreads``),
 and launches its kernels with the same arguments as
-:class:`~sj_ext.cupy.device.CupyLauncher` on CPU tensors. The autograd
-function of :mod:`sj_ext.cupy.lif` runs unchanged on it, so CI without a GPU
+:class:`~sj_ext.fused_lif.device.CupyLauncher` on CPU tensors. The autograd
+function of :mod:`sj_ext.fused_lif.lif` runs unchanged on it, so CI without a GPU
 checks the kernels' arithmetic, their reductions and the launch sequence
 against the torch backend. It is a test instrument: slow, single-threaded.
 """

@@ -2,9 +2,9 @@
 
 One CUDA source (``kernels/lif_kernels.cu`` with ``kernels/lif_core.cuh``)
 is compiled three ways, always from :func:`kernel_source`: by NVRTC through
-CuPy on a GPU (:mod:`sj_ext.cupy.device`), by ``nvcc -ptx`` / NVRTC in CI to
+CuPy on a GPU (:mod:`sj_ext.fused_lif.device`), by ``nvcc -ptx`` / NVRTC in CI to
 check that it compiles for the target architectures, and by g++ into the CPU
-check harness (:mod:`sj_ext.cupy.host`). The parameter lists of its
+check harness (:mod:`sj_ext.fused_lif.host`). The parameter lists of its
 ``extern "C" __global__`` kernels are parsed from the source, so the Python
 side packs arguments by name against the one declaration.
 """

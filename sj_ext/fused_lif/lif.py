@@ -1,11 +1,12 @@
 r"""The fused LIF time loop as an autograd function over the CUDA kernels.
 
-:func:`lif_multi_step` runs what :func:`sj_ext.functional.adaptive_lif_multi_step`
-and :func:`sj_ext.functional.grouped_lif_multi_step` compute -- LIF charge
+:func:`lif_multi_step` runs what :func:`sj_ext.functional.lif_multi_step`
+computes -- LIF charge
 (with DilatedWindowLIF's groups and projection), fire, reset, DS-ATGO's
 adaptive threshold, dynamic surrogate widths -- in the kernels of
 ``kernels/lif_kernels.cu``, forward and backward, with no autograd graph per
-step. Those torch functions are the reference: the tests compare the two.
+step, with the same :class:`~sj_ext.functional.LIFParameters`. The torch
+functions are the reference: the tests compare the two.
 
 Saved for the backward: the charged membranes ``h`` ``[T, N, *]``, the
 thresholds and :math:`\sigma_t` ``[T]``, and, when a learnable tau needs
@@ -14,73 +15,19 @@ for a projection between groups).
 """
 
 import math
-import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import product
 
 import torch
-from spikingjelly.activation_based import surrogate as sj_surrogate
 from torch.autograd.function import once_differentiable
 
-from ..surrogate import DynamicATan, DynamicRect, DynamicSigmoid
-from .source import DTYPES, SURROGATE_SHAPES, KernelConfig, acc_dtype
+from ..functional import LIFParameters, chain_length, needs_stats
+from .coverage import SurrogateSpec, surrogate_spec, unsupported_reason
+from .device import require_launcher
+from .source import SURROGATE_SHAPES, KernelConfig, acc_dtype
 
-__all__ = [
-    "SurrogateSpec",
-    "surrogate_spec",
-    "chain_layout",
-    "unsupported_reason",
-    "warn_fallback",
-    "lif_multi_step",
-]
-
-
-@dataclass(frozen=True)
-class SurrogateSpec:
-    r"""A surrogate as the kernels take it (``sj_surrogate_grad``, ``sj_width``).
-
-    Derivative at :math:`z = h - V_{th}` for width :math:`a` and sharpness
-    :math:`\alpha_t = \alpha / a`, with :math:`a = a_0 (1 + \tanh(\sigma_t - v_0))`
-    when ``dynamic``, else :math:`a = a_0`.
-    """
-
-    shape: str  # a key of source.SURROGATE_SHAPES
-    dynamic: bool
-    alpha: float
-    a0: float
-    v0: float
-
-
-def surrogate_spec(fn) -> SurrogateSpec | None:
-    """The kernel form of surrogate ``fn``, or ``None`` when the kernels do not have its shape.
-
-    Covered (with ``spiking=True``): :class:`~sj_ext.surrogate.DynamicRect`,
-    :class:`~sj_ext.surrogate.DynamicATan`, :class:`~sj_ext.surrogate.DynamicSigmoid`
-    and SpikingJelly's ``Rect``, ``ATan``, ``Sigmoid`` (exact classes: a
-    subclass may change the maths).
-    """
-    if not getattr(fn, "spiking", False):
-        return None
-    kind = type(fn)
-    if kind is DynamicRect:
-        return SurrogateSpec("rect", True, 1.0, fn.a0, fn.v0)
-    if kind is DynamicATan:
-        return SurrogateSpec("atan", True, fn.alpha, fn.a0, fn.v0)
-    if kind is DynamicSigmoid:
-        return SurrogateSpec("sigmoid", True, fn.alpha, fn.a0, fn.v0)
-    if kind is sj_surrogate.Rect:  # alpha 1[|x| < 1 / (2 alpha)]: width 1 / alpha
-        return SurrogateSpec("rect", False, 1.0, 1.0 / fn.alpha, 0.0)
-    if kind is sj_surrogate.ATan:
-        return SurrogateSpec("atan", False, fn.alpha, 1.0, 0.0)
-    if kind is sj_surrogate.Sigmoid:
-        return SurrogateSpec("sigmoid", False, fn.alpha, 1.0, 0.0)
-    return None
-
-
-def _chain_groups(groups, projection) -> int:
-    """Groups per kernel chain: 1 when the groups are independent (as ``grouped_charge``)."""
-    return 1 if projection == "none" or math.prod(groups) == 1 else math.prod(groups)
+__all__ = ["chain_layout", "memory_order", "lif_multi_step"]
 
 
 @lru_cache(maxsize=64)
@@ -142,60 +89,6 @@ def _step_dims(order: list[int]) -> list[int]:
     return [d - 1 for d in order[1:]]
 
 
-def _needs_stats(thresholds, spec: SurrogateSpec) -> bool:
-    """Whether :math:`\\mu_t, \\sigma_t` are taken (as ``fire_and_reset`` decides)."""
-    return thresholds is None or spec.dynamic
-
-
-def unsupported_reason(
-    x_seq: torch.Tensor,
-    thresholds,
-    *,
-    stats: str,
-    stats_group,
-    surrogate_function,
-    groups=(),
-    projection="none",
-) -> str | None:
-    """Why the fused kernels do not cover these options (then the torch backend runs), or None.
-
-    Not covered: dtypes other than float32 / float64 / float16 / bfloat16; a
-    surrogate without a kernel form (:func:`surrogate_spec`); a callable
-    projection; per-channel statistics or thresholds (``stats='channel'``) and
-    statistics synced across processes (``stats_group``) whenever statistics
-    are taken.
-    """
-    if x_seq.dtype not in DTYPES:
-        return f"inputs of dtype {x_seq.dtype}"
-    spec = surrogate_spec(surrogate_function)
-    if spec is None:
-        return (
-            f"the surrogate {surrogate_function!r} (kernels: sj_ext's DynamicRect / DynamicATan / "
-            "DynamicSigmoid, SpikingJelly's Rect / ATan / Sigmoid, with spiking=True)"
-        )
-    if callable(projection) and _chain_groups(groups, "callable") > 1:
-        return "a callable projection (kernels: 'sine', 'add', 'none')"
-    per_step = isinstance(thresholds, torch.Tensor) and thresholds.numel() != x_seq.shape[0]
-    if stats == "channel" and (_needs_stats(thresholds, spec) or per_step):
-        return "per-channel statistics (stats='channel')"
-    if stats_group is not None and _needs_stats(thresholds, spec):
-        return "statistics synced across processes (stats_group)"
-    return None
-
-
-_warned: set[str] = set()
-
-
-def warn_fallback(who: str, reason: str):
-    """Warn once per process and message that ``who`` runs on the torch backend, and why."""
-    message = (
-        f"{who}(backend='cupy'): the fused kernels do not cover {reason}; it runs the torch backend"
-    )
-    if message not in _warned:
-        _warned.add(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
-
-
 @dataclass(frozen=True)
 class _Plan:
     """Everything of a call but the tensors."""
@@ -203,11 +96,7 @@ class _Plan:
     launcher: object
     config: KernelConfig
     layout: torch.Tensor | None
-    decay_input: bool
-    v_reset: float | None
-    f_c: float
-    detach_reset: bool
-    theta: float
+    params: LIFParameters
     spec: SurrogateSpec
     keep_h: bool  # a backward will run: keep every step's h
 
@@ -234,7 +123,8 @@ class _FusedLIF(torch.autograd.Function):
             vth = torch.full((steps,), thresholds, dtype=dtype, device=device).to(acc)
         chains = numel // config.groups
         blocks = launcher.grid(chains, device)
-        hard = plan.v_reset is not None
+        p = plan.params
+        hard = p.v_reset is not None
         common = dict(
             x=x,
             v_init=v_init,
@@ -246,12 +136,12 @@ class _FusedLIF(torch.autograd.Function):
             M=numel,
             L=chains,
             T=steps,
-            decay_input=int(plan.decay_input),
+            decay_input=int(p.decay_input),
             hard=int(hard),
-            v_reset=plan.v_reset if hard else 0.0,
-            theta=plan.theta,
+            v_reset=p.v_reset if hard else 0.0,
+            theta=p.theta,
         )
-        if _needs_stats(thresholds, plan.spec):
+        if needs_stats(thresholds, p.surrogate_function):
             if numel < 2:
                 raise ValueError(
                     f"layer statistics over a membrane of shape {tuple(v.shape)} have {numel} "
@@ -274,7 +164,7 @@ class _FusedLIF(torch.autograd.Function):
                 counters=counters,
                 h_keep=int(plan.keep_h),
                 adaptive=int(thresholds is None),
-                f_c=plan.f_c,
+                f_c=p.f_c,
             )
         else:
             h = torch.empty_like(x) if plan.keep_h else None
@@ -287,7 +177,7 @@ class _FusedLIF(torch.autograd.Function):
             h if plan.keep_h else None,
             vth,
             sigma,
-            x if learn_k and plan.decay_input else None,
+            x if learn_k and p.decay_input else None,
             v_init if learn_k or config.groups > 1 else None,
             k_buf,
         )
@@ -301,6 +191,7 @@ class _FusedLIF(torch.autograd.Function):
     def backward(ctx, grad_spikes, grad_v, _grad_v_th, _grad_sigma):
         h, vth, sigma, x, v_init, k_buf = ctx.saved_tensors
         plan = ctx.plan
+        p = plan.params
         dtype, device = h.dtype, h.device
         numel = h[0].numel()
         chains = numel // plan.config.groups
@@ -329,11 +220,11 @@ class _FusedLIF(torch.autograd.Function):
             T=h.shape[0],
             M=numel,
             L=chains,
-            decay_input=int(plan.decay_input),
-            hard=int(plan.v_reset is not None),
-            detach_reset=int(plan.detach_reset),
-            v_reset=0.0 if plan.v_reset is None else plan.v_reset,
-            theta=plan.theta,
+            decay_input=int(p.decay_input),
+            hard=int(p.v_reset is not None),
+            detach_reset=int(p.detach_reset),
+            v_reset=0.0 if p.v_reset is None else p.v_reset,
+            theta=p.theta,
             sg_shape=SURROGATE_SHAPES[spec.shape],
             sg_dynamic=int(spec.dynamic),
             sg_alpha=spec.alpha,
@@ -346,59 +237,37 @@ class _FusedLIF(torch.autograd.Function):
 
 
 def lif_multi_step(
-    x_seq: torch.Tensor,
-    v: torch.Tensor,
-    k,
-    thresholds=None,
-    *,
-    decay_input: bool,
-    v_reset: float | None,
-    surrogate_function,
-    detach_reset: bool,
-    f_c: float = 1.0,
-    dims=(),
-    groups=(),
-    window: str = "block",
-    projection="none",
-    theta: float = math.pi / 4,
-    launcher=None,
+    x_seq: torch.Tensor, v: torch.Tensor, k, thresholds, params: LIFParameters, launcher=None
 ):
-    r"""LIF over a sequence in the fused kernels (layer-wide statistics).
+    r""":func:`sj_ext.functional.lif_multi_step` in the fused kernels.
 
-    The maths of :func:`sj_ext.functional.adaptive_lif_multi_step` (``dims=()``)
-    or of :func:`sj_ext.functional.grouped_lif_multi_step` (groups ``groups``
-    over ``dims`` of ``[N, *]``, checked by the caller, with ``window`` and a
-    named ``projection``), with ``stats='layer'`` and no ``stats_group``.
+    The same maths and options (``params``: every grouping, window and named
+    projection; ``stats='layer'`` and no ``stats_group`` where statistics
+    are taken), forward and backward.
 
     :param x_seq: input currents ``[T, N, *]`` (float32, float64, float16, bfloat16)
     :param v: initial membrane ``[N, *]``
     :param k: ``1/tau`` (float, or a 0-d tensor for a learnable tau)
     :param thresholds: ``None`` (adaptive :math:`f_c(\mu_t + \sigma_t)`), a
         float, or a tensor ``[T]`` of per-step thresholds (evaluation mode)
-    :param launcher: :class:`~sj_ext.cupy.device.CupyLauncher` (default, for CUDA
-        tensors) or :class:`~sj_ext.cupy.host.HostLauncher` (the CPU harness)
+    :param params: the options; its ``dims`` checked by the caller
+    :param launcher: :class:`~sj_ext.fused_lif.device.CupyLauncher` (default, for CUDA
+        tensors) or :class:`~sj_ext.fused_lif.host.HostLauncher` (the CPU harness)
     :return: ``(spike_seq [T, N, *], v_T [N, *], v_th_seq [T], sigma_seq [T] or None)``
     :raises ValueError: options the kernels do not cover (:func:`unsupported_reason`)
     """
     if launcher is None:
-        from .device import require_launcher
-
         launcher = require_launcher(x_seq)
-    reason = unsupported_reason(
-        x_seq,
-        thresholds,
-        stats="layer",
-        stats_group=None,
-        surrogate_function=surrogate_function,
-        groups=groups,
-        projection=projection,
-    )
+    reason = unsupported_reason(x_seq, thresholds, params)
     if reason is not None:
         raise ValueError(f"the fused kernels do not cover {reason}")
-    chain_groups = _chain_groups(groups, projection)
-    config = KernelConfig(x_seq.dtype, chain_groups, projection if chain_groups > 1 else "none")
+    chain_groups = chain_length(params)
+    projection = params.projection if chain_groups > 1 else "none"
+    config = KernelConfig(x_seq.dtype, chain_groups, projection)
     layout = (
-        chain_layout(tuple(x_seq.shape[1:]), tuple(dims), tuple(groups), window, x_seq.device)
+        chain_layout(
+            tuple(x_seq.shape[1:]), params.dims, params.groups, params.window, x_seq.device
+        )
         if chain_groups > 1
         else None
     )
@@ -411,12 +280,8 @@ def lif_multi_step(
         launcher=launcher,
         config=config,
         layout=layout,
-        decay_input=decay_input,
-        v_reset=v_reset,
-        f_c=f_c,
-        detach_reset=detach_reset,
-        theta=theta,
-        spec=surrogate_spec(surrogate_function),
+        params=params,
+        spec=surrogate_spec(params.surrogate_function),
         keep_h=torch.is_grad_enabled() and (x_seq.requires_grad or v.requires_grad or needs_grad),
     )
     spikes, v_last, v_th_seq, sigma_seq = _FusedLIF.apply(x_seq, v, k, thresholds, plan)

@@ -1,0 +1,67 @@
+r"""``LIFParameters``: the options of an sj_ext LIF layer, one object from neuron to kernel.
+
+The neuron builds it (:meth:`sj_ext.neuron.RunningThresholdLIFBase.lif_parameters`),
+the torch functions of :mod:`sj_ext.functional` read it, and the fused kernels'
+plan (:mod:`sj_ext.fused_lif`) carries it, so an option is added in one place.
+The time constant is not in it: ``k = 1/tau`` is a tensor with a gradient when
+tau is learnable, and is passed beside it.
+
+The fields, by the equation they enter (``docs/methods.md``, Notation):
+
+* charge :math:`h_t` -- ``decay_input``, ``v_reset`` (the resting potential of
+  the leak; 0 for a soft reset);
+* fire and reset -- ``surrogate_function`` (:math:`\Theta` forward, its
+  derivative backward), ``v_reset`` (hard reset to it, or ``None``: soft reset
+  by subtracting :math:`V_{th}(t)`), ``detach_reset``;
+* DS-ATGO's adaptive threshold :math:`V_{th}(t) = f_c(\mu_t + \sigma_t)` --
+  ``f_c``, ``stats`` (``'layer'``: over the step's whole tensor;
+  ``'channel'``: per channel of ``[N, C, *]``), ``stats_group`` (a
+  ``torch.distributed`` group the statistics are summed over, or ``None``);
+* multi-receptive-field grouping -- ``dims`` (grouped dims of the per-step
+  ``[N, *]``, non-negative and checked; ``()``: ungrouped), ``groups`` (the
+  grid), ``window`` (``'block'`` / ``'dilated'``), ``projection`` (``'sine'``,
+  ``'add'``, ``'none'`` or a callable ``(rec, own) -> tensor``) and ``theta``.
+"""
+
+import math
+import warnings
+from dataclasses import dataclass
+
+__all__ = ["LIFParameters", "parameters_from"]
+
+
+@dataclass(frozen=True)
+class LIFParameters:
+    """The options of an sj_ext LIF layer (see the module docstring); ``k`` goes beside it."""
+
+    decay_input: bool = True
+    v_reset: float | None = 0.0
+    surrogate_function: object = None  # needed to fire (not to charge)
+    detach_reset: bool = False
+    f_c: float = 1.0
+    stats: str = "layer"
+    stats_group: object = None
+    dims: tuple[int, ...] = ()
+    groups: tuple[int, ...] = ()
+    window: str = "block"
+    projection: object = "none"
+    theta: float = math.pi / 4
+
+
+def parameters_from(params: LIFParameters | None, options: dict, who: str) -> LIFParameters:
+    """``params``, or (deprecated) the keyword options of the functions before ``LIFParameters``.
+
+    :raises TypeError: for both at once, or for neither
+    """
+    if params is not None and options:
+        raise TypeError(f"{who}: pass LIFParameters or keyword options, not both")
+    if params is not None:
+        return params
+    if not options:
+        raise TypeError(f"{who}: missing the LIFParameters")
+    warnings.warn(
+        f"{who}(..., **options) is deprecated; pass sj_ext.functional.LIFParameters(**options)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return LIFParameters(**options)
