@@ -86,9 +86,6 @@ Example::
         functional.reset_net(net)
 """
 
-import json
-import os
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -100,15 +97,11 @@ from .class_health import accuracy_warnings, class_rates, summed_class_rates, we
 from .functional.adaptive_lif import surrogate_derivative
 from .functional.grouping import group_views
 from .neuron.base import RunningThresholdLIFBase
+from .runfiles import MONITORS, MonitorFileWarning, append_record, keep_epochs, read_records
 
 __all__ = ["MONITORS", "Monitor", "read_records", "MonitorFileWarning"]
 
-MONITORS = ("firing_rate", "threshold", "grad_reach", "group_rate", "curriculum", "energy")
 _LAYER_MONITORS = {"firing_rate", "threshold", "grad_reach", "group_rate"}  # hooks on neurons
-
-
-class MonitorFileWarning(UserWarning):
-    """A line of a monitor file that is skipped (names the file and the line)."""
 
 
 def _round(x):
@@ -141,41 +134,6 @@ class _Recorder(nn.Module):
     def forward(self, z):
         self.z.append(z.detach())
         return (z >= 0).to(z.dtype)
-
-
-def read_records(path: str | Path) -> list[dict]:
-    """The records of one monitor file (JSON lines).
-
-    A last line without its newline (a crash mid-append) is ignored silently;
-    any other line that is not a JSON object with an integer ``epoch`` is
-    skipped with a :class:`MonitorFileWarning` naming the file and the line
-    (diagnostics never stop a run or a report).
-    """
-    path = Path(path)
-    lines = path.read_text(errors="replace").split("\n")
-    if lines and lines[-1]:  # the partial line of an interrupted append
-        lines = lines[:-1]
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        problem, record = _parse_record(line)
-        if problem:
-            warnings.warn(f"{path} line {number}: {problem}; skipped", MonitorFileWarning, 2)
-        else:
-            records.append(record)
-    return records
-
-
-def _parse_record(line: str) -> tuple[str | None, dict | None]:
-    """``(None, record)``, or ``(what is wrong, None)``."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as e:
-        return f"not valid JSON ({e.msg})", None
-    if not isinstance(record, dict) or type(record.get("epoch")) is not int:
-        return "not a monitor record (no integer 'epoch')", None
-    return None, record
 
 
 class Monitor:
@@ -231,24 +189,15 @@ class Monitor:
         Call it when a run starts (``completed = 0``) or resumes after
         ``completed`` epochs, before any record is appended.
         """
-        from .engine.checkpoint import atomic_write
-
         if self.out_dir is None or not self.write or not self.out_dir.is_dir():
             return
-        for path in sorted(self.out_dir.glob("*.jsonl")):
-            kept = [r for r in read_records(path) if r["epoch"] <= completed]
-            text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in kept)
-            atomic_write(path, lambda f, text=text: f.write(text.encode()))
+        keep_epochs(self.out_dir, completed)
 
     def _append(self, name: str, record: dict) -> None:
         self.last[name] = record
         if self.out_dir is None or not self.write:
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.out_dir / f"{name}.jsonl", "a") as f:
-            f.write(json.dumps(record, separators=(",", ":")) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_record(self.out_dir / f"{name}.jsonl", record)
 
     # --------------------------------------------------------------- sampling
     def begin(self, epoch: int, batch: int, n_batches: int) -> bool:

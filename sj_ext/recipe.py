@@ -24,7 +24,6 @@ from typing import Any
 
 import yaml
 
-from .monitor import MONITORS
 from .registry import (
     DATASETS,
     LOSSES,
@@ -35,6 +34,7 @@ from .registry import (
     SURROGATES,
     did_you_mean,
 )
+from .runfiles import MONITORS
 from .safe_yaml import YamlInputError, read_text
 from .safe_yaml import load as safe_load
 

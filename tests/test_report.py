@@ -1,6 +1,8 @@
 import json
 import shutil
 import struct
+import subprocess
+import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -226,3 +228,21 @@ def test_every_plot_over_training_shares_one_epoch_axis(named_run):
     # epoch e's curves lie at e (after e epochs), a batch sampled in epoch e at e - 1 + i / n
     assert list(curves[0].lines[0].get_xdata()) == [1, 2]
     assert list(rates.lines[0].get_xdata()) == [0.0, 1.0]
+
+
+def test_reports_and_the_version_load_neither_torch_nor_the_neurons(tmp_path):
+    """``import sj_ext.report``, ``sj-ext --version`` and ``sj-ext report`` read files only."""
+    code = (
+        "import sys\n"
+        "import sj_ext.report\n"
+        "from sj_ext.cli import main\n"
+        "try:\n"
+        "    main(['--version'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"assert main(['report', {str(tmp_path / 'missing')!r}]) == 1\n"
+        "heavy = [m for m in sys.modules if m == 'torch' or m.startswith('sj_ext.neuron')]\n"
+        "assert not heavy, heavy\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
