@@ -1,72 +1,20 @@
-"""Built-in registry entries: neurons, surrogates, optimizers, schedules, and the
-data / model / loss packages that register themselves on import."""
+"""Deprecated (goes in the next release): every builder now registers where it is defined.
 
-import math
+Importing :mod:`sj_ext.recipe` (or :mod:`sj_ext.engine`) fills every registry; the
+optimizer and schedule builders that lived here are in :mod:`sj_ext.optim`.
+Importing this module warns with a :class:`DeprecationWarning`.
+"""
 
-import torch
-from spikingjelly.activation_based import neuron, surrogate
+import warnings
 
-from . import data, models  # noqa: F401  (register datasets and models)
-from . import surrogate as dynamic
-from .loss import ConfidenceAwareLoss, FiringRateMSE, TETLoss, TimeMeanCrossEntropy
-from .neuron import AdaptiveThresholdLIF, DilatedWindowLIF
-from .registry import LOSSES, NEURONS, OPTIMIZERS, SCHEDULES, SURROGATES
+from . import recipe  # noqa: F401  (fills every registry)
+from .optim import adam, adamw, constant, cosine, sgd
 
-NEURONS.register("lif", neuron.LIFNode)
-NEURONS.register("plif", neuron.ParametricLIFNode)
-NEURONS.register("adaptive_lif", AdaptiveThresholdLIF)
-NEURONS.register("dilated_window_lif", DilatedWindowLIF)
+__all__ = ["sgd", "adam", "adamw", "cosine", "constant"]
 
-SURROGATES.register("sigmoid", surrogate.Sigmoid)
-SURROGATES.register("atan", surrogate.ATan)
-SURROGATES.register("rect", surrogate.Rect)
-SURROGATES.register("piecewise_quadratic", surrogate.PiecewiseQuadratic)
-SURROGATES.register("dynamic_rect", dynamic.DynamicRect)
-SURROGATES.register("dynamic_atan", dynamic.DynamicATan)
-SURROGATES.register("dynamic_sigmoid", dynamic.DynamicSigmoid)
-
-LOSSES.register("ce", TimeMeanCrossEntropy)
-LOSSES.register("tet", TETLoss)
-LOSSES.register("confidence_aware", ConfidenceAwareLoss)
-LOSSES.register("mse", FiringRateMSE)
-
-
-@OPTIMIZERS.register("sgd")
-def sgd(params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9, nesterov=False):
-    return torch.optim.SGD(
-        params, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov
-    )
-
-
-@OPTIMIZERS.register("adam")
-def adam(params, lr: float, weight_decay: float = 0.0, betas=(0.9, 0.999)):
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas))
-
-
-@OPTIMIZERS.register("adamw")
-def adamw(params, lr: float, weight_decay: float = 0.01, betas=(0.9, 0.999)):
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas))
-
-
-@SCHEDULES.register("cosine")
-def cosine(optimizer, epochs: int, warmup_epochs: int = 0, min_lr_ratio: float = 0.0):
-    r"""Per-epoch factor: linear warm-up :math:`(e + 1) / (w + 1)` for :math:`e < w`, then
-    :math:`r + (1 - r) \frac12 (1 + \cos(\pi (e - w) / (E - w)))` down to ``min_lr_ratio``."""
-
-    def factor(epoch: int) -> float:
-        if epoch < warmup_epochs:
-            return (epoch + 1) / (warmup_epochs + 1)
-        progress = (epoch - warmup_epochs) / max(1, epochs - warmup_epochs)
-        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-@SCHEDULES.register("constant")
-def constant(optimizer, epochs: int, warmup_epochs: int = 0):
-    """The optimizer's learning rate, after an optional linear warm-up."""
-
-    def factor(epoch: int) -> float:
-        return (epoch + 1) / (warmup_epochs + 1) if epoch < warmup_epochs else 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+warnings.warn(
+    "sj_ext.components is deprecated: builders register on import of their package "
+    "(import sj_ext.recipe for all of them); the optimizers and schedules are in sj_ext.optim",
+    DeprecationWarning,
+    stacklevel=2,
+)

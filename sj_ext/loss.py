@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .functional.curriculum import superloss, tet_loss
+from .registry import LOSSES
 
 __all__ = ["ConfidenceAwareLoss", "TETLoss", "TimeMeanCrossEntropy", "FiringRateMSE"]
 
@@ -96,6 +97,7 @@ def _mse_rate(x_seq: Tensor, target: Tensor) -> Tensor:
     return (x_seq.mean(0) - one_hot).square().mean(1)
 
 
+@LOSSES.register("confidence_aware")
 class ConfidenceAwareLoss(nn.Module):
     r"""Confidence-aware curriculum loss of CL-SNN (Tang et al., arXiv 2309.04737).
 
@@ -323,6 +325,7 @@ class _TimeLoss(nn.Module):
         return f"reduction={self.reduction!r}, time_dim={self.time_dim}"
 
 
+@LOSSES.register("tet")
 class TETLoss(_TimeLoss):
     r"""Full TET loss (Deng et al., ICLR 2022) with the MSE regulariser.
 
@@ -363,6 +366,7 @@ class TETLoss(_TimeLoss):
         return f"lam={self.lam}, phi={self.phi}, {super().extra_repr()}"
 
 
+@LOSSES.register("ce")
 class TimeMeanCrossEntropy(_TimeLoss):
     r"""Cross-entropy of the output averaged over time, :math:`\mathrm{CE}(\frac1T \sum_t O_t, y)`.
 
@@ -400,6 +404,7 @@ class TimeMeanCrossEntropy(_TimeLoss):
         )
 
 
+@LOSSES.register("mse")
 class FiringRateMSE(_TimeLoss):
     r"""The PLIF paper's loss (Fang et al., ICCV 2021): MSE of firing rates and one-hot labels.
 

@@ -10,7 +10,6 @@ import torch
 import torchvision.datasets.cifar
 from torchvision import transforms
 
-import sj_ext.components  # noqa: F401  (registers the datasets)
 from sj_ext.data import fixtures
 from sj_ext.data.files import DatasetDownloadError, DatasetNotFoundError
 from sj_ext.data.neuromorphic import frames_key, per_class_split

@@ -18,6 +18,7 @@ from spikingjelly.activation_based.functional import temporal_efficient_training
 
 from sj_ext.functional.curriculum import superloss, superloss_sigma, tet_loss
 from sj_ext.loss import ConfidenceAwareLoss, TETLoss, TimeMeanCrossEntropy
+from sj_ext.registry import LOSSES
 
 T, N, C = 4, 6, 5
 
@@ -403,9 +404,6 @@ def test_logit_scale_is_refused_for_bases_it_does_not_apply_to():
 
 
 def test_the_registered_mse_is_the_plif_papers_firing_rate_loss():
-    import sj_ext.components  # noqa: F401  (registers the losses)
-    from sj_ext.registry import LOSSES
-
     torch.manual_seed(0)
     spikes = (torch.rand(6, 5, 4) < 0.4).float()  # [T, N, C]
     y = torch.tensor([0, 3, 1, 1, 2])

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from test_data import cifar_files_without_md5, no_network  # noqa: F401  (autouse fixtures)
 
-import sj_ext.components  # noqa: F401  (registers the built-in entries)
 from sj_ext.cli import main
 from sj_ext.data import fixtures
 from sj_ext.recipe import load_recipe

@@ -1,8 +1,6 @@
 import json
 import shutil
 import struct
-import subprocess
-import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -230,7 +228,7 @@ def test_every_plot_over_training_shares_one_epoch_axis(named_run):
     assert list(rates.lines[0].get_xdata()) == [0.0, 1.0]
 
 
-def test_reports_and_the_version_load_neither_torch_nor_the_neurons(tmp_path):
+def test_reports_and_the_version_load_neither_torch_nor_the_neurons(tmp_path, run_python):
     """``import sj_ext.report``, ``sj-ext --version`` and ``sj-ext report`` read files only."""
     code = (
         "import sys\n"
@@ -244,5 +242,4 @@ def test_reports_and_the_version_load_neither_torch_nor_the_neurons(tmp_path):
         "heavy = [m for m in sys.modules if m == 'torch' or m.startswith('sj_ext.neuron')]\n"
         "assert not heavy, heavy\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
+    run_python(code)

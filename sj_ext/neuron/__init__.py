@@ -1,5 +1,13 @@
-"""Spiking neurons: SpikingJelly 2.0 nodes (``step_mode``, ``reset_net``, ``[T, N, *]``)."""
+"""Spiking neurons: SpikingJelly 2.0 nodes (``step_mode``, ``reset_net``, ``[T, N, *]``).
 
+Registered in :data:`sj_ext.registry.NEURONS`: ``adaptive_lif``
+(:class:`AdaptiveThresholdLIF`), ``dilated_window_lif`` (:class:`DilatedWindowLIF`),
+and SpikingJelly's ``lif`` (``LIFNode``) and ``plif`` (``ParametricLIFNode``).
+"""
+
+from spikingjelly.activation_based import neuron
+
+from ..registry import NEURONS
 from .adaptive import AdaptiveThresholdLIF
 from .base import RunningThresholdLIFBase, sync_threshold_stats
 from .dilated_window import DilatedWindowLIF
@@ -10,3 +18,8 @@ __all__ = [
     "RunningThresholdLIFBase",
     "sync_threshold_stats",
 ]
+
+NEURONS.register("lif", neuron.LIFNode)
+NEURONS.register("plif", neuron.ParametricLIFNode)
+NEURONS.register("adaptive_lif", AdaptiveThresholdLIF)
+NEURONS.register("dilated_window_lif", DilatedWindowLIF)
