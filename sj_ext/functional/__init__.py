@@ -12,7 +12,7 @@ from .adaptive_lif import (
     surrogate_spike,
 )
 from .backend import set_backend
-from .curriculum import lambert_w0, superloss, superloss_sigma, tet_loss
+from .curriculum import lambert_w0, superloss, superloss_sigma
 from .grouping import (
     grouped_charge,
     grouped_lif_multi_step,
@@ -22,6 +22,7 @@ from .grouping import (
     split_groups,
     unpartition,
 )
+from .tet import tet_loss
 
 __all__ = [
     "adaptive_lif_multi_step",

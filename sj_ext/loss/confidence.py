@@ -8,7 +8,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..functional.curriculum import superloss, tet_loss
+from ..functional.curriculum import superloss
+from ..functional.tet import tet_loss
 from ..registry import LOSSES
 from .common import (
     ce,
@@ -51,7 +52,7 @@ class ConfidenceAwareLoss(nn.Module):
         * ``'label_smoothing_ce'`` -- the same with ``label_smoothing`` (default 0.1);
         * ``'mse_rate'`` -- mean over classes of (firing rate - one-hot)^2, the PLIF
           paper's loss (the output layer's spikes are the input);
-        * ``'tet'`` -- :func:`~sj_ext.functional.curriculum.tet_loss` with
+        * ``'tet'`` -- :func:`~sj_ext.functional.tet.tet_loss` with
           ``lam=1e-3, phi=1.0`` (other values: pass ``TETLoss(..., reduction='none')``);
         * a callable ``(input, target) -> [N]`` per-sample losses; it receives ``input``
           and ``target`` exactly as given to :meth:`forward` (so ``target`` may be

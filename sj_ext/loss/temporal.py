@@ -2,7 +2,7 @@
 
 from torch import Tensor, nn
 
-from ..functional.curriculum import tet_loss
+from ..functional.tet import tet_loss
 from ..registry import LOSSES
 from .common import (
     ce,
@@ -57,7 +57,7 @@ class TETLoss(_TimeLoss):
     SpikingJelly ships only the cross-entropy part
     (``spikingjelly.activation_based.functional.temporal_efficient_training_cross_entropy``);
     this module equals it at ``lam = 0``. See
-    :func:`sj_ext.functional.curriculum.tet_loss` (the per-sample form). Predict with the
+    :func:`sj_ext.functional.tet.tet_loss` (the per-sample form). Predict with the
     output averaged over time.
 
     :param lam: :math:`\lambda \in [0, 1]` (paper: ``1e-3``).
