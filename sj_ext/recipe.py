@@ -1,9 +1,11 @@
 """Recipes: YAML (pure data) -> a checked, fully resolved nested dict.
 
 A recipe names everything it builds; the registries of :mod:`sj_ext.registry`
-turn the names into objects. :data:`SCHEMA` lists every key, its type and its
-default; ``args`` mappings are free-form here and checked against the named
-builder's signature. Keys every recipe has, with fixed meanings:
+turn the names into objects (importing this module imports :mod:`sj_ext.data`,
+:mod:`~sj_ext.models`, :mod:`~sj_ext.neuron`, :mod:`~sj_ext.surrogate`,
+:mod:`~sj_ext.loss` and :mod:`~sj_ext.optim`, which fill them). :data:`SCHEMA`
+lists every key, its type and its default; ``args`` mappings are free-form here
+and checked against the named builder's signature. Keys every recipe has, with fixed meanings:
 ``data.root``, ``data.batch_size``, ``data.T`` (time steps), ``train.epochs``,
 ``train.limit_train_batches`` / ``train.limit_eval_batches`` (cap batches per
 epoch; null = all), ``data.train_samples`` / ``data.test_samples`` (a fixed
@@ -24,7 +26,8 @@ from typing import Any
 
 import yaml
 
-from .monitor import MONITORS
+# every package registers its builders where they are defined, on import
+from . import data, loss, models, neuron, optim, surrogate  # noqa: F401
 from .registry import (
     DATASETS,
     LOSSES,
@@ -35,6 +38,7 @@ from .registry import (
     SURROGATES,
     did_you_mean,
 )
+from .runfiles import MONITORS
 from .safe_yaml import YamlInputError, read_text
 from .safe_yaml import load as safe_load
 
@@ -223,13 +227,13 @@ def _check_names(r: dict, problems: list[str]):
         ("optim", OPTIMIZERS, r["optim"]),
         ("schedule", SCHEDULES, r["schedule"]),
     ]
-    neuron = r["neuron"]
-    if neuron["backend"] != "torch" and neuron["name"] in NEURONS:
-        params = inspect.signature(NEURONS.get(neuron["name"])).parameters
+    node = r["neuron"]
+    if node["backend"] != "torch" and node["name"] in NEURONS:
+        params = inspect.signature(NEURONS.get(node["name"])).parameters
         if "backend" not in params:
             problems.append(
-                f"neuron.backend: neuron {neuron['name']!r} has only the torch backend, "
-                f"got {neuron['backend']!r}"
+                f"neuron.backend: neuron {node['name']!r} has only the torch backend, "
+                f"got {node['backend']!r}"
             )
     if r["neuron"]["surrogate"]["name"] is not None:
         sections.append(("neuron.surrogate", SURROGATES, r["neuron"]["surrogate"]))
@@ -286,8 +290,6 @@ def resolve(recipe: dict, source: str = "<recipe>") -> dict:
 
     :raises RecipeError: naming ``source``, each key and what is wrong with it
     """
-    from . import components  # noqa: F401  (registers the built-in entries)
-
     if not isinstance(recipe, dict):
         raise RecipeError(source, [f"a recipe is a mapping, got {type(recipe).__name__}"])
     out, problems = {}, []

@@ -42,8 +42,8 @@ from pathlib import Path
 import yaml
 
 from .class_health import accuracy_warnings, weight_warnings
-from .monitor import MonitorFileWarning, read_records
 from .report_figures import CAPTIONS, FIGURES, figures, per_epoch_class_rates
+from .runfiles import MonitorFileWarning, read_records
 from .safe_yaml import YamlInputError, read_text
 from .safe_yaml import load as load_yaml
 

@@ -14,11 +14,24 @@ labelled by their module name (as ``named_modules`` gives it) and class.
 """
 
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .class_health import WEIGHT_RATIO_MIN, summed_class_rates
+from .report_axes import (
+    EPOCH_AXIS,
+    epoch_axis,
+    figure,
+    grid_shape,
+    heatmap,
+    hide_unused,
+    last_epoch,
+    layer_label,
+    layer_labels,
+    layer_names,
+    mean_rows,
+    of_last_epoch,
+    shade,
+)
 
 __all__ = ["FIGURES", "CAPTIONS", "EPOCH_AXIS", "figures", "last_epoch", "layer_label"]
 
@@ -32,97 +45,6 @@ FIGURES = (
     "curriculum.png",
     "classes.png",
 )
-EPOCH_AXIS = "epochs trained"  #: the x label of every plot over training
-_SHADES = ("Blues", "Oranges")
-_COLUMNS = 4  # subplots per row of the per-layer figures
-
-
-# ------------------------------------------------------------------------------------ helpers
-def _of_last_epoch(records: list[dict]) -> list[dict]:
-    last = max(r["epoch"] for r in records)
-    return [r for r in records if r["epoch"] == last]
-
-
-def _layer_names(runs, monitor: str) -> list[str]:
-    names = []
-    for run in runs:
-        for record in run.monitors.get(monitor, []):
-            names += [n for n in record["layers"] if n not in names]
-    return names
-
-
-def layer_label(name: str, kind: str | None = None) -> str:
-    """``'conv_fc.2 (ParametricLIFNode)'``: the module's name in the net, and its class."""
-    if not name:  # the net is the neuron itself
-        return kind or "the net"
-    return f"{name} ({kind})" if kind else name
-
-
-def _layer_labels(runs, monitor: str, names: list[str]) -> list[str]:
-    """Labels of ``names``, with the class the records give (``kinds``; older ones have none)."""
-    kinds = {}
-    for run in runs:
-        for record in run.monitors.get(monitor, []):
-            if isinstance(record.get("kinds"), dict):
-                kinds.update(record["kinds"])
-    return [layer_label(n, kinds.get(n)) for n in names]
-
-
-def last_epoch(runs) -> int:
-    """The last epoch any run has records of (metrics or monitors)."""
-    epochs = [row["epoch"] for run in runs for row in run.metrics["epochs"]]
-    epochs += [r["epoch"] for run in runs for records in run.monitors.values() for r in records]
-    return max(epochs)
-
-
-def _epoch_axis(ax, epochs: int) -> None:
-    """The one x axis of every plot over training: epochs trained, from 0 to ``epochs``."""
-    ax.set_xlim(0, epochs)
-    ax.set_xlabel(EPOCH_AXIS)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-
-def _mean_rows(rows: list[list[float]]) -> np.ndarray:
-    """Mean of equal-or-unequal-length rows (NaN-padded)."""
-    width = max(len(r) for r in rows)
-    padded = np.full((len(rows), width), np.nan)
-    for i, row in enumerate(rows):
-        padded[i, : len(row)] = row
-    return np.nanmean(padded, axis=0)
-
-
-def _figure(nrows: int, ncols: int, width: float = 4.2, height: float = 3.2):
-    fig = Figure(figsize=(max(width * ncols, 6.4), height * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    return fig, axes
-
-
-def _grid(count: int) -> tuple[int, int]:
-    cols = min(count, _COLUMNS)
-    return -(-count // cols), cols
-
-
-def _hide_unused(axes, used: int) -> None:
-    for ax in axes.flat[used:]:
-        ax.set_visible(False)
-
-
-def _shade(run_index: int, t: int, steps: int):
-    return colormaps[_SHADES[run_index % 2]](0.45 + 0.55 * (t + 1) / max(steps, 1))
-
-
-def _heatmap(fig, ax, matrix: np.ndarray, rows: list[str], title: str, vmax: float, label: str):
-    image = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=0.0, vmax=vmax)
-    ax.set_yticks(range(len(rows)), rows)
-    ax.set_xticks(range(matrix.shape[1]))
-    ax.set_xlabel("time step t")
-    ax.set_title(title)
-    if matrix.size <= 96:
-        for (i, j), value in np.ndenumerate(matrix):
-            if np.isfinite(value):
-                color = "white" if value < 0.6 * vmax else "black"
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color=color)
-    fig.colorbar(image, ax=ax, label=label)
 
 
 # ------------------------------------------------------------------------------------ figures
@@ -130,7 +52,7 @@ def _heatmap(fig, ax, matrix: np.ndarray, rows: list[str], title: str, vmax: flo
 
 
 def _training_curves(runs, epochs: int):
-    fig, axes = _figure(1, 2, width=5.5)
+    fig, axes = figure(1, 2, width=5.5)
     loss_ax, acc_ax = axes[0]
     for i, run in enumerate(runs):
         rows = run.metrics["epochs"]
@@ -144,7 +66,7 @@ def _training_curves(runs, epochs: int):
     loss_ax.set(ylabel="training loss", title="Training loss")
     acc_ax.set(ylabel="accuracy", title="Accuracy")
     for ax in (loss_ax, acc_ax):
-        _epoch_axis(ax, epochs)
+        epoch_axis(ax, epochs)
     loss_ax.legend()
     acc_ax.legend()
     return fig, [r.label for r in runs]
@@ -157,7 +79,7 @@ def _rate_matrix(records: list[dict], names: list[str]) -> np.ndarray:
     matrix = np.full((len(names), steps), np.nan)
     for i, row in enumerate(rows):
         if row:
-            mean = _mean_rows(row)
+            mean = mean_rows(row)
             matrix[i, : len(mean)] = mean
     return matrix
 
@@ -166,15 +88,15 @@ def _firing_rate(runs, epochs: int):
     runs = [r for r in runs if "firing_rate" in r.monitors]
     if not runs:
         return None
-    names = _layer_names(runs, "firing_rate")
-    labels = _layer_labels(runs, "firing_rate", names)
-    fig, axes = _figure(2, len(runs), width=5.0, height=0.45 * len(names) + 2.6)
-    lasts = [_of_last_epoch(run.monitors["firing_rate"]) for run in runs]
+    names = layer_names(runs, "firing_rate")
+    labels = layer_labels(runs, "firing_rate", names)
+    fig, axes = figure(2, len(runs), width=5.0, height=0.45 * len(names) + 2.6)
+    lasts = [of_last_epoch(run.monitors["firing_rate"]) for run in runs]
     matrices = [_rate_matrix(last, names) for last in lasts]
     vmax = max(float(np.nanmax(m)) if np.isfinite(m).any() else 0.0 for m in matrices) or 1.0
     for col, (run, last, matrix) in enumerate(zip(runs, lasts, matrices, strict=True)):
         title = f"{run.label}: firing rate, epoch {last[0]['epoch']}"
-        _heatmap(fig, axes[0, col], matrix, labels, title, vmax, "spikes per neuron per step")
+        heatmap(fig, axes[0, col], matrix, labels, title, vmax, "spikes per neuron per step")
         ax = axes[1, col]
         for name, label in zip(names, labels, strict=True):
             points = [
@@ -185,7 +107,7 @@ def _firing_rate(runs, epochs: int):
             if points:
                 ax.plot(*zip(*points, strict=True), label=label)
         ax.set(ylabel="mean firing rate", title=f"{run.label}: over training")
-        _epoch_axis(ax, epochs)
+        epoch_axis(ax, epochs)
         if len(names) <= 12:
             ax.legend(fontsize=7, title="layer")
     return fig, [r.label for r in runs]
@@ -208,15 +130,15 @@ def _traces(runs, epochs: int, monitor: str, fields: dict, ylabel: str, title: s
 
     names = [
         n
-        for n in _layer_names(runs, monitor)
+        for n in layer_names(runs, monitor)
         if any(series(run, n, field) for run in runs for field in fields)
     ]
     if not names:
         return None
     shown = set()
-    nrows, ncols = _grid(len(names))
-    fig, axes = _figure(nrows, ncols)
-    labels = _layer_labels(runs, monitor, names)
+    nrows, ncols = grid_shape(len(names))
+    fig, axes = figure(nrows, ncols)
+    labels = layer_labels(runs, monitor, names)
     for ax, name, layer in zip(axes.flat, names, labels, strict=False):
         for i, run in enumerate(runs):
             for field, style in fields.items():
@@ -228,12 +150,12 @@ def _traces(runs, epochs: int, monitor: str, fields: dict, ylabel: str, title: s
                     xs = [p for p, v in points if t < len(v)]
                     ys = [v[t] for _, v in points if t < len(v)]
                     label = f"{run.label} t={t}" if field == next(iter(fields)) else None
-                    ax.plot(xs, ys, style, color=_shade(i, t, steps), label=label)
+                    ax.plot(xs, ys, style, color=shade(i, t, steps), label=label)
         ax.set(ylabel=ylabel, title=f"layer {layer}")
-        _epoch_axis(ax, epochs)
+        epoch_axis(ax, epochs)
         if ylim is not None:
             ax.set_ylim(*ylim)
-    _hide_unused(axes, len(names))
+    hide_unused(axes, len(names))
     axes.flat[0].legend(fontsize=7, ncols=len(runs))
     fig.suptitle(title)
     return fig, [r.label for r in runs if r.label in shown]
@@ -243,11 +165,11 @@ def _group_rate(runs, epochs: int):
     runs = [r for r in runs if "group_rate" in r.monitors]
     if not runs:
         return None
-    names = _layer_names(runs, "group_rate")
-    labels = _layer_labels(runs, "group_rate", names)
-    fig, axes = _figure(len(names), len(runs), width=5.0, height=3.4)
+    names = layer_names(runs, "group_rate")
+    labels = layer_labels(runs, "group_rate", names)
+    fig, axes = figure(len(names), len(runs), width=5.0, height=3.4)
     for col, run in enumerate(runs):
-        last = _of_last_epoch(run.monitors["group_rate"])
+        last = of_last_epoch(run.monitors["group_rate"])
         for row, (name, layer) in enumerate(zip(names, labels, strict=True)):
             ax = axes[row, col]
             entries = [r["layers"][name] for r in last if name in r["layers"]]
@@ -258,7 +180,7 @@ def _group_rate(runs, epochs: int):
             grid = "x".join(map(str, entries[0]["groups"]))
             rows = [f"g{g}" for g in range(matrix.shape[0])]
             title = f"{run.label}: layer {layer}, {grid} {entries[0]['window']}"
-            _heatmap(fig, ax, matrix, rows, title, float(matrix.max()) or 1.0, "firing rate")
+            heatmap(fig, ax, matrix, rows, title, float(matrix.max()) or 1.0, "firing rate")
     return fig, [r.label for r in runs]
 
 
@@ -266,7 +188,7 @@ def _curriculum(runs, epochs: int):
     runs = [r for r in runs if "curriculum" in r.monitors]
     if not runs:
         return None
-    fig, axes = _figure(1, len(runs) + 2)
+    fig, axes = figure(1, len(runs) + 2)
     for col, run in enumerate(runs):
         ax = axes[0, col]
         records = run.monitors["curriculum"]
@@ -298,7 +220,7 @@ def _curriculum(runs, epochs: int):
     )
     mean_ax.set(ylabel=r"mean $\sigma^*$", title="easy vs hard samples")
     for ax in (share_ax, mean_ax):
-        _epoch_axis(ax, epochs)
+        epoch_axis(ax, epochs)
     share_ax.legend(fontsize=7)
     mean_ax.legend(fontsize=7)
     return fig, [r.label for r in runs]
@@ -333,7 +255,7 @@ def _classes(runs, epochs: int):
             panels.append((run, acc, weights))
     if not panels:
         return None
-    fig, axes = _figure(len(panels), 2, width=5.0)
+    fig, axes = figure(len(panels), 2, width=5.0)
     for row, (run, acc, weights) in enumerate(panels):
         acc_ax, weight_ax = axes[row, 0], axes[row, 1]
         if acc:
@@ -356,7 +278,7 @@ def _classes(runs, epochs: int):
             weight_ax.axhline(WEIGHT_RATIO_MIN, color="red", linestyle="--", linewidth=0.8)
             weight_ax.axhline(1.0, color="grey", linestyle=":", linewidth=0.8)
         for ax in (acc_ax, weight_ax):
-            _epoch_axis(ax, epochs)
+            epoch_axis(ax, epochs)
     return fig, [run.label for run, _, _ in panels]
 
 

@@ -28,6 +28,10 @@ Every class here is a :class:`spikingjelly.activation_based.surrogate.SurrogateF
 and is called as ``sg(x, sigma=None)``; ``x`` is ``h - V_th`` of any shape,
 ``sigma`` a tensor broadcastable to ``x`` (a 0-d tensor for layer-wide
 statistics, ``[1, C, 1, ...]`` for per-channel ones).
+
+Registered in :data:`sj_ext.registry.SURROGATES`: ``dynamic_rect``,
+``dynamic_atan``, ``dynamic_sigmoid``, and SpikingJelly's fixed-width ``sigmoid``,
+``atan``, ``rect`` and ``piecewise_quadratic``.
 """
 
 import math
@@ -35,7 +39,14 @@ import math
 import torch
 from spikingjelly.activation_based import surrogate
 
+from .registry import SURROGATES
+
 __all__ = ["DynamicSurrogateBase", "DynamicRect", "DynamicATan", "DynamicSigmoid"]
+
+SURROGATES.register("sigmoid", surrogate.Sigmoid)
+SURROGATES.register("atan", surrogate.ATan)
+SURROGATES.register("rect", surrogate.Rect)
+SURROGATES.register("piecewise_quadratic", surrogate.PiecewiseQuadratic)
 
 
 class _DynamicSpike(torch.autograd.Function):
@@ -95,6 +106,7 @@ class DynamicSurrogateBase(surrogate.SurrogateFunctionBase):
         return self.primitive(x, width)
 
 
+@SURROGATES.register("dynamic_rect")
 class DynamicRect(DynamicSurrogateBase):
     r"""Rectangular surrogate of dynamic width (DS-ATGO, the paper's choice).
 
@@ -112,6 +124,7 @@ class DynamicRect(DynamicSurrogateBase):
         return torch.clamp(x / width + 0.5, 0.0, 1.0)
 
 
+@SURROGATES.register("dynamic_atan")
 class DynamicATan(DynamicSurrogateBase):
     r"""Arctan surrogate whose sharpness is scaled by :math:`1/a_t`.
 
@@ -135,6 +148,7 @@ class DynamicATan(DynamicSurrogateBase):
         return torch.atan(0.5 * math.pi * (self.alpha / width) * x) / math.pi + 0.5
 
 
+@SURROGATES.register("dynamic_sigmoid")
 class DynamicSigmoid(DynamicSurrogateBase):
     r"""Sigmoid surrogate whose sharpness is scaled by :math:`1/a_t`.
 

@@ -38,9 +38,9 @@ from pathlib import Path
 import torch
 
 from .engine import TrainingError, train
-from .engine.checkpoint import write_json
 from .engine.runfolder import refuse_incompatible
 from .recipe import load_recipe, safe_load
+from .runfiles import write_json
 
 __all__ = ["METHODS", "SweepError", "Job", "load_grid", "run_sweep", "summarise", "markdown"]
 

@@ -12,8 +12,8 @@ import os
 import signal
 import sys
 
-from sj_ext import cli
-from sj_ext.engine import checkpoint, runfolder
+from sj_ext import cli, runfiles
+from sj_ext.engine import runfolder
 
 mode, count = sys.argv[1], int(sys.argv[2])
 split = sys.argv.index("--")
@@ -56,7 +56,7 @@ def save_checkpoint(path, state, **kwargs):
     global calls
     calls += path.name == name
     if mode == "during" and calls == count and path.name == name:
-        checkpoint.open = half_open  # shadows open() inside checkpoint.atomic_write
+        runfiles.open = half_open  # shadows open() inside runfiles.write_temp
     real_save_checkpoint(path, state, **kwargs)
     if mode == "after" and calls == count and path.name == name:
         kill()

@@ -337,7 +337,7 @@ def test_import_does_not_need_torchaudio():
     code = (
         "import sys; sys.modules['torchaudio'] = None\n"
         "import sj_ext, sj_ext.neuron, sj_ext.surrogate, sj_ext.functional, sj_ext.loss\n"
-        "import sj_ext.components, sj_ext.engine, sj_ext.cli, sj_ext.monitor, sj_ext.report\n"
+        "import sj_ext.recipe, sj_ext.engine, sj_ext.cli, sj_ext.monitor, sj_ext.report\n"
         "print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

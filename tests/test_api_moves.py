@@ -4,8 +4,6 @@ The old names keep working for one release (with a ``DeprecationWarning``) and
 give exactly what the new ones give; the functional layer imports no neuron.
 """
 
-import subprocess
-import sys
 import textwrap
 import warnings
 from dataclasses import replace
@@ -22,22 +20,15 @@ from sj_ext.surrogate import DynamicRect
 DT = torch.float64
 
 
-def fresh(code: str) -> str:
-    """Run ``code`` in a new interpreter (module imports and one-time warnings start afresh)."""
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def test_the_functional_layer_imports_no_neuron_and_no_kernel():
-    out = fresh(
-        """
+def test_the_functional_layer_imports_no_neuron_and_no_kernel(run_python):
+    out = run_python(
+        textwrap.dedent(
+            """
         import sys
         import sj_ext.functional
         print(sorted(m for m in sys.modules if m.startswith(("sj_ext.neuron", "sj_ext.fused_lif"))))
         """
+        )
     )
     assert out.strip() == "[]"
 
@@ -172,9 +163,10 @@ def test_set_backend_moved_to_the_neurons():
         )
 
 
-def test_the_cupy_package_is_a_deprecated_alias_of_fused_lif():
-    out = fresh(
-        """
+def test_the_cupy_package_is_a_deprecated_alias_of_fused_lif(run_python):
+    out = run_python(
+        textwrap.dedent(
+            """
         import warnings
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -186,6 +178,7 @@ def test_the_cupy_package_is_a_deprecated_alias_of_fused_lif():
         print(HostLauncher is new.host.HostLauncher, lif_multi_step is new.lif_multi_step,
               sj_ext.cupy.unsupported_reason is new.unsupported_reason)
         """
+        )
     )
     warned, same = out.strip().split("\n")
     assert "sj_ext.cupy is deprecated; import sj_ext.fused_lif" in warned

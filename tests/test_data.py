@@ -1,47 +1,19 @@
 """The dataset builders on small files written in the real on-disk formats, network blocked."""
 
-import os
 import pickle
-import socket
 
 import numpy as np
 import pytest
 import torch
-import torchvision.datasets.cifar
 from torchvision import transforms
 
-import sj_ext.components  # noqa: F401  (registers the datasets)
 from sj_ext.data import fixtures
 from sj_ext.data.files import DatasetDownloadError, DatasetNotFoundError
 from sj_ext.data.neuromorphic import frames_key, per_class_split
 from sj_ext.registry import DATASETS
 
-
-class NetworkBlocked(OSError):
-    pass
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Any connection attempt fails (and is recorded): no test may download anything."""
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise NetworkBlocked("network access is blocked in the tests")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    return attempts
-
-
-@pytest.fixture(autouse=True)
-def cifar_files_without_md5(monkeypatch):
-    """torchvision checks the md5 of the real CIFAR files; ours are random: check presence."""
-    monkeypatch.setattr(
-        torchvision.datasets.cifar, "check_integrity", lambda path, md5=None: os.path.isfile(path)
-    )
+# no download, and torchvision accepts our random CIFAR files (fixtures of tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("no_network", "cifar_files_without_md5")
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from sj_ext import runfiles
 from sj_ext.cli import main
-from sj_ext.engine import TrainingError, build_run, checkpoint, train
+from sj_ext.engine import TrainingError, build_run, train
 from sj_ext.engine.build import time_major_input
 from sj_ext.engine.checkpoint import CheckpointError, load_checkpoint
 from sj_ext.engine.runfolder import RunLock
@@ -358,7 +359,7 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_names_the_folder(tmp_path, mo
                 return FullDisk(path)
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(checkpoint, "open", full_from_the_second_latest, raising=False)
+    monkeypatch.setattr(runfiles, "open", full_from_the_second_latest, raising=False)
     with pytest.raises(TrainingError) as err:
         train(load_recipe(QUICKSTART, TINY), out, log=quiet)
     assert (
@@ -428,6 +429,8 @@ def test_torchrun_restart_with_resume_auto_equals_an_uninterrupted_ddp_run(tmp_p
     final = json.loads((out / "metrics.json").read_text())
     whole = json.loads((ddp_run[0] / "metrics.json").read_text())
     assert epochs_without_time(final) == epochs_without_time(whole)
+
+
 @pytest.mark.parametrize("on", [True, False])
 def test_train_channels_last_sets_the_memory_format_of_model_and_inputs(on):
     recipe = load_recipe(QUICKSTART, ["train.device=cpu", f"train.channels_last={str(on).lower()}"])

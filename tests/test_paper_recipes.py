@@ -5,12 +5,13 @@ import json
 from pathlib import Path
 
 import pytest
-from test_data import cifar_files_without_md5, no_network  # noqa: F401  (autouse fixtures)
 
-import sj_ext.components  # noqa: F401  (registers the built-in entries)
 from sj_ext.cli import main
 from sj_ext.data import fixtures
 from sj_ext.recipe import load_recipe
+
+# no download, and torchvision accepts our random CIFAR files (fixtures of tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("no_network", "cifar_files_without_md5")
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 

@@ -345,3 +345,52 @@ def test_validate_says_the_dataset_files_are_missing_as_the_builder_would(tmp_pa
     assert main(["validate", str(QUICKSTART), *sets]) == 0
     fetch = ["--set", f"data.root={tmp_path / 'empty'}", "--set", "data.args.download=true"]
     assert main(["validate", str(QUICKSTART), *sets[:4], *fetch]) == 0  # train will fetch them
+
+
+REGISTERED = {
+    "DATASETS": [
+        "cifar10",
+        "cifar100",
+        "cifar10dvs",
+        "digits",
+        "dvsgesture",
+        "fashion_mnist",
+        "imagenet",
+        "mnist",
+        "nmnist",
+        "tinyimagenet",
+    ],
+    "MODELS": [
+        "grouping_cnn",
+        "grouping_rnn",
+        "parametric_lif_net",
+        "resnet18",
+        "resnet19",
+        "resnet34",
+        "small_cnn",
+        "vggsnn",
+    ],
+    "NEURONS": ["adaptive_lif", "dilated_window_lif", "lif", "plif"],
+    "SURROGATES": [
+        "atan",
+        "dynamic_atan",
+        "dynamic_rect",
+        "dynamic_sigmoid",
+        "piecewise_quadratic",
+        "rect",
+        "sigmoid",
+    ],
+    "LOSSES": ["ce", "confidence_aware", "mse", "tet"],
+    "OPTIMIZERS": ["adam", "adamw", "sgd"],
+    "SCHEDULES": ["constant", "cosine"],
+}
+
+
+@pytest.mark.parametrize("module", ["sj_ext.engine", "sj_ext.recipe"])
+def test_importing_the_engine_or_the_recipes_fills_every_registry(module, run_python):
+    code = (
+        f"import json, {module}\n"
+        "from sj_ext import registry\n"
+        f"print(json.dumps({{n: getattr(registry, n).names() for n in {list(REGISTERED)}}}))"
+    )
+    assert yaml.safe_load(run_python(code)) == REGISTERED

@@ -226,3 +226,20 @@ def test_every_plot_over_training_shares_one_epoch_axis(named_run):
     # epoch e's curves lie at e (after e epochs), a batch sampled in epoch e at e - 1 + i / n
     assert list(curves[0].lines[0].get_xdata()) == [1, 2]
     assert list(rates.lines[0].get_xdata()) == [0.0, 1.0]
+
+
+def test_reports_and_the_version_load_neither_torch_nor_the_neurons(tmp_path, run_python):
+    """``import sj_ext.report``, ``sj-ext --version`` and ``sj-ext report`` read files only."""
+    code = (
+        "import sys\n"
+        "import sj_ext.report\n"
+        "from sj_ext.cli import main\n"
+        "try:\n"
+        "    main(['--version'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"assert main(['report', {str(tmp_path / 'missing')!r}]) == 1\n"
+        "heavy = [m for m in sys.modules if m == 'torch' or m.startswith('sj_ext.neuron')]\n"
+        "assert not heavy, heavy\n"
+    )
+    run_python(code)

@@ -4,6 +4,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from ..registry import DATASETS
+from .spec import DataSpec
 
 
 def check_args(root=None, T: int = 1, test_fraction: float = 0.2, split_seed: int = 0):
@@ -25,8 +26,6 @@ def digits(root=None, T: int = 1, test_fraction: float = 0.2, split_seed: int = 
     check_args(root, T, test_fraction, split_seed)
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
-
-    from . import DataSpec
 
     data = load_digits()
     x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 from ..registry import DATASETS
 from .files import download_or_raise, file_check, not_found, require_root
+from .spec import DataSpec
 
 __all__ = ["EventFrames", "per_class_split", "frames_key", "check_frames"]
 
@@ -289,8 +290,6 @@ def _event_spec(
     cache_dir,
 ):
     """``(dataset, indices)`` pairs for train and test -> a :class:`~sj_ext.data.DataSpec`."""
-    from . import DataSpec
-
     (train_events, train_idx), (test_events, test_idx) = train, test
     if cache_dir is None:
         cache_dir = Path(train_events.location_on_system) / "frames"

@@ -25,6 +25,7 @@ from torchvision import datasets, transforms
 
 from ..registry import DATASETS
 from .files import download_or_raise, file_check, not_found, require_root
+from .spec import DataSpec
 
 __all__ = ["image_transforms", "LabelledImages", "TORCHVISION"]
 
@@ -167,8 +168,6 @@ def _register_torchvision(name: str, spec: _Torchvision):
         autoaugment: str | None = None,
         normalize: bool = False,
     ):
-        from . import DataSpec
-
         root = require_root(root, name)
         if download:
             download_or_raise(
@@ -315,8 +314,6 @@ def tinyimagenet(
     Class indices follow the sorted wnids of ``train/``. No download (no
     library ships this dataset); ``T`` is unused.
     """
-    from . import DataSpec
-
     root = require_root(root, "tinyimagenet")
     how = TINY_HOW
     train_tf, test_tf = image_transforms(
@@ -355,8 +352,6 @@ def imagenet(
     ``Resize(resize)`` + ``CenterCrop(image_size)``. No download (the images
     are licensed; torchvision does not fetch them); ``T`` is unused.
     """
-    from . import DataSpec
-
     root = require_root(root, "imagenet")
     how = IMAGENET_HOW
     train_tf, test_tf = image_transforms(

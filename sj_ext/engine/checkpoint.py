@@ -1,22 +1,24 @@
-"""Atomic files and verified checkpoints (everything needed to resume exactly).
+"""Verified checkpoints (everything needed to resume exactly).
 
 Every checkpoint ``NAME.pt`` has a sidecar ``NAME.pt.sha256`` in ``sha256sum``
 format (``sha256sum -c latest.pt.sha256`` checks it by hand) listing the
 SHA-256 digests the file may have. A write lists the old and the new digest
 while the file is being replaced and the new one alone afterwards, so a crash
 at any moment leaves a file its sidecar accepts; a damaged file (truncated,
-garbage, changed bytes inside a tensor) fails :func:`load_checkpoint`.
+garbage, changed bytes inside a tensor) fails :func:`load_checkpoint`. Files are
+written through :mod:`sj_ext.runfiles` (``atomic_write`` and ``write_json`` are
+re-exported here).
 """
 
 import hashlib
 import io
-import json
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..runfiles import atomic_write, replace, write_json, write_temp
 
 __all__ = [
     "CheckpointError",
@@ -32,49 +34,6 @@ __all__ = [
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable or fails its checksum."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_temp(path: Path, write) -> Path:
-    """``write(file)`` into ``.NAME.tmp.<pid>`` beside ``path``, fsynced; removed on failure."""
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def _commit(tmp: Path, path: Path) -> None:
-    """Rename ``tmp`` over ``path`` and fsync the directory (the rename is durable)."""
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write ``path`` through ``write(file)`` so that a crash leaves the old file or the new one.
-
-    Write a temporary file in the same directory, flush, fsync, rename it over
-    ``path``, then fsync the directory. A failed write (disk full) removes the
-    temporary file and leaves ``path`` untouched.
-    """
-    path = Path(path)
-    _commit(_write_temp(path, write), path)
-
-
-def write_json(path: Path, obj) -> None:
-    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
 
 
 def rng_state() -> dict:
@@ -123,12 +82,12 @@ def save_checkpoint(path: Path, state: dict, keep: Path | None = None) -> None:
     buf = io.BytesIO()
     torch.save(state, buf)  # serialised in memory: a full disk fails in the write, cleanly
     digest = hashlib.sha256(buf.getbuffer()).hexdigest()
-    tmp = _write_temp(path, lambda f: f.write(buf.getbuffer()))
+    tmp = write_temp(path, lambda f: f.write(buf.getbuffer()))
     try:
         if keep is not None and path.is_file():
             rotate(path, keep)
         _write_digests(path, _read_digests(path) | {digest})
-        _commit(tmp, path)
+        replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     _write_digests(path, {digest})
@@ -138,7 +97,7 @@ def rotate(path: Path, to: Path) -> None:
     """Move checkpoint ``path`` (and its digests) to ``to``, valid at every step."""
     digests = _read_digests(path)
     _write_digests(to, _read_digests(to) | digests)
-    _commit(path, to)
+    replace(path, to)
     _write_digests(to, digests)
 
 

@@ -22,7 +22,8 @@ import socket
 from pathlib import Path
 
 from ..recipe import RESUMABLE_CHANGES, flatten, schema_defaults
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json
+from ..runfiles import write_json
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .errors import TrainingError
 
 __all__ = ["RunLock", "RunFolder", "refuse_incompatible"]

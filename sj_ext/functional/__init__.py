@@ -15,7 +15,7 @@ from .adaptive_lif import (
     surrogate_derivative,
     surrogate_spike,
 )
-from .curriculum import lambert_w0, superloss, superloss_sigma, tet_loss
+from .curriculum import lambert_w0, superloss, superloss_sigma
 from .grouping import (
     chain_length,
     grouped_charge,
@@ -26,6 +26,7 @@ from .grouping import (
 )
 from .lif import lif_multi_step, lif_step, run_steps
 from .params import LIFParameters
+from .tet import tet_loss
 
 __all__ = [
     "LIFParameters",

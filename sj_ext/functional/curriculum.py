@@ -3,7 +3,6 @@ r"""Curriculum (confidence-aware) losses as pure torch functions.
 * :func:`lambert_w0` -- the principal branch of the Lambert W function, on the tensor's device.
 * :func:`superloss_sigma`, :func:`superloss` -- the SuperLoss form used by CL-SNN
   (Tang et al., arXiv 2309.04737; Castells et al., NeurIPS 2020).
-* :func:`tet_loss` -- the full TET loss (Deng et al., ICLR 2022), per sample.
 
 For per-sample base losses :math:`\ell_i`, a threshold :math:`\tau` and :math:`\lambda > 0`:
 
@@ -11,21 +10,21 @@ For per-sample base losses :math:`\ell_i`, a threshold :math:`\tau` and :math:`\
 
     \sigma_i^* &= \exp\!\Big(-W_0\big(\tfrac12 \max(-\tfrac{2}{e},
         \tfrac{\ell_i - \tau}{\lambda})\big)\Big) \quad\text{(detached)}, \\
-    L_i &= (\ell_i - \tau)\,\sigma_i^* + \lambda (\log \sigma_i^*)^2 , \\
-    L^{TET}_i &= (1 - \lambda)\,\frac{1}{T} \sum_t \mathrm{CE}(O_{t,i}, y_i)
-        + \lambda\, \frac{1}{T C} \sum_{t, c} (O_{t,i,c} - \phi)^2 .
+    L_i &= (\ell_i - \tau)\,\sigma_i^* + \lambda (\log \sigma_i^*)^2 .
 
-The readings of the sources (thresholds, clamp, base losses): ``docs/methods.md``, CL-SNN
-and ``docs/methods.md``, TET.
+The readings of the sources (thresholds, clamp, base losses): ``docs/methods.md``, CL-SNN.
+``tet_loss`` moved to :mod:`sj_ext.functional.tet`; its name here is a deprecated alias.
 """
 
 import math
+import warnings
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["lambert_w0", "superloss_sigma", "superloss", "tet_loss"]
+from . import tet
+
+__all__ = ["lambert_w0", "superloss_sigma", "superloss"]
 
 # 1/e as a float64 plus the remainder, so that x + 1/e is exact near the branch point.
 _INV_E = math.exp(-1.0)
@@ -146,27 +145,14 @@ def superloss(loss: Tensor, tau: Tensor | float, lam: float = 1.0) -> tuple[Tens
     return (loss - tau) * sigma + lam * sigma.log().square(), sigma
 
 
-def tet_loss(x_seq: Tensor, target: Tensor, lam: float = 1e-3, phi: float = 1.0) -> Tensor:
-    r"""Per-sample TET loss (Deng et al., ICLR 2022) of an output sequence.
-
-    .. math::
-
-        L_i = (1 - \lambda)\,\frac{1}{T} \sum_{t=1}^{T} \mathrm{CE}(O_{t,i}, y_i)
-              + \lambda\, \frac{1}{T C} \sum_{t, c} (O_{t,i,c} - \phi)^2 .
-
-    ``.mean()`` over samples is the paper's loss (its MSE term averages over every element
-    of :math:`O`). At ``lam = 0`` the mean equals SpikingJelly's
-    ``temporal_efficient_training_cross_entropy``. Predict with the mean over :math:`t`.
-
-    :param x_seq: output sequence :math:`O`, shape ``[T, N, C]``.
-    :param target: class indices, shape ``[N]``.
-    :param lam: weight :math:`\lambda` of the MSE regulariser (paper: ``1e-3``).
-    :param phi: target value :math:`\phi` of the regulariser (paper: ``1.0``).
-    :return: per-sample losses, shape ``[N]``.
-    """
-    if x_seq.dim() != 3:
-        raise ValueError(f"tet_loss expects x_seq of shape [T, N, C], got {tuple(x_seq.shape)}")
-    T, N, _ = x_seq.shape
-    ce = F.cross_entropy(x_seq.flatten(0, 1), target.repeat(T), reduction="none")
-    mse = (x_seq - phi).square().mean(dim=(0, 2))
-    return (1.0 - lam) * ce.view(T, N).mean(0) + lam * mse
+def __getattr__(name: str):
+    """Deprecated aliases (they go in the next release): ``tet_loss`` is in :mod:`.tet`."""
+    if name == "tet_loss":
+        warnings.warn(
+            "sj_ext.functional.curriculum.tet_loss is deprecated: use "
+            "sj_ext.functional.tet_loss (sj_ext.functional.tet)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return tet.tet_loss
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,14 @@
-"""Spiking neurons: SpikingJelly 2.0 nodes (``step_mode``, ``reset_net``, ``[T, N, *]``)."""
+"""Spiking neurons: SpikingJelly 2.0 nodes (``step_mode``, ``reset_net``, ``[T, N, *]``).
 
+Registered in :data:`sj_ext.registry.NEURONS`: ``adaptive_lif``
+(:class:`AdaptiveThresholdLIF`) and ``dilated_window_lif`` (:class:`DilatedWindowLIF`)
+where they are defined, SpikingJelly's ``lif`` (``LIFNode``) and ``plif``
+(``ParametricLIFNode``) here.
+"""
+
+from spikingjelly.activation_based import neuron
+
+from ..registry import NEURONS
 from .adaptive import AdaptiveThresholdLIF
 from .base import RunningThresholdLIFBase, set_backend, sync_threshold_stats
 from .dilated_window import DilatedWindowLIF
@@ -11,3 +20,6 @@ __all__ = [
     "set_backend",
     "sync_threshold_stats",
 ]
+
+NEURONS.register("lif", neuron.LIFNode)
+NEURONS.register("plif", neuron.ParametricLIFNode)

@@ -2,12 +2,14 @@ r"""``AdaptiveThresholdLIF``: the DS-ATGO neuron as a SpikingJelly 2.0 node."""
 
 import torch
 
+from ..registry import NEURONS
 from ..surrogate import DynamicRect
 from .base import RunningThresholdLIFBase
 
 __all__ = ["AdaptiveThresholdLIF"]
 
 
+@NEURONS.register("adaptive_lif")
 class AdaptiveThresholdLIF(RunningThresholdLIFBase):
     r"""LIF neuron whose threshold follows the membrane statistics of every step.
 

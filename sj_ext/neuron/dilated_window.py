@@ -7,6 +7,7 @@ from spikingjelly.activation_based import surrogate
 
 from ..functional import LIFParameters
 from ..functional.grouping import WINDOWS, check_grid, resolve_projection
+from ..registry import NEURONS
 from ..surrogate import DynamicRect
 from .base import RunningThresholdLIFBase
 
@@ -24,6 +25,7 @@ def _as_tuple(value, name: str) -> tuple[int, ...]:
         raise ValueError(f"{name} must be an int or a sequence of ints, got {value!r}") from None
 
 
+@NEURONS.register("dilated_window_lif")
 class DilatedWindowLIF(RunningThresholdLIFBase):
     r"""LIF layer whose positions are updated group after group, each fed by the one before.
 

@@ -1,34 +1,20 @@
-"""Built-in registry entries: neurons, surrogates, optimizers, schedules, and the
-data / model / loss packages that register themselves on import."""
+r"""Optimizers and learning-rate schedules, registered in :data:`sj_ext.registry.OPTIMIZERS`
+and :data:`sj_ext.registry.SCHEDULES`.
+
+An optimizer builder is called as ``builder(params, lr=optim.lr,
+weight_decay=optim.weight_decay, **optim.args)``; a schedule builder as
+``builder(optimizer, epochs=train.epochs, warmup_epochs=schedule.warmup_epochs,
+**schedule.args)`` and returns a per-epoch ``LambdaLR`` whose factor
+:math:`f(e)` multiplies ``optim.lr`` in epoch :math:`e` (0-based).
+"""
 
 import math
 
 import torch
-from spikingjelly.activation_based import neuron, surrogate
 
-from . import data, models  # noqa: F401  (register datasets and models)
-from . import surrogate as dynamic
-from .loss import ConfidenceAwareLoss, FiringRateMSE, TETLoss, TimeMeanCrossEntropy
-from .neuron import AdaptiveThresholdLIF, DilatedWindowLIF
-from .registry import LOSSES, NEURONS, OPTIMIZERS, SCHEDULES, SURROGATES
+from .registry import OPTIMIZERS, SCHEDULES
 
-NEURONS.register("lif", neuron.LIFNode)
-NEURONS.register("plif", neuron.ParametricLIFNode)
-NEURONS.register("adaptive_lif", AdaptiveThresholdLIF)
-NEURONS.register("dilated_window_lif", DilatedWindowLIF)
-
-SURROGATES.register("sigmoid", surrogate.Sigmoid)
-SURROGATES.register("atan", surrogate.ATan)
-SURROGATES.register("rect", surrogate.Rect)
-SURROGATES.register("piecewise_quadratic", surrogate.PiecewiseQuadratic)
-SURROGATES.register("dynamic_rect", dynamic.DynamicRect)
-SURROGATES.register("dynamic_atan", dynamic.DynamicATan)
-SURROGATES.register("dynamic_sigmoid", dynamic.DynamicSigmoid)
-
-LOSSES.register("ce", TimeMeanCrossEntropy)
-LOSSES.register("tet", TETLoss)
-LOSSES.register("confidence_aware", ConfidenceAwareLoss)
-LOSSES.register("mse", FiringRateMSE)
+__all__ = ["sgd", "adam", "adamw", "cosine", "constant"]
 
 
 @OPTIMIZERS.register("sgd")

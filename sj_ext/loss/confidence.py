@@ -1,10 +1,4 @@
-"""Loss modules: the CL-SNN confidence-aware (curriculum) loss and the full TET loss.
-
-Both follow PyTorch loss conventions (``forward(input, target)``, ``reduction``) and take
-SNN outputs ``[T, N, C]`` (``time_dim=0``, SpikingJelly's multi-step layout), ``[N, T, C]``
-(``time_dim=1``) or plain ``[N, C]`` (one time step). The equations and the readings of
-the papers: ``docs/methods.md``, CL-SNN and ``docs/methods.md``, TET.
-"""
+"""CL-SNN's confidence-aware (curriculum) loss: SuperLoss over a per-sample base loss."""
 
 import math
 from collections.abc import Callable
@@ -12,90 +6,29 @@ from functools import partial
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .functional.curriculum import superloss, tet_loss
+from ..functional.curriculum import superloss
+from ..functional.tet import tet_loss
+from ..registry import LOSSES
+from .common import (
+    ce,
+    check_classes,
+    check_logit_scale,
+    check_reduction,
+    check_target,
+    check_time_dim,
+    mse_rate,
+    reduce,
+    time_first,
+)
 
-__all__ = ["ConfidenceAwareLoss", "TETLoss", "TimeMeanCrossEntropy", "FiringRateMSE"]
+__all__ = ["ConfidenceAwareLoss"]
 
-_REDUCTIONS = ("mean", "sum", "none")
 _TAU_MODES = ("fixed", "batch", "ema")
 
 
-def _time_first(input: Tensor, time_dim: int) -> Tensor:
-    """``input`` as ``[T, N, C]``; ``[N, C]`` becomes ``[1, N, C]``."""
-    if input.dim() == 2:
-        return input.unsqueeze(0)
-    if input.dim() == 3:
-        return input if time_dim == 0 else input.transpose(0, 1)
-    layout = "[T, N, C]" if time_dim == 0 else "[N, T, C]"
-    raise ValueError(
-        f"input must have shape [N, C] or {layout} (time_dim={time_dim}), got {tuple(input.shape)}"
-    )
-
-
-def _check_classes(x_seq: Tensor) -> int:
-    C = x_seq.shape[-1]
-    if C < 2:
-        raise ValueError(
-            f"need at least 2 classes, got C = {C} (input [T, N, C] = {list(x_seq.shape)})"
-        )
-    return C
-
-
-def _check_target(x_seq: Tensor, target: Tensor) -> None:
-    _, N, C = x_seq.shape
-    if target.shape != (N,):
-        raise ValueError(
-            f"target must have shape [N] = [{N}] to match input [T, N, C] = "
-            f"{list(x_seq.shape)}, got {list(target.shape)}"
-        )
-    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
-    bad = int(((target < 0) | (target >= C)).sum())
-    if bad:
-        raise ValueError(f"{bad} of {N} targets are outside the class range [0, {C - 1}]")
-
-
-def _check_reduction(reduction: str) -> None:
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-
-
-def _check_time_dim(time_dim: int) -> None:
-    if time_dim not in (0, 1):
-        raise ValueError(f"time_dim must be 0 ([T, N, C]) or 1 ([N, T, C]), got {time_dim!r}")
-
-
-def _reduce(loss: Tensor, reduction: str) -> Tensor:
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    return loss
-
-
-def _ce(
-    x_seq: Tensor, target: Tensor, label_smoothing: float = 0.0, logit_scale: float = 1.0
-) -> Tensor:
-    logits = x_seq.mean(0) * logit_scale
-    return F.cross_entropy(logits, target, reduction="none", label_smoothing=label_smoothing)
-
-
-def _check_logit_scale(logit_scale) -> float:
-    if isinstance(logit_scale, bool) or not isinstance(logit_scale, int | float):
-        raise TypeError(f"logit_scale must be a number, got {type(logit_scale).__name__}")
-    if not (math.isfinite(logit_scale) and logit_scale > 0):
-        raise ValueError(f"logit_scale must be a finite number > 0, got {logit_scale}")
-    return float(logit_scale)
-
-
-def _mse_rate(x_seq: Tensor, target: Tensor) -> Tensor:
-    one_hot = F.one_hot(target, x_seq.shape[-1]).to(x_seq.dtype)
-    return (x_seq.mean(0) - one_hot).square().mean(1)
-
-
+@LOSSES.register("confidence_aware")
 class ConfidenceAwareLoss(nn.Module):
     r"""Confidence-aware curriculum loss of CL-SNN (Tang et al., arXiv 2309.04737).
 
@@ -119,7 +52,7 @@ class ConfidenceAwareLoss(nn.Module):
         * ``'label_smoothing_ce'`` -- the same with ``label_smoothing`` (default 0.1);
         * ``'mse_rate'`` -- mean over classes of (firing rate - one-hot)^2, the PLIF
           paper's loss (the output layer's spikes are the input);
-        * ``'tet'`` -- :func:`~sj_ext.functional.curriculum.tet_loss` with
+        * ``'tet'`` -- :func:`~sj_ext.functional.tet.tet_loss` with
           ``lam=1e-3, phi=1.0`` (other values: pass ``TETLoss(..., reduction='none')``);
         * a callable ``(input, target) -> [N]`` per-sample losses; it receives ``input``
           and ``target`` exactly as given to :meth:`forward` (so ``target`` may be
@@ -182,20 +115,20 @@ class ConfidenceAwareLoss(nn.Module):
         logit_scale: float = 1.0,
     ):
         super().__init__()
-        logit_scale = _check_logit_scale(logit_scale)
+        logit_scale = check_logit_scale(logit_scale)
         if logit_scale != 1.0 and base not in ("ce", "label_smoothing_ce"):
             raise ValueError(
                 f"logit_scale applies only to base='ce' or 'label_smoothing_ce', got base={base!r}"
             )
         if isinstance(base, str):
             bases = {
-                "ce": partial(_ce, logit_scale=logit_scale),
+                "ce": partial(ce, logit_scale=logit_scale),
                 "label_smoothing_ce": partial(
-                    _ce,
+                    ce,
                     label_smoothing=0.1 if label_smoothing is None else label_smoothing,
                     logit_scale=logit_scale,
                 ),
-                "mse_rate": _mse_rate,
+                "mse_rate": mse_rate,
                 "tet": tet_loss,
             }
             if base not in bases:
@@ -221,8 +154,8 @@ class ConfidenceAwareLoss(nn.Module):
             raise ValueError(f"lam must be > 0, got {lam}")
         if not 0 < momentum <= 1:
             raise ValueError(f"momentum must be in (0, 1], got {momentum}")
-        _check_reduction(reduction)
-        _check_time_dim(time_dim)
+        check_reduction(reduction)
+        check_time_dim(time_dim)
         self.base = base
         self.tau = tau
         self.lam = lam
@@ -263,11 +196,11 @@ class ConfidenceAwareLoss(nn.Module):
         return loss.new_tensor(float(self.tau))
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        x_seq = _time_first(input, self.time_dim)
-        C = _check_classes(x_seq)
+        x_seq = time_first(input, self.time_dim)
+        C = check_classes(x_seq)
         N = x_seq.shape[1]
         if isinstance(self.base, str):
-            _check_target(x_seq, target)
+            check_target(x_seq, target)
             loss = self._named_base(x_seq, target)
         else:
             loss = self.base(input, target)
@@ -282,7 +215,7 @@ class ConfidenceAwareLoss(nn.Module):
         tau = self._threshold(loss, C)
         value, sigma = superloss(loss, tau, self.lam)
         self.last_loss, self.last_sigma, self.last_tau = loss.detach(), sigma, tau
-        return _reduce(value, self.reduction)
+        return reduce(value, self.reduction)
 
     def extra_repr(self) -> str:
         base = (
@@ -295,128 +228,3 @@ class ConfidenceAwareLoss(nn.Module):
             f"reduction={self.reduction!r}, time_dim={self.time_dim}"
             + (f", logit_scale={self.logit_scale}" if self.logit_scale != 1.0 else "")
         )
-
-
-class _TimeLoss(nn.Module):
-    """A per-sample loss of SNN outputs with PyTorch's ``reduction`` and a ``time_dim``.
-
-    Subclasses define :meth:`per_sample` on ``[T, N, C]`` outputs and ``[N]`` targets.
-    """
-
-    def __init__(self, reduction: str, time_dim: int):
-        super().__init__()
-        _check_reduction(reduction)
-        _check_time_dim(time_dim)
-        self.reduction = reduction
-        self.time_dim = time_dim
-
-    def per_sample(self, x_seq: Tensor, target: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        x_seq = _time_first(input, self.time_dim)
-        _check_classes(x_seq)
-        _check_target(x_seq, target)
-        return _reduce(self.per_sample(x_seq, target), self.reduction)
-
-    def extra_repr(self) -> str:
-        return f"reduction={self.reduction!r}, time_dim={self.time_dim}"
-
-
-class TETLoss(_TimeLoss):
-    r"""Full TET loss (Deng et al., ICLR 2022) with the MSE regulariser.
-
-    .. math::
-
-        L = (1 - \lambda)\,\frac{1}{T} \sum_t \mathrm{CE}(O_t, y) + \lambda\,
-            \mathrm{MSE}(O, \phi)
-
-    SpikingJelly ships only the cross-entropy part
-    (``spikingjelly.activation_based.functional.temporal_efficient_training_cross_entropy``);
-    this module equals it at ``lam = 0``. See
-    :func:`sj_ext.functional.curriculum.tet_loss` (the per-sample form). Predict with the
-    output averaged over time.
-
-    :param lam: :math:`\lambda \in [0, 1]` (paper: ``1e-3``).
-    :param phi: :math:`\phi` (paper: ``1.0``).
-    :param reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (per-sample ``[N]``).
-    :param time_dim: 0 for ``[T, N, C]`` input, 1 for ``[N, T, C]``; ``[N, C]`` is one step.
-
-    Shapes: ``input`` ``[T, N, C]``, ``[N, T, C]`` or ``[N, C]``; ``target`` ``[N]`` class
-    indices; output a scalar, or ``[N]`` for ``reduction='none'`` (usable as the ``base`` of
-    :class:`ConfidenceAwareLoss`).
-    """
-
-    def __init__(
-        self, lam: float = 1e-3, phi: float = 1.0, reduction: str = "mean", time_dim: int = 0
-    ):
-        super().__init__(reduction, time_dim)
-        if not 0 <= lam <= 1:
-            raise ValueError(f"lam must be in [0, 1], got {lam}")
-        self.lam = lam
-        self.phi = phi
-
-    def per_sample(self, x_seq: Tensor, target: Tensor) -> Tensor:
-        return tet_loss(x_seq, target, self.lam, self.phi)
-
-    def extra_repr(self) -> str:
-        return f"lam={self.lam}, phi={self.phi}, {super().extra_repr()}"
-
-
-class TimeMeanCrossEntropy(_TimeLoss):
-    r"""Cross-entropy of the output averaged over time, :math:`\mathrm{CE}(\frac1T \sum_t O_t, y)`.
-
-    The usual SNN classification loss (DS-ATGO trains with it and
-    ``label_smoothing=0.1``).
-
-    :param label_smoothing: as :func:`torch.nn.functional.cross_entropy`.
-    :param logit_scale: :math:`s`, the loss is :math:`\mathrm{CE}(\frac{s}{T} \sum_t O_t, y)`;
-        1 for real-valued outputs, larger for firing-rate outputs in [0, 1] (see
-        :class:`ConfidenceAwareLoss`).
-    :param reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (per-sample ``[N]``).
-    :param time_dim: 0 for ``[T, N, C]`` input, 1 for ``[N, T, C]``; ``[N, C]`` is one step.
-    """
-
-    def __init__(
-        self,
-        label_smoothing: float = 0.0,
-        reduction: str = "mean",
-        time_dim: int = 0,
-        logit_scale: float = 1.0,
-    ):
-        super().__init__(reduction, time_dim)
-        if not 0 <= label_smoothing <= 1:
-            raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-        self.label_smoothing = label_smoothing
-        self.logit_scale = _check_logit_scale(logit_scale)
-
-    def per_sample(self, x_seq: Tensor, target: Tensor) -> Tensor:
-        return _ce(x_seq, target, self.label_smoothing, self.logit_scale)
-
-    def extra_repr(self) -> str:
-        return (
-            f"label_smoothing={self.label_smoothing}, logit_scale={self.logit_scale}, "
-            f"{super().extra_repr()}"
-        )
-
-
-class FiringRateMSE(_TimeLoss):
-    r"""The PLIF paper's loss (Fang et al., ICCV 2021): MSE of firing rates and one-hot labels.
-
-    .. math::
-
-        L_i = \frac{1}{C} \sum_c \Big(\frac1T \sum_t O_{t,i,c} - [y_i = c]\Big)^2
-
-    ``O`` is the output layer's spikes (or the voting layer's rates), so the rates lie
-    in [0, 1]; predict with the output averaged over time. ``reduction='mean'`` equals
-    ``F.mse_loss(O.mean(0), one_hot(y))``.
-
-    :param reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (per-sample ``[N]``).
-    :param time_dim: 0 for ``[T, N, C]`` input, 1 for ``[N, T, C]``; ``[N, C]`` is one step.
-    """
-
-    def __init__(self, reduction: str = "mean", time_dim: int = 0):
-        super().__init__(reduction, time_dim)
-
-    def per_sample(self, x_seq: Tensor, target: Tensor) -> Tensor:
-        return _mse_rate(x_seq, target)

@@ -1,94 +1,10 @@
-r"""Training monitors: what the papers plot, recorded for your own runs.
+"""The :class:`Monitor`: hooks on a network's neurons, their surrogates and the loss.
 
-A :class:`Monitor` watches a network (and optionally its loss) on sampled
-training batches and appends one JSON record per sampled batch to
-``OUT/monitor/<name>.jsonl``. Which layers it watches it finds by type:
-every SpikingJelly ``BaseNode`` (the sj_ext neurons included) is a layer;
-nothing depends on a recipe's names. The monitors (:data:`MONITORS`):
-
-``firing_rate``
-    per layer and time step, :math:`r_t = \mathrm{mean}(s_t)` over the batch
-    and every neuron of the layer (``layers: {name: [r_0 .. r_{T-1}]}``).
-``threshold``
-    per layer and step, the threshold used in training :math:`V_{th}(t)`
-    (``train``), the running threshold :math:`\bar V_{th}[t]` (``running``),
-    :math:`\sigma_t = \mathrm{std}(h_t)` (``sigma``) and the surrogate width
-    :math:`a_t` (``width``) of the sj_ext neurons
-    (:class:`~sj_ext.neuron.RunningThresholdLIFBase`; per-channel values are
-    averaged over channels); for other neurons the fixed ``v_threshold``.
-``grad_reach``
-    DS-ATGO's analysis: per layer and step, the fraction of neurons whose
-    surrogate gradient is not (practically) zero,
-
-    .. math::
-        \rho_t = \mathrm{mean}\big(\, g'(z_t) > \varepsilon\, g'(0) \,\big),
-        \qquad z_t = h_t - V_{th}(t),
-
-    with :math:`g'` the layer's surrogate derivative
-    (:func:`sj_ext.functional.adaptive_lif.surrogate_derivative`, the same
-    function the backward pass uses) and :math:`\varepsilon` = ``reach_eps``
-    (default 0.01, relative to the peak). For a surrogate of finite support,
-    e.g. the rectangle :math:`g'(z) = \frac{1}{a_t}\mathbb 1[|z| < a_t/2]`, any
-    :math:`\varepsilon \in (0, 1)` counts exactly the non-zero gradients,
-    :math:`|h_t - V_{th}(t)| < a_t/2` (``reach_eps = 0``: exactly :math:`g' > 0`
-    for any surrogate); for one of infinite support (sigmoid, atan) it counts
-    the neurons whose gradient is at least that fraction of the peak. :math:`z_t` is read
-    where the neuron calls its surrogate (a forward hook on the surrogate
-    module); a SpikingJelly neuron whose fused kernel never calls it is re-run
-    once, without gradient, through its own functional step with a recording
-    surrogate (SpikingJelly's torch reference path); an sj_ext neuron run by
-    the fused CuPy kernels is re-run through its torch functions.
-``group_rate``
-    for grouped neurons (anything with ``grid_for``/``groups``/``window``, e.g.
-    :class:`~sj_ext.neuron.DilatedWindowLIF`): the firing rate of every group
-    and step, ``rate [T][G]`` (groups in row-major grid order).
-``curriculum``
-    CL-SNN's analysis, from a loss exposing ``last_loss`` :math:`\ell_i`,
-    ``last_sigma`` :math:`\sigma^*_i` and ``last_tau`` :math:`\tau`
-    (:class:`~sj_ext.loss.ConfidenceAwareLoss`): the per-sample pairs, and the
-    easy (:math:`\ell_i < \tau`, so :math:`\sigma^*_i > 1`) vs hard split:
-    counts, mean :math:`\sigma^*` of each, and the share of the total weight
-    on easy samples :math:`\sum_{easy}\sigma^*_i / \sum_i \sigma^*_i`. Per
-    class (``classes``, from the targets and outputs the loss was called with):
-    sample count, weight share :math:`\sum_{i \in c}\sigma^*_i / \sum_i
-    \sigma^*_i`, that share over the class's sample share (``weight_ratio``; 1
-    = what plain averaging gives), mean :math:`\sigma^*` and the batch accuracy.
-    :meth:`Monitor.class_warnings` turns an epoch's samples into collapse
-    warnings (:mod:`sj_ext.class_health`).
-``energy``
-    once per epoch, synaptic operations and energy per inference of the SNN
-    beside the same network as an ANN (:func:`sj_ext.energy.estimate_energy`)
-    on the first test samples; written by :meth:`Monitor.epoch_end`.
-
-Records: ``{"epoch": e (1-based), "batch": i (0-based), "progress": e - 1 +
-i / n_batches, "layers": {...}, "kinds": {layer: class name}}`` (``energy``:
-``{"epoch": e, ...}``); layers are named as ``model.named_modules()`` names
-them (``conv_fc.2``; ``""`` when the model is the neuron itself). Files
-are append-only, one line per record, flushed and fsynced; a crash mid-line
-leaves a partial last line that :func:`read_records` ignores (it skips any
-other damaged line with a warning naming file and line), and
-:meth:`Monitor.keep_epochs` (called on ``--resume``) rewrites each file
-atomically without the records of epochs that will run again.
-
-Cost: nothing when no :class:`Monitor` exists; hooks are attached only for
-the sampled batches (every ``every``-th batch of an epoch, its first
-included) and removed after them. Monitors read and never change the run:
-a run with monitors trains to bit-identical weights.
-
-Example::
-
-    mon = Monitor(net, loss=criterion, every=10, out_dir="runs/x/monitor")
-    for i, (x_seq, y) in enumerate(loader):
-        with mon.sample(epoch, i, len(loader)):   # a no-op unless i % 10 == 0
-            loss = criterion(net(x_seq), y)
-            loss.backward()
-        optimizer.step()
-        functional.reset_net(net)
+On a sampled batch it attaches forward hooks, reads what :mod:`.measures`
+turns into records, appends them through :mod:`sj_ext.runfiles` and removes the
+hooks; what each monitor records is described in :mod:`sj_ext.monitor`.
 """
 
-import json
-import os
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -96,87 +12,17 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based.neuron import BaseNode
 
-from .class_health import accuracy_warnings, class_rates, summed_class_rates, weight_warnings
-from .functional import lif_multi_step
-from .functional.adaptive_lif import surrogate_derivative
-from .functional.grouping import group_views
-from .neuron.base import RunningThresholdLIFBase
+from ..class_health import accuracy_warnings, class_rates, summed_class_rates, weight_warnings
+from ..functional import lif_multi_step
+from ..functional.adaptive_lif import surrogate_derivative
+from ..functional.grouping import group_views
+from ..neuron.base import RunningThresholdLIFBase
+from ..runfiles import MONITORS, append_record, keep_epochs
+from .measures import Recorder, curriculum_record, floats, is_grouped, threshold_entry
 
-__all__ = ["MONITORS", "Monitor", "read_records", "MonitorFileWarning"]
+__all__ = ["Monitor"]
 
-MONITORS = ("firing_rate", "threshold", "grad_reach", "group_rate", "curriculum", "energy")
 _LAYER_MONITORS = {"firing_rate", "threshold", "grad_reach", "group_rate"}  # hooks on neurons
-
-
-class MonitorFileWarning(UserWarning):
-    """A line of a monitor file that is skipped (names the file and the line)."""
-
-
-def _round(x):
-    return [_round(v) for v in x] if isinstance(x, list) else float(f"{x:.6g}")
-
-
-def _floats(t: torch.Tensor) -> list:
-    """A tensor as (nested) lists of Python floats rounded to 6 significant digits."""
-    return _round(t.detach().double().tolist())
-
-
-def _per_step(t: torch.Tensor, steps: int | None = None) -> torch.Tensor:
-    """``[T]`` from ``[T]`` or ``[T, C, ...]`` (mean over the rest); ``[:steps]`` if given."""
-    t = t.detach().float()
-    t = t.reshape(t.shape[0], -1).mean(1) if t.dim() > 1 else t.reshape(-1)
-    return t if steps is None else t[:steps]
-
-
-def _is_grouped(module: nn.Module) -> bool:
-    return all(hasattr(module, a) for a in ("grid_for", "groups", "window"))
-
-
-class _Recorder(nn.Module):
-    r"""A surrogate that records its input ``z = h - V_th`` and fires :math:`\Theta(z)`."""
-
-    def __init__(self):
-        super().__init__()
-        self.z: list[torch.Tensor] = []
-
-    def forward(self, z):
-        self.z.append(z.detach())
-        return (z >= 0).to(z.dtype)
-
-
-def read_records(path: str | Path) -> list[dict]:
-    """The records of one monitor file (JSON lines).
-
-    A last line without its newline (a crash mid-append) is ignored silently;
-    any other line that is not a JSON object with an integer ``epoch`` is
-    skipped with a :class:`MonitorFileWarning` naming the file and the line
-    (diagnostics never stop a run or a report).
-    """
-    path = Path(path)
-    lines = path.read_text(errors="replace").split("\n")
-    if lines and lines[-1]:  # the partial line of an interrupted append
-        lines = lines[:-1]
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        problem, record = _parse_record(line)
-        if problem:
-            warnings.warn(f"{path} line {number}: {problem}; skipped", MonitorFileWarning, 2)
-        else:
-            records.append(record)
-    return records
-
-
-def _parse_record(line: str) -> tuple[str | None, dict | None]:
-    """``(None, record)``, or ``(what is wrong, None)``."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as e:
-        return f"not valid JSON ({e.msg})", None
-    if not isinstance(record, dict) or type(record.get("epoch")) is not int:
-        return "not a monitor record (no integer 'epoch')", None
-    return None, record
 
 
 class Monitor:
@@ -232,24 +78,15 @@ class Monitor:
         Call it when a run starts (``completed = 0``) or resumes after
         ``completed`` epochs, before any record is appended.
         """
-        from .engine.checkpoint import atomic_write
-
         if self.out_dir is None or not self.write or not self.out_dir.is_dir():
             return
-        for path in sorted(self.out_dir.glob("*.jsonl")):
-            kept = [r for r in read_records(path) if r["epoch"] <= completed]
-            text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in kept)
-            atomic_write(path, lambda f, text=text: f.write(text.encode()))
+        keep_epochs(self.out_dir, completed)
 
     def _append(self, name: str, record: dict) -> None:
         self.last[name] = record
         if self.out_dir is None or not self.write:
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.out_dir / f"{name}.jsonl", "a") as f:
-            f.write(json.dumps(record, separators=(",", ":")) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_record(self.out_dir / f"{name}.jsonl", record)
 
     # --------------------------------------------------------------- sampling
     def begin(self, epoch: int, batch: int, n_batches: int) -> bool:
@@ -293,11 +130,11 @@ class Monitor:
         self._remove_hooks()
         where, self._where = self._where, None
         found = {
-            "firing_rate": lambda: {n: _floats(torch.cat(r)) for n, r in self._rates.items() if r},
+            "firing_rate": lambda: {n: floats(torch.cat(r)) for n, r in self._rates.items() if r},
             "threshold": self._thresholds,
-            "grad_reach": lambda: {n: _floats(torch.cat(r)) for n, r in self._reach.items()},
+            "grad_reach": lambda: {n: floats(torch.cat(r)) for n, r in self._reach.items()},
             "group_rate": lambda: {
-                n: {**g["grid"], "rate": _floats(torch.cat(g["rate"]))}
+                n: {**g["grid"], "rate": floats(torch.cat(g["rate"]))}
                 for n, g in self._groups.items()
             },
         }
@@ -357,7 +194,7 @@ class Monitor:
             if "firing_rate" in self.names:
                 rate = out.reshape(steps, -1).float().mean(1)
                 self._rates[name].append(rate)
-            if "group_rate" in self.names and _is_grouped(module):
+            if "group_rate" in self.names and is_grouped(module):
                 self._group_rate(name, module, out, multi)
             if "grad_reach" in self.names:
                 self._grad_reach(name, module, args, out, multi)
@@ -439,7 +276,7 @@ class Monitor:
                 finally:
                     self._active = None
                 return self._z.pop(name)
-            recorder, original = _Recorder(), module.surrogate_function
+            recorder, original = Recorder(), module.surrogate_function
             module.surrogate_function = recorder
             try:
                 if module.step_mode == "m":
@@ -458,18 +295,9 @@ class Monitor:
             steps = self._steps[name]
             if not steps:
                 continue
-            if isinstance(module, RunningThresholdLIFBase):
-                if module.threshold_seq is None:
-                    continue
-                entry = {"train": _floats(_per_step(module.threshold_seq))}
-                if module.adaptive and module.running_threshold.numel():
-                    entry["running"] = _floats(_per_step(module.running_threshold, steps))
-                for key, seq in (("sigma", module.sigma_seq), ("width", module.width_seq)):
-                    if isinstance(seq, torch.Tensor):
-                        entry[key] = _floats(_per_step(seq))
+            entry = threshold_entry(module, steps)
+            if entry is not None:
                 layers[name] = entry
-            elif isinstance(module.v_threshold, int | float):
-                layers[name] = {"train": [float(module.v_threshold)] * steps}
         return layers
 
     def _curriculum(self) -> dict | None:
@@ -478,19 +306,8 @@ class Monitor:
         )
         if not all(isinstance(t, torch.Tensor) for t in (loss, sigma, tau)):
             return None
-        loss, sigma, tau = loss.detach().float(), sigma.detach().float(), tau.detach().float()
-        easy = loss < tau
-        total = sigma.sum()
-        record = {
-            "tau": float(tau),
-            "loss": _floats(loss),
-            "sigma": _floats(sigma),
-            "easy": int(easy.sum()),
-            "hard": int((~easy).sum()),
-            "mean_sigma_easy": float(sigma[easy].mean()) if easy.any() else None,
-            "mean_sigma_hard": float(sigma[~easy].mean()) if (~easy).any() else None,
-            "weight_easy": float(sigma[easy].sum() / total) if total > 0 else None,
-        }
+        record = curriculum_record(loss, sigma, tau)
+        sigma = sigma.detach().float()
         if self._batch is not None and self._batch[0].shape == sigma.shape:
             record["classes"] = self._classes(sigma, *self._batch)
         return record
@@ -529,7 +346,7 @@ class Monitor:
         """
         if "energy" not in self.names:
             return None
-        from .energy import estimate_energy
+        from ..energy import estimate_energy
 
         tensors = [*self.model.parameters(), *self.model.buffers()]
         device = tensors[0].device if tensors else torch.device("cpu")

@@ -1,0 +1,136 @@
+"""The files of a run folder, torch-free: atomic writes and append-only JSON-lines records.
+
+A run folder (``sj-ext train --out OUT``) holds ``metrics.json`` and ``recipe.yaml``,
+written whole by :func:`write_json` / :func:`atomic_write` (a crash leaves the old
+file or the new one, never a mix), and ``monitor/<name>.jsonl`` for each name of
+:data:`MONITORS`: one JSON object per line, appended by :func:`append_record`
+(flushed and fsynced), read back by :func:`read_records` and cut back to the
+completed epochs by :func:`keep_epochs`.
+
+Everything here is the standard library: the report, the sweep summary and any
+tool reading run folders import it without loading torch.
+"""
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+__all__ = [
+    "MONITORS",
+    "MonitorFileWarning",
+    "atomic_write",
+    "write_json",
+    "write_temp",
+    "replace",
+    "append_record",
+    "read_records",
+    "keep_epochs",
+]
+
+#: the monitors a run records, each into ``OUT/monitor/<name>.jsonl`` (see :mod:`sj_ext.monitor`)
+MONITORS = ("firing_rate", "threshold", "grad_reach", "group_rate", "curriculum", "energy")
+
+
+class MonitorFileWarning(UserWarning):
+    """A line of a monitor file that is skipped (names the file and the line)."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_temp(path: Path, write) -> Path:
+    """``write(file)`` into ``.NAME.tmp.<pid>`` beside ``path``, fsynced; removed on failure."""
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def replace(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` over ``path`` and fsync the directory (the rename is durable)."""
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write ``path`` through ``write(file)`` so that a crash leaves the old file or the new one.
+
+    Write a temporary file in the same directory, flush, fsync, rename it over
+    ``path``, then fsync the directory. A failed write (disk full) removes the
+    temporary file and leaves ``path`` untouched.
+    """
+    path = Path(path)
+    replace(write_temp(path, write), path)
+
+
+def write_json(path: Path, obj) -> None:
+    """``obj`` as indented JSON into ``path``, atomically (:func:`atomic_write`)."""
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
+
+
+def _line(record: dict) -> str:
+    return json.dumps(record, separators=(",", ":")) + "\n"
+
+
+def append_record(path: Path, record: dict) -> None:
+    """Append ``record`` as one JSON line to ``path``, flushed and fsynced (folder created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(_line(record))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """The records of one monitor file (JSON lines).
+
+    A last line without its newline (a crash mid-append) is ignored silently;
+    any other line that is not a JSON object with an integer ``epoch`` is
+    skipped with a :class:`MonitorFileWarning` naming the file and the line
+    (diagnostics never stop a run or a report).
+    """
+    path = Path(path)
+    lines = path.read_text(errors="replace").split("\n")
+    if lines and lines[-1]:  # the partial line of an interrupted append
+        lines = lines[:-1]
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        problem, record = _parse_record(line)
+        if problem:
+            warnings.warn(f"{path} line {number}: {problem}; skipped", MonitorFileWarning, 2)
+        else:
+            records.append(record)
+    return records
+
+
+def _parse_record(line: str) -> tuple[str | None, dict | None]:
+    """``(None, record)``, or ``(what is wrong, None)``."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        return f"not valid JSON ({e.msg})", None
+    if not isinstance(record, dict) or type(record.get("epoch")) is not int:
+        return "not a monitor record (no integer 'epoch')", None
+    return None, record
+
+
+def keep_epochs(folder: Path, completed: int) -> None:
+    """Rewrite every ``folder/*.jsonl`` atomically without the records of epochs > ``completed``."""
+    for path in sorted(Path(folder).glob("*.jsonl")):
+        text = "".join(_line(r) for r in read_records(path) if r["epoch"] <= completed)
+        atomic_write(path, lambda f, text=text: f.write(text.encode()))
