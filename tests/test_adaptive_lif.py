@@ -208,24 +208,22 @@ def test_spiking_false_surrogate_runs_stepwise_through_autograd():
 
 # ----------------------------------------------------------------------------------------------
 def test_state_dict_round_trip_into_fresh_model():
+    def build():
+        net = torch.nn.Sequential(
+            layer.Linear(12, 16),
+            AdaptiveThresholdLIF(stats="channel"),
+            layer.Linear(16, 4),
+            AdaptiveThresholdLIF(learnable_tau=True),
+        )
+        functional.set_step_mode(net, "m")
+        return net
+
     torch.manual_seed(6)
-    net = torch.nn.Sequential(
-        layer.Linear(12, 16),
-        AdaptiveThresholdLIF(stats="channel"),
-        layer.Linear(16, 4),
-        AdaptiveThresholdLIF(learnable_tau=True),
-    )
-    functional.set_step_mode(net, "m")
+    net = build()
     for _ in range(3):
         net(torch.randn(4, 8, 12))
         functional.reset_net(net)
-    fresh = torch.nn.Sequential(
-        layer.Linear(12, 16),
-        AdaptiveThresholdLIF(stats="channel"),
-        layer.Linear(16, 4),
-        AdaptiveThresholdLIF(learnable_tau=True),
-    )
-    functional.set_step_mode(fresh, "m")
+    fresh = build()
     state = net.state_dict()
     assert state["1.running_threshold"].shape == (4, 16)
     assert state["3.running_threshold"].shape == (4,)
