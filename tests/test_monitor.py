@@ -130,9 +130,13 @@ def test_gradient_reach_of_sj_ext_neurons_run_by_a_fused_kernel():
     x = torch.randn(4, 8, 3, 5)
     plain = AdaptiveThresholdLIF(step_mode="m")
     fused = AdaptiveThresholdLIF(step_mode="m", backend="cupy")
-    fused._fused_multi_step = lambda x_seq, v, th, params: lif_multi_step(
-        x_seq, v, fused.k, th, replace(params, surrogate_function=DynamicRect())
-    )
+
+    def stand_in(x_seq, v, t0):
+        thresholds, params = fused._sequence_inputs(x_seq, t0)
+        params = replace(params, surrogate_function=DynamicRect())
+        return lif_multi_step(x_seq, v, fused.k, thresholds, params)
+
+    fused._fused_multi_step = stand_in
     reach = []
     for node in (plain, fused):
         mon = Monitor(node, names=["grad_reach", "firing_rate"])

@@ -13,7 +13,6 @@ import torch.nn as nn
 from spikingjelly.activation_based.neuron import BaseNode
 
 from ..class_health import accuracy_warnings, class_rates, summed_class_rates, weight_warnings
-from ..functional import lif_multi_step
 from ..functional.adaptive_lif import surrogate_derivative
 from ..functional.grouping import group_views
 from ..neuron.base import RunningThresholdLIFBase
@@ -270,9 +269,7 @@ class Monitor:
                 x_seq = x if module.step_mode == "m" else x[None]
                 self._active, self._z[name] = name, []
                 try:
-                    thresholds = module._thresholds(t0, len(x_seq), x_seq[0])
-                    params = module.lif_parameters(x_seq.shape[1:])
-                    lif_multi_step(x_seq, v, module.k, thresholds, params)
+                    module.torch_multi_step(x_seq, v, t0)
                 finally:
                     self._active = None
                 return self._z.pop(name)

@@ -258,8 +258,24 @@ class RunningThresholdLIFBase(BaseNode):
             stats_group=self.stats_group,
         )
 
-    def _fused_multi_step(self, x_seq: torch.Tensor, v: torch.Tensor, thresholds, params):
-        """:func:`sj_ext.functional.lif_multi_step` in the fused kernels (``backend='cupy'``).
+    def _sequence_inputs(self, x_seq: torch.Tensor, t0: int):
+        """The thresholds of steps ``t0 ..`` (:meth:`_thresholds`) and the options for ``x_seq``."""
+        thresholds = self._thresholds(t0, x_seq.shape[0], x_seq[0])
+        return thresholds, self.lif_parameters(x_seq.shape[1:])
+
+    def torch_multi_step(self, x_seq: torch.Tensor, v: torch.Tensor, t0: int):
+        """The multi-step forward by the torch functions, from membrane ``v`` at step ``t0``.
+
+        :return: ``(spike_seq, v_T, v_th_seq, sigma_seq)`` of
+            :func:`sj_ext.functional.lif_multi_step`; the node's memories, buffer
+            and records are left as they are (the monitors re-run a fused forward
+            through it)
+        """
+        thresholds, params = self._sequence_inputs(x_seq, t0)
+        return lif_multi_step(x_seq, v, self.k, thresholds, params)
+
+    def _fused_multi_step(self, x_seq: torch.Tensor, v: torch.Tensor, t0: int):
+        """:meth:`torch_multi_step` in the fused kernels (``backend='cupy'``).
 
         ``None`` (after a one-time warning naming the reason) where the kernels
         do not cover the options: the torch backend runs instead.
@@ -267,6 +283,7 @@ class RunningThresholdLIFBase(BaseNode):
         :raises RuntimeError: without CuPy, or for an input not on a CUDA device
         """
         launcher = fused.require_launcher(x_seq)
+        thresholds, params = self._sequence_inputs(x_seq, t0)
         reason = fused.unsupported_reason(x_seq, thresholds, params)
         if reason is not None:
             fused.warn_fallback(type(self).__name__, reason)
@@ -292,13 +309,9 @@ class RunningThresholdLIFBase(BaseNode):
         v, t0 = states
         self._check_rank(x_seq, 1)
         steps = x_seq.shape[0]
-        thresholds = self._thresholds(t0, steps, x_seq[0])
-        params = self.lif_parameters(x_seq.shape[1:])
-        result = None
-        if self.backend == "cupy":
-            result = self._fused_multi_step(x_seq, v, thresholds, params)
+        result = self._fused_multi_step(x_seq, v, t0) if self.backend == "cupy" else None
         if result is None:
-            result = lif_multi_step(x_seq, v, self.k, thresholds, params)
+            result = self.torch_multi_step(x_seq, v, t0)
         spikes, v, v_th_seq, sigma_seq = result
         self._update(t0, v_th_seq, sigma_seq)
         return (spikes,), (v, t0 + steps)
