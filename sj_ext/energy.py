@@ -11,6 +11,8 @@ The counts come from SpikingJelly 2.0's operation counters
 * :math:`\mathrm{AC}_{SNN}`: synaptic operations (``SynOpCounter``): when an
   operand is binary (spikes), one accumulate per spike and per synapse it
   reaches (spikes x fan-out, padding respected);
+* spikes: every spike emitted by a spiking neuron (SpikingJelly ``BaseNode``)
+  over the :math:`T` steps;
 * :math:`\mathrm{MAC}_{ANN}`: the same layers as an ANN (spiking neurons
   replaced by ReLU, one pass instead of :math:`T`): every matrix product and
   convolution counted densely (output elements x fan-in, whatever the
@@ -34,6 +36,7 @@ import math
 import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional
+from spikingjelly.activation_based.neuron import BaseNode
 from spikingjelly.activation_based.op_counter import (
     BaseCounter,
     DispatchCounterMode,
@@ -97,7 +100,7 @@ def estimate_energy(
     flag is restored, ``reset_net`` is called before and after).
 
     :return: ``{"samples": N, "T": T, "e_mac_pj", "e_ac_pj", "assumptions": [...],
-        "snn": {"mac", "ac", "energy_pj"}, "ann": {"mac", "energy_pj"},
+        "snn": {"mac", "ac", "energy_pj", "spikes"}, "ann": {"mac", "energy_pj"},
         "ann_over_snn": E_ANN / E_SNN, "layers": {name: {"snn_mac", "snn_ac", "ann_mac"}}}``;
         counts per inference, ``layers`` the leaf modules with a count
         (names as in ``model.named_modules()``)
@@ -110,6 +113,12 @@ def estimate_energy(
         SynOpCounter(extra_ignore_modules=list(_NORMS)),
         _DenseMACCounter(_NORMS),
     )
+    spikes = []
+    hooks = [
+        m.register_forward_hook(lambda m, args, out: spikes.append(float(out.sum())))
+        for m in model.modules()
+        if isinstance(m, BaseNode)
+    ]
     was_training = model.training
     model.eval()
     functional.reset_net(model)
@@ -117,6 +126,8 @@ def estimate_energy(
         with torch.no_grad(), DispatchCounterMode([mac, synop, dense]):
             model(x_seq)
     finally:
+        for hook in hooks:
+            hook.remove()
         functional.reset_net(model)
         model.train(was_training)
 
@@ -144,7 +155,7 @@ def estimate_energy(
             + (HOROWITZ if (e_mac_pj, e_ac_pj) == (E_MAC_PJ, E_AC_PJ) else ""),
             *ASSUMPTIONS,
         ],
-        "snn": {"mac": snn_mac, "ac": snn_ac, "energy_pj": e_snn},
+        "snn": {"mac": snn_mac, "ac": snn_ac, "energy_pj": e_snn, "spikes": sum(spikes) / N},
         "ann": {"mac": ann_mac, "energy_pj": e_ann},
         "ann_over_snn": e_ann / e_snn if e_snn > 0 else None,
         "layers": layers,

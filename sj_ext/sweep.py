@@ -29,9 +29,12 @@ the mean, the sample standard deviation (:math:`\frac{1}{n-1}`; ``None`` for
 written beside the JSON (``.md``).
 """
 
+import fcntl
+import hashlib
 import json
 import re
 import statistics
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,12 +43,13 @@ import torch
 from .engine import TrainingError, train
 from .engine.runfolder import refuse_incompatible
 from .recipe import load_recipe, safe_load
-from .runfiles import write_json
+from .runfiles import read_records, write_json
 
 __all__ = ["METHODS", "SweepError", "Job", "load_grid", "run_sweep", "summarise", "markdown"]
 
-METHODS = ("ce", "mse", "clsnn", "ds_atgo", "ds_atgo_fixed", "grouping", "lif_t1", "tet")
-_GRID_KEYS = {"seeds", "overrides", "configurations"}
+METHODS = ("ce", "mse", "clsnn", "ds_atgo", "ds_atgo_fixed", "grouping", "lif", "lif_t1", "tet")
+_GRID_KEYS = {"seeds", "overrides", "configurations", "claims"}
+_CLAIM_KEYS = {"name", "question", "baseline", "arms"}
 _CONFIG_KEYS = {"name", "method", "recipe", "overrides"}
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
@@ -135,7 +139,29 @@ def _read_grid(path: Path) -> dict:
     if twice:
         raise SweepError(f"{source}: configuration names must be unique, {twice[0]!r} repeats")
     shared = _mapping(grid.get("overrides"), f"{source}: overrides")
-    return {"seeds": seeds, "overrides": shared, "configurations": configs}
+    claims = [_check_claim(c, i, source, names) for i, c in enumerate(grid.get("claims") or [])]
+    return {"seeds": seeds, "overrides": shared, "configurations": configs, "claims": claims}
+
+
+def _check_claim(claim, i: int, source: str, names: list[str]) -> dict:
+    """A claim: ``{name, question, baseline, arms}``, every arm a configuration's name."""
+    where = f"{source}: claims[{i}]"
+    if not isinstance(claim, dict) or set(claim) != _CLAIM_KEYS:
+        raise SweepError(f"{where}: expected a mapping with exactly {sorted(_CLAIM_KEYS)}")
+    arms = claim["arms"]
+    if not isinstance(arms, list) or not arms:
+        raise SweepError(f"{where}.arms: expected a non-empty list of configuration names")
+    for arm in [claim["baseline"], *arms]:
+        if arm not in names:
+            raise SweepError(
+                f"{where}: {arm!r} is no configuration of the grid ({', '.join(names)})"
+            )
+    return claim
+
+
+def read_claims(path: str | Path) -> list[dict]:
+    """The ``claims`` of a grid file (``[]`` when it names none)."""
+    return _read_grid(Path(path))["claims"]
 
 
 def load_grid(
@@ -144,6 +170,7 @@ def load_grid(
     sets: list[str] = (),
     only: list[str] = (),
     seeds: list[int] | None = None,
+    shard: tuple[int, int] = (1, 1),
 ) -> list[Job]:
     """The jobs of a grid file, every recipe resolved (so any error comes before any run).
 
@@ -151,7 +178,9 @@ def load_grid(
     :param sets: ``key.path=value`` overrides applied last, to every run
     :param only: run only these configurations (all when empty)
     :param seeds: run only these seeds (the grid's when ``None``)
-    :raises SweepError: a bad grid file or ``only`` name
+    :param shard: ``(k, n)``: only every ``n``-th job from the ``k``-th (1-based), so that
+        ``n`` sweeps side by side share the grid (one thread each)
+    :raises SweepError: a bad grid file, ``only`` name or shard
     :raises RecipeError: a recipe or override that does not resolve
     """
     path = Path(path)
@@ -175,7 +204,28 @@ def load_grid(
                 config["name"], config["method"], config["recipe"], overrides, seed, recipe, run_dir
             )
             jobs.append(job)
-    return jobs
+    k, n = shard
+    if not 1 <= k <= n:
+        raise SweepError(f"--shard {k}/{n}: expected K/N with 1 <= K <= N")
+    return jobs[k - 1 :: n]
+
+
+def recipe_digest(recipe: dict) -> str:
+    """SHA-256 of the resolved recipe (sorted JSON): what a results file records per run."""
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+
+def _recorded(job: Job, json_path: Path) -> dict | None:
+    """The record of ``job`` in the results file, if it holds one of the same recipe.
+
+    So a committed results file is enough to skip finished runs on a fresh clone.
+    """
+    for record in _read_results(json_path).get("runs", []):
+        if (record["name"], record["seed"]) == (job.name, job.seed) and record.get(
+            "recipe_sha256"
+        ) == recipe_digest(job.recipe):
+            return record
+    return None
 
 
 def _finished(job: Job) -> dict | None:
@@ -208,8 +258,48 @@ def _device(recipe: dict) -> str:
     return "cpu"
 
 
+def _mean_rows(rows: list[list[float]]) -> list[float]:
+    return [statistics.fmean(col) for col in zip(*rows, strict=True)]
+
+
+def _layer_means(records: list[dict]) -> dict:
+    """``{layer: [mean over records of the value at step t]}`` of layer-monitor records."""
+    layers = records[-1]["layers"] if records else {}
+    return {name: _mean_rows([r["layers"][name] for r in records]) for name in layers}
+
+
+def monitor_summary(run_dir: Path) -> dict:
+    """What a run's monitors recorded, condensed for a results file.
+
+    ``firing_rate`` / ``grad_reach``: per layer, the value at every time step
+    averaged over the sampled batches of the last epoch; ``curriculum``: per
+    sampled batch ``[progress, weight_easy, mean_sigma_easy, mean_sigma_hard]``;
+    ``energy``: the last epoch's spikes and synaptic operations per image.
+    """
+    folder, out = Path(run_dir) / "monitor", {}
+    for name in ("firing_rate", "grad_reach"):
+        path = folder / f"{name}.jsonl"
+        records = read_records(path) if path.is_file() else []
+        if records:
+            last = [r for r in records if r["epoch"] == records[-1]["epoch"]]
+            out[name] = _layer_means(last)
+    path = folder / "curriculum.jsonl"
+    if path.is_file():
+        keys = ("progress", "weight_easy", "mean_sigma_easy", "mean_sigma_hard")
+        out["curriculum"] = [[r[k] for k in keys] for r in read_records(path)]
+    path = folder / "energy.jsonl"
+    records = read_records(path) if path.is_file() else []
+    if records:
+        snn = records[-1]["snn"]
+        out["energy"] = {"spikes": snn.get("spikes"), "synops": snn["ac"], "macs": snn["mac"]}
+    return out
+
+
 def _record(job: Job, metrics: dict) -> dict:
     last = metrics["epochs"][-1]
+    monitors = monitor_summary(job.run_dir)
+    energy = monitors.get("energy", {})
+    seconds = sum(row["seconds"] for row in metrics["epochs"])
     return {
         "name": job.name,
         "method": job.method,
@@ -224,7 +314,12 @@ def _record(job: Job, metrics: dict) -> dict:
         "final_test_acc": metrics["final_test_acc"],
         "best_test_acc": metrics["best_test_acc"],
         "per_class_acc": last.get("per_class_acc"),
-        "seconds": sum(row["seconds"] for row in metrics["epochs"]),
+        "seconds": seconds,
+        "seconds_per_epoch": seconds / len(metrics["epochs"]),
+        "spikes_per_image": energy.get("spikes"),
+        "synops_per_image": energy.get("synops"),
+        "monitors": monitors,
+        "recipe_sha256": recipe_digest(job.recipe),
         "run_dir": str(job.run_dir),
     }
 
@@ -273,27 +368,64 @@ def markdown(summary: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write(json_path: Path, grid: str, runs: list[dict]) -> None:
+def _read_results(json_path: Path) -> dict:
+    if not json_path.is_file():
+        return {}
+    try:
+        return json.loads(json_path.read_text())
+    except json.JSONDecodeError as e:
+        raise SweepError(f"{json_path}: not a results file ({e}); move it aside") from e
+
+
+@contextmanager
+def _locked(json_path: Path):
+    """An exclusive ``flock`` on ``json_path.lock``: sweeps side by side write one file."""
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    summary = summarise(runs)
-    write_json(json_path, {"grid": grid, "runs": runs, "summary": summary})
-    json_path.with_suffix(".md").write_text(markdown(summary))
+    with open(json_path.with_name(json_path.name + ".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _write(json_path: Path, grid: str, claims: list[dict], record: dict) -> dict:
+    """Merge ``record`` into the results file (replacing the same name and seed), under the lock."""
+    with _locked(json_path):
+        runs = [
+            r
+            for r in _read_results(json_path).get("runs", [])
+            if (r["name"], r["seed"]) != (record["name"], record["seed"])
+        ]
+        runs.append(record)
+        summary = summarise(runs)
+        result = {"grid": grid, "claims": claims, "runs": runs, "summary": summary}
+        write_json(json_path, result)
+        json_path.with_suffix(".md").write_text(markdown(summary))
+    return result
 
 
 def run_sweep(grid: str | Path, jobs: list[Job], json_path: str | Path, log=print) -> dict:
-    """Run (or skip, or resume) every job in order; rewrite ``json_path`` after each.
+    """Run (or skip, or resume) every job in order; merge each run into ``json_path``.
 
-    Returns ``{"grid", "runs", "summary"}`` as written.
+    A job is skipped when the results file already records it with the same
+    resolved recipe (:func:`recipe_digest`), or when its folder holds the
+    finished run. Runs of other jobs in the file are kept, so sweeps of
+    several shards (or of a grid run piece by piece) fill one file.
+    Returns ``{"grid", "claims", "runs", "summary"}`` as last written.
     """
-    json_path, runs = Path(json_path), []
+    json_path = Path(json_path)
+    claims = read_claims(grid)
+    result = {"grid": str(grid), "claims": claims, **_read_results(json_path)}
     for i, job in enumerate(jobs, 1):
-        metrics = _finished(job)
         tag = f"[{i}/{len(jobs)}] {job.name} seed {job.seed}"
+        if _recorded(job, json_path) is not None:
+            log(f"{tag}: in {json_path} already, skipped")
+            continue
+        metrics = _finished(job)
         if metrics is not None:
             log(f"{tag}: finished before, skipped ({job.run_dir})")
         else:
             log(f"{tag}: training in {job.run_dir}")  # train says when it resumes
             metrics = train(job.recipe, job.run_dir, resume="auto", log=log)
-        runs.append(_record(job, metrics))
-        _write(json_path, str(grid), runs)
-    return {"grid": str(grid), "runs": runs, "summary": summarise(runs)}
+        result = _write(json_path, str(grid), claims, _record(job, metrics))
+    result.setdefault("runs", [])
+    result["summary"] = summarise(result["runs"])
+    return result

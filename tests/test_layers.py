@@ -43,7 +43,7 @@ LAYERS = [
     ("monitor", "energy", "report", "report_figures", "preflight"),  # what the methods do
     ("recipe",),  # names -> objects
     ("engine",),
-    ("sweep",),
+    ("sweep", "compare"),
     ("cli", "__main__"),
 ]
 

@@ -139,6 +139,21 @@ def test_resnet19_matches_its_architecture():
     assert run(model, 3, 16).shape == (T, N, 10)  # global pooling: any size divisible by 4
 
 
+def test_small_sew_resnet_matches_its_architecture():
+    # conv3x3-8 + tdBN; 1 x 8, 1 x 16 (s2), 1 x 32 (s2); GAP; real-valued FC32-10 with bias
+    expected = (
+        conv(1, 8) + bn(8)
+        + sew_stage(8, 8, 1, 1) + sew_stage(8, 16, 1, 2) + sew_stage(16, 32, 1, 2)
+        + fc(32, 10)
+    )  # fmt: skip
+    model = build("sew_resnet_small", 10, 1, lif, widths=[8, 16, 32], blocks=[1, 1, 1])
+    assert n_params(model) == expected
+    assert run(model, 1, 28).shape == (T, N, 10)  # maps 28, 14, 7
+    assert not isinstance(list(model)[-1], neuron.BaseNode)  # the read-out is real-valued
+    with pytest.raises(ValueError, match="one entry per stage"):
+        build("sew_resnet_small", 10, 1, lif, widths=[8, 16], blocks=[1])
+
+
 @pytest.mark.parametrize("name", ["resnet18", "resnet34"])
 def test_imagenet_resnets_have_torchvisions_parameters(name):
     # same convs, norms and FC as torchvision's ResNet; the SEW spikes add no parameters
@@ -184,6 +199,9 @@ def test_grouping_cnn_alternates_windows_and_matches_its_architecture():
         "dilated",
         "block",
     ]
+    one_window = build("grouping_cnn", 10, 3, grouped, first_window="dilated", alternate=False)
+    windows = [m.window for m in one_window.modules() if isinstance(m, DilatedWindowLIF)]
+    assert windows == ["dilated"] * 6
 
 
 def test_grouping_rnn_groups_tokens_and_matches_its_architecture():

@@ -212,7 +212,10 @@ def test_energy_against_a_hand_count():
     snn_ac = 2 * 2  # 2 spikes x fan-out 2
     ann_mac = 4 * 3 + 3 * 2  # one pass, every synapse
     assert (e["samples"], e["T"]) == (3, 2)
-    assert e["snn"] == {"mac": snn_mac, "ac": snn_ac, "energy_pj": pytest.approx(114.0)}
+    spikes = 2  # two spikes at step 0, none at step 1, per sample
+    assert e["snn"] == {
+        "mac": snn_mac, "ac": snn_ac, "energy_pj": pytest.approx(114.0), "spikes": spikes
+    }  # fmt: skip
     assert e["ann"] == {"mac": ann_mac, "energy_pj": pytest.approx(4.6 * 18)}
     assert e["ann_over_snn"] == pytest.approx(4.6 * 18 / (4.6 * 24 + 0.9 * 4))
     assert e["layers"] == {

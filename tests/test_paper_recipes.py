@@ -48,8 +48,10 @@ PAPERS = {
     "dsatgo_cifar100": ("cifar100", "resnet19", "adaptive_lif", "ce", None, 2),
     "dsatgo_cifar10dvs": ("cifar10dvs", "vggsnn", "adaptive_lif", "tet", None, 10),
     "dsatgo_imagenet": ("imagenet", "resnet18", "adaptive_lif", "ce", None, 4),
+    "dsatgo_mnist_cpu": ("mnist", "sew_resnet_small", "adaptive_lif", "ce", None, 2),
     "grouping_cifar10": ("cifar10", "grouping_cnn", "dilated_window_lif", "ce", None, 1),
     "grouping_cifar100": ("cifar100", "grouping_cnn", "dilated_window_lif", "ce", None, 1),
+    "grouping_mnist_cpu": ("mnist", "grouping_cnn", "dilated_window_lif", "ce", None, 1),
     "grouping_rnn_cifar100": ("cifar100", "grouping_rnn", "dilated_window_lif", "ce", None, 1),
     "grouping_tinyimagenet": (
         "tinyimagenet",

@@ -1,10 +1,10 @@
 import json
 import shutil
-import struct
 from collections import OrderedDict
 from pathlib import Path
 
 import pytest
+from helpers import png_size
 
 from sj_ext.cli import main
 from sj_ext.engine import train
@@ -24,15 +24,6 @@ SHORT = [
     f"monitor.names=[{', '.join(MONITORS)}]",
 ]
 ADAPTIVE_FIGURES = set(FIGURES) - {"group_rate.png"}
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    """Width and height from the IHDR chunk of a complete PNG file."""
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
-    assert data[12:16] == b"IHDR"
-    assert data[-8:-4] == b"IEND", f"{path} is truncated"
-    return struct.unpack(">II", data[16:24])
 
 
 def assert_figures(folder: Path, expected: set[str]):

@@ -10,13 +10,15 @@ import yaml
 import sj_ext.sweep
 from sj_ext.cli import main
 from sj_ext.recipe import RecipeError
-from sj_ext.sweep import SweepError, load_grid
+from sj_ext.runfiles import append_record
+from sj_ext.sweep import SweepError, load_grid, monitor_summary, recipe_digest
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "recipes" / "digits_quickstart.yaml"
 RUN_KEYS = {
     "name", "method", "recipe", "overrides", "seed", "T", "epochs", "train_samples",
     "test_samples", "device", "final_test_acc", "best_test_acc", "per_class_acc", "seconds",
+    "seconds_per_epoch", "spikes_per_image", "synops_per_image", "monitors", "recipe_sha256",
     "run_dir",
 }  # fmt: skip
 SHARED = {
@@ -100,7 +102,7 @@ def test_a_rerun_skips_finished_runs_and_resumes_unfinished_ones(swept, monkeypa
     assert main(args) == 0
     assert calls == []  # all four finished: nothing trains
     assert json.loads((tmp / "r.json").read_text())["runs"] == first["runs"]
-    assert capsys.readouterr().out.count("finished before, skipped") == 4
+    assert capsys.readouterr().out.count("r.json already, skipped") == 4
     # a second epoch for one run: it continues from its checkpoint
     more = args[:5] + [str(tmp / "r2.json"), "--set", "train.epochs=2"]
     more += ["--only", "plain_ce", "--seeds", "1"]
@@ -131,3 +133,66 @@ def test_a_bad_grid_is_a_clear_error(tmp_path, capsys):
     bad_key = [{"name": "a", "method": "ce", "recipe": str(QUICKSTART), "overrides": {"x.y": 1}}]
     with pytest.raises(RecipeError, match="--set x: unknown key"):
         load_grid(write_grid(tmp_path / "g.yaml", bad_key), tmp_path)
+
+
+def test_the_results_file_alone_skips_finished_runs(swept, tmp_path, monkeypatch, capsys):
+    """A fresh clone has the committed results file but no run folders: nothing retrains."""
+    tmp, args, first = swept
+    (tmp_path / "r.json").write_text((tmp / "r.json").read_text())
+    monkeypatch.setattr(sj_ext.sweep, "train", lambda *a, **k: pytest.fail("trained again"))
+    fresh = ["sweep", args[1], "--out", str(tmp_path / "runs"), "--json", str(tmp_path / "r.json")]
+    assert main(fresh) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["runs"] == first["runs"]
+    assert not (tmp_path / "runs").exists()
+    # a changed recipe is not the recorded run: its digest differs
+    job = load_grid(args[1], tmp_path / "runs", ["optim.lr=0.5"], ["clsnn"], [0])[0]
+    assert recipe_digest(job.recipe) != first["runs"][0]["recipe_sha256"]
+
+
+def test_shards_split_the_grid_and_fill_one_results_file(tmp_path):
+    grid = write_grid(tmp_path / "g.yaml")
+    everything = load_grid(grid, tmp_path / "runs")
+    shards = [load_grid(grid, tmp_path / "runs", shard=(k, 2)) for k in (1, 2)]
+    names = [[(j.name, j.seed) for j in jobs] for jobs in shards]
+    assert names == [[("clsnn", 0), ("plain_ce", 0)], [("clsnn", 1), ("plain_ce", 1)]]
+    assert len(everything) == 4
+    with pytest.raises(SweepError, match="--shard 3/2"):
+        load_grid(grid, tmp_path / "runs", shard=(3, 2))
+    base = ["sweep", str(grid), "--out", str(tmp_path / "runs"), "--json", str(tmp_path / "r.json")]
+    for k in (1, 2):  # one after the other here; side by side they share the file's lock
+        assert main(base + ["--shard", f"{k}/2"]) == 0
+    runs = json.loads((tmp_path / "r.json").read_text())["runs"]
+    assert sorted((r["name"], r["seed"]) for r in runs) == sorted(sum(names, []))
+
+
+def test_claims_name_configurations_and_reach_the_results_file(tmp_path, capsys):
+    claim = {"name": "c", "question": "q?", "baseline": "plain_ce", "arms": ["clsnn"]}
+    grid = write_grid(tmp_path / "g.yaml", claims=[claim])
+    assert main(["sweep", str(grid), "--out", str(tmp_path / "runs"), "--json",
+                 str(tmp_path / "r.json"), "--seeds", "0", "--only", "plain_ce"]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "r.json").read_text())["claims"] == [claim]
+    bad = write_grid(tmp_path / "g.yaml", claims=[{**claim, "arms": ["nope"]}])
+    with pytest.raises(SweepError, match="'nope' is no configuration of the grid"):
+        load_grid(bad, tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", "--shard", "x", str(bad)])
+    assert exit_.value.code == 2
+    assert "expected K/N" in capsys.readouterr().err
+
+
+def test_monitor_summary_condenses_the_records(tmp_path):
+    folder = tmp_path / "monitor"
+    for epoch, rates in [(1, [0.9, 0.9]), (2, [0.1, 0.3]), (2, [0.3, 0.5])]:
+        append_record(folder / "firing_rate.jsonl", {"epoch": epoch, "layers": {"a": rates}})
+    for progress, weight in [(0.0, 0.5), (0.5, 0.7)]:
+        record = {"epoch": 1, "progress": progress, "weight_easy": weight,
+                  "mean_sigma_easy": 2.0, "mean_sigma_hard": 0.5}  # fmt: skip
+        append_record(folder / "curriculum.jsonl", record)
+    append_record(folder / "energy.jsonl", {"epoch": 1, "snn": {"ac": 7.0, "mac": 3.0}})
+    append_record(folder / "energy.jsonl",
+                  {"epoch": 2, "snn": {"ac": 5.0, "mac": 3.0, "spikes": 11.0}})  # fmt: skip
+    summary = monitor_summary(tmp_path)
+    assert summary["firing_rate"] == {"a": [pytest.approx(0.2), pytest.approx(0.4)]}  # epoch 2
+    assert summary["curriculum"] == [[0.0, 0.5, 2.0, 0.5], [0.5, 0.7, 2.0, 0.5]]
+    assert summary["energy"] == {"spikes": 11.0, "synops": 5.0, "macs": 3.0}
+    assert monitor_summary(tmp_path / "none") == {}

@@ -30,11 +30,12 @@ __all__ = ["alternating_windows", "GroupingRNN", "FeatureBatchNorm"]
 WINDOWS = ("block", "dilated")
 
 
-def alternating_windows(first: str, count: int) -> list[str]:
-    """``count`` windows alternating between ``'block'`` and ``'dilated'``, from ``first``."""
+def alternating_windows(first: str, count: int, alternate: bool = True) -> list[str]:
+    """``count`` windows alternating between ``'block'`` and ``'dilated'``, from ``first``
+    (every one ``first`` when not ``alternate``)."""
     if first not in WINDOWS:
         raise ValueError(f"model.args.first_window must be one of {WINDOWS}, got {first!r}")
-    order = cycle(WINDOWS if first == "block" else WINDOWS[::-1])
+    order = cycle(WINDOWS if first == "block" else WINDOWS[::-1]) if alternate else cycle([first])
     return [next(order) for _ in range(count)]
 
 
@@ -47,6 +48,7 @@ def grouping_cnn(
     depth: int = 2,
     groups: tuple[int, int] = (2, 2),
     first_window: str = "block",
+    alternate: bool = True,
 ) -> nn.Module:
     """Spiking CNN with grouped neurons: ``[T, N, C, H, W]`` -> ``[T, N, num_classes]``.
 
@@ -55,9 +57,9 @@ def grouping_cnn(
     the classes (the logits, no neuron). The grouped neurons' windows alternate
     layer by layer from ``first_window`` over the grid ``groups`` (``(gh,
     gw)``), so every stage's map must divide by the grid (32 x 32 inputs with
-    three stages: 32, 16, 8).
+    three stages: 32, 16, 8). ``alternate=False`` gives every layer ``first_window``.
     """
-    windows = iter(alternating_windows(first_window, len(widths) * depth))
+    windows = iter(alternating_windows(first_window, len(widths) * depth, alternate))
     layers, channels = [], in_channels
     for s, width in enumerate(widths):
         for _ in range(depth):

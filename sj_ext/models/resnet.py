@@ -22,7 +22,7 @@ from spikingjelly.activation_based import layer
 
 from ..registry import MODELS
 
-__all__ = ["SEWBlock", "sew_resnet"]
+__all__ = ["SEWBlock", "sew_resnet", "sew_resnet_small"]
 
 
 class SEWBlock(nn.Module):
@@ -134,6 +134,41 @@ def _imagenet_resnet(
         (w, n, 1 if i == 0 else 2) for i, (w, n) in enumerate(zip(widths, blocks, strict=True))
     ]
     return sew_resnet(64, spiking_neuron, stem, stages, [layer.Linear(512, num_classes)], norm)
+
+
+@MODELS.register("sew_resnet_small")
+def sew_resnet_small(
+    num_classes: int,
+    in_channels: int,
+    spiking_neuron: Callable[..., nn.Module],
+    widths: tuple[int, ...] = (16, 32, 64),
+    blocks: tuple[int, ...] = (1, 1, 1),
+    alpha: float = 1.0,
+    v_threshold: float = 1.0,
+) -> nn.Module:
+    """A narrow SEW-ResNet with tdBN for small images (MNIST-sized ``[T, N, C, 28, 28]``).
+
+    DS-ATGO's network family at a width a CPU can train: conv3x3-``widths[0]``
+    + tdBN + SN; per stage ``s`` ``blocks[s]`` SEW blocks of width ``widths[s]``
+    (stride 2 from the second stage: 28, 14, 7); global average pool; a
+    real-valued FC to the classes (the logits, no neuron), as DS-ATGO's read-out.
+    """
+    if len(widths) != len(blocks) or not widths:
+        raise ValueError(
+            f"model.args.widths and model.args.blocks must have one entry per stage, "
+            f"got widths={list(widths)} and blocks={list(blocks)}"
+        )
+    norm = _tdbn(alpha, v_threshold)
+    stem = [
+        layer.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
+        norm(widths[0]),
+        spiking_neuron(),
+    ]
+    stages = [
+        (w, n, 1 if i == 0 else 2) for i, (w, n) in enumerate(zip(widths, blocks, strict=True))
+    ]
+    head = [layer.Linear(widths[-1], num_classes)]
+    return sew_resnet(widths[0], spiking_neuron, stem, stages, head, norm)
 
 
 @MODELS.register("resnet18")

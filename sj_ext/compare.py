@@ -1,0 +1,461 @@
+r"""``sj-ext compare RESULTS.json``: each arm of a sweep against a baseline, paired by seed.
+
+A sweep's results file (:mod:`sj_ext.sweep`) holds one run object per arm
+(configuration ``name``) and ``seed``. A *claim* asks whether some arms beat a
+baseline arm::
+
+    "claims": [{"name": "ds_atgo", "question": "does the adaptive threshold help?",
+                "baseline": "plif_ce", "arms": ["ds_atgo", "ds_atgo_fixed"]}]
+
+(``arms`` may name the baseline or not; it is shown first). Without ``claims``,
+``--baseline NAME`` makes one claim ``all``: every arm of the file against ``NAME``.
+
+Runs of the same seed share their initialisation and data order, so arm
+:math:`a` is compared with the baseline :math:`b` on the seeds both ran,
+:math:`S = S_a \cap S_b`, :math:`n = |S|`, through the paired differences of
+the final test accuracy
+
+.. math::
+
+    d_s = \mathrm{acc}_a(s) - \mathrm{acc}_b(s), \qquad
+    \bar d = \frac{1}{n} \sum_{s \in S} d_s, \qquad
+    s_d = \sqrt{\frac{1}{n-1} \sum_{s \in S} (d_s - \bar d)^2},
+
+and the Student t interval of the mean difference at confidence :math:`c`
+(0.95, :data:`CONFIDENCE`)
+
+.. math::
+
+    \bar d \pm t_{(1+c)/2,\; n-1} \, \frac{s_d}{\sqrt n}
+
+(``scipy.stats.t.ppf``; the interval of the paired t-test, ``scipy.stats.ttest_rel``).
+Pairing removes the seed-to-seed variation both arms share, so the interval is
+narrower than one from the two arms' separate standard deviations. The verdict
+is ``better`` when the interval lies above 0, ``worse`` when it lies below 0, and
+``inside the noise`` when it contains 0 or there are fewer than two pairs (no
+interval). It assumes the :math:`d_s` roughly normal and independent; with 3--5
+seeds :math:`t_{0.975, n-1}` is large (4.30 for :math:`n = 3`), so only clear
+differences leave the noise.
+
+Per arm the table also gives the mean and sample standard deviation
+(:math:`\frac{1}{n-1}`) of the accuracy over all its seeds, the per-class
+accuracy averaged over seeds and its worst class, and the mean seconds, spikes
+and synaptic operations per image. :func:`write` saves the table as JSON,
+markdown (:func:`markdown`) and a PNG figure (:func:`figure`).
+
+Torch-free: the standard library, numpy, scipy and matplotlib.
+"""
+
+import json
+import math
+import statistics
+import textwrap
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from scipy import stats
+
+from .runfiles import atomic_write, write_json
+
+__all__ = [
+    "CONFIDENCE",
+    "VERDICTS",
+    "CompareError",
+    "paired_difference",
+    "load_results",
+    "compare",
+    "markdown",
+    "figure",
+    "write",
+]
+
+CONFIDENCE = 0.95  #: the confidence of the intervals :func:`compare` gives
+VERDICTS = ("better", "worse", "inside the noise")  #: of an arm against its baseline
+_VERDICT_COLORS = {"better": "C2", "worse": "C3", "inside the noise": "0.45"}
+
+
+class CompareError(ValueError):
+    """A results file or a claim that cannot be compared (names the file, key or arm)."""
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def paired_difference(a: list[float], b: list[float], confidence: float = CONFIDENCE) -> dict:
+    r"""Mean of the paired differences :math:`d_i = a_i - b_i` and its Student t interval.
+
+    :math:`\bar d = \frac1n \sum_i d_i`, the sample standard deviation
+    :math:`s_d = \sqrt{\frac{1}{n-1} \sum_i (d_i - \bar d)^2}` and the interval
+    :math:`\bar d \pm t_{(1+c)/2,\, n-1}\, s_d / \sqrt n` at confidence :math:`c`,
+    the confidence interval of the paired t-test.
+
+    :returns: ``{"n", "mean", "sd", "low", "high"}`` (floats); ``sd``, ``low`` and
+        ``high`` are ``None`` for ``n < 2``, ``mean`` too for ``n = 0``
+    :raises ValueError: ``a`` and ``b`` differ in length, or ``confidence`` is not in (0, 1)
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired_difference: {len(a)} values against {len(b)}; pairs needed")
+    if not 0 < confidence < 1:
+        raise ValueError(f"paired_difference: confidence {confidence!r} is not in (0, 1)")
+    d = [float(x) - float(y) for x, y in zip(a, b, strict=True)]
+    n = len(d)
+    mean = statistics.fmean(d) if d else None
+    if n < 2:
+        return {"n": n, "mean": mean, "sd": None, "low": None, "high": None}
+    sd = statistics.stdev(d)
+    half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * sd / math.sqrt(n)
+    return {"n": n, "mean": mean, "sd": sd, "low": mean - half, "high": mean + half}
+
+
+def _verdict(diff: dict) -> str:
+    if diff["low"] is None:
+        return "inside the noise"
+    if diff["low"] > 0:
+        return "better"
+    if diff["high"] < 0:
+        return "worse"
+    return "inside the noise"
+
+
+def load_results(path: str | Path) -> dict:
+    """The results file of a sweep (JSON object with a ``runs`` list).
+
+    :raises CompareError: the file is missing, unreadable, not valid JSON or has no ``runs`` list
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CompareError(f"{path}: no such results file")
+    try:
+        results = json.loads(path.read_text(errors="replace"))
+    except OSError as e:
+        raise CompareError(f"{path}: cannot read it ({e.strerror or e})") from e
+    except json.JSONDecodeError as e:
+        raise CompareError(f"{path}: truncated or not valid JSON ({e})") from e
+    if not isinstance(results, dict) or not isinstance(results.get("runs"), list):
+        raise CompareError(f"{path}: not a sweep results file (no 'runs' list)")
+    return results
+
+
+def _check_runs(runs) -> dict[str, dict[int, dict]]:
+    """``{arm name: {seed: run}}`` in first-run order; a wrongly typed or repeated run raises."""
+    if not isinstance(runs, list):
+        raise CompareError("'runs' is not a list of run objects")
+    arms: dict[str, dict[int, dict]] = {}
+    for i, run in enumerate(runs):
+        where = f"runs[{i}]"
+        if not isinstance(run, dict):
+            raise CompareError(f"{where} is not an object")
+        if not isinstance(run.get("name"), str):
+            raise CompareError(f"{where}: 'name' is missing or not a string")
+        if not isinstance(run.get("seed"), int) or isinstance(run.get("seed"), bool):
+            raise CompareError(f"{where} ({run['name']}): 'seed' is missing or not an integer")
+        if not _number(run.get("final_test_acc")):
+            raise CompareError(
+                f"{where} ({run['name']}, seed {run['seed']}): 'final_test_acc' is missing "
+                "or not a number"
+            )
+        per_class = run.get("per_class_acc")
+        if per_class is not None and not (
+            isinstance(per_class, list) and all(v is None or _number(v) for v in per_class)
+        ):
+            raise CompareError(
+                f"{where} ({run['name']}, seed {run['seed']}): 'per_class_acc' is not a list "
+                "of numbers or nulls"
+            )
+        seeds = arms.setdefault(run["name"], {})
+        if run["seed"] in seeds:
+            raise CompareError(
+                f"{where}: arm {run['name']!r} has seed {run['seed']} twice; pairs are ambiguous"
+            )
+        seeds[run["seed"]] = run
+    return arms
+
+
+def _claims(results: dict, baseline: str | None, arms: dict) -> list[dict]:
+    if baseline is not None:
+        return [
+            {
+                "name": "all",
+                "question": f"every arm against {baseline}",
+                "baseline": baseline,
+                "arms": list(arms),
+            }
+        ]
+    claims = results.get("claims")
+    if not claims:
+        raise CompareError(
+            "the results have no 'claims' key (or it is empty): name the baseline arm with "
+            f"--baseline NAME to compare every arm with it (arms: {', '.join(arms)})"
+        )
+    if not isinstance(claims, list):
+        raise CompareError("'claims' is not a list of claim objects")
+    checked = []
+    for i, claim in enumerate(claims):
+        where = f"claims[{i}]"
+        if not isinstance(claim, dict):
+            raise CompareError(f"{where} is not an object")
+        if not isinstance(claim.get("baseline"), str):
+            raise CompareError(f"{where}: 'baseline' is missing or not an arm name")
+        listed = claim.get("arms")
+        if not isinstance(listed, list) or not all(isinstance(a, str) for a in listed):
+            raise CompareError(f"{where}: 'arms' is missing or not a list of arm names")
+        checked.append(
+            {
+                "name": str(claim.get("name", f"claim{i + 1}")),
+                "question": str(claim.get("question", "")),
+                "baseline": claim["baseline"],
+                "arms": listed,
+            }
+        )
+    return checked
+
+
+def _mean(values: list) -> float | None:
+    values = [float(v) for v in values if _number(v)]
+    return statistics.fmean(values) if values else None
+
+
+def _per_class_mean(name: str, runs: list[dict]) -> list[float | None] | None:
+    """Per class, the mean accuracy over the seeds that have it (``None``: no seed has it)."""
+    rows = [r["per_class_acc"] for r in runs if r.get("per_class_acc")]
+    if not rows:
+        return None
+    if len({len(row) for row in rows}) > 1:
+        raise CompareError(f"arm {name!r}: 'per_class_acc' lists differ in length between seeds")
+    return [_mean(column) for column in zip(*rows, strict=True)]
+
+
+def _arm(name: str, by_seed: dict[int, dict], base: dict[int, dict] | None) -> dict:
+    seeds = sorted(by_seed)
+    runs = [by_seed[s] for s in seeds]
+    acc = [float(r["final_test_acc"]) for r in runs]
+    per_class = _per_class_mean(name, runs)
+    classes = [(v, k) for k, v in enumerate(per_class or []) if v is not None]
+    worst = min(classes, default=None)
+    diff = None
+    if base is not None:
+        common = sorted(set(by_seed) & set(base))
+        diff = paired_difference(
+            [by_seed[s]["final_test_acc"] for s in common],
+            [base[s]["final_test_acc"] for s in common],
+        )
+        diff["seeds"] = common
+    return {
+        "name": name,
+        "n": len(seeds),
+        "seeds": seeds,
+        "acc": acc,
+        "mean": statistics.fmean(acc),
+        "sd": statistics.stdev(acc) if len(acc) > 1 else None,
+        "per_class_mean": per_class,
+        "worst_class": None if worst is None else {"class": worst[1], "acc": worst[0]},
+        "seconds_mean": _mean([r.get("seconds") for r in runs]),
+        "spikes_per_image_mean": _mean([r.get("spikes_per_image") for r in runs]),
+        "synops_per_image_mean": _mean([r.get("synops_per_image") for r in runs]),
+        "diff": diff,
+        "verdict": None if diff is None else _verdict(diff),
+    }
+
+
+def compare(results: dict, baseline: str | None = None) -> dict:
+    """Each claim's arms against its baseline, paired by seed (see the module's docstring).
+
+    The claims are ``results["claims"]``; with ``baseline`` (an arm name) one claim
+    ``all`` of every arm against it instead. Per claim: ``{"name", "question",
+    "baseline", "arms"}``, the baseline first; per arm: ``name, n, seeds`` (sorted),
+    ``acc`` (final test accuracy per seed), ``mean, sd`` (sample; ``None`` for one
+    seed), ``per_class_mean`` (over seeds), ``worst_class`` (``{"class", "acc"}``,
+    the lowest of ``per_class_mean``), ``seconds_mean, spikes_per_image_mean,
+    synops_per_image_mean`` (``None`` where no run has them), ``diff``
+    (:func:`paired_difference` on the seeds both ran, plus those ``seeds``;
+    ``None`` for the baseline) and ``verdict`` (one of :data:`VERDICTS`; ``None``
+    for the baseline). Accuracies are fractions.
+
+    :returns: ``{"grid", "confidence", "claims": [...]}``
+    :raises CompareError: (a ``ValueError``) no claims and no ``baseline``; a claim
+        names an arm that has no run (the message lists the arms there are); a run
+        or claim is wrongly typed, or an arm has a seed twice
+    """
+    if not isinstance(results, dict):
+        raise CompareError("the results are not a JSON object")
+    arms = _check_runs(results.get("runs"))
+    if not arms:
+        raise CompareError("the results hold no runs")
+    table = []
+    for claim in _claims(results, baseline, arms):
+        names = [claim["baseline"], *(a for a in claim["arms"] if a != claim["baseline"])]
+        for name in names:
+            if name not in arms:
+                raise CompareError(
+                    f"claim {claim['name']!r}: arm {name!r} has no runs in the results "
+                    f"(arms there: {', '.join(arms)})"
+                )
+        base = arms[claim["baseline"]]
+        rows = [_arm(claim["baseline"], base, None)]
+        rows += [_arm(name, arms[name], base) for name in dict.fromkeys(names[1:])]
+        table.append({**claim, "arms": rows})
+    return {"grid": results.get("grid"), "confidence": CONFIDENCE, "claims": table}
+
+
+# ----------------------------------------------------------------------------------- markdown
+
+
+def _pct(mean: float, sd: float | None) -> str:
+    return f"{100 * mean:.2f}" + ("" if sd is None else f" ± {100 * sd:.2f}")
+
+
+def _count(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def _delta(diff: dict) -> str:
+    pairs = f"{diff['n']} pair{'s' if diff['n'] != 1 else ''}"
+    if diff["mean"] is None:
+        return "no common seed"
+    if diff["low"] is None:
+        return f"{100 * diff['mean']:+.2f} (no interval; {pairs})"
+    return (
+        f"{100 * diff['mean']:+.2f} [{100 * diff['low']:+.2f}, {100 * diff['high']:+.2f}] ({pairs})"
+    )
+
+
+def markdown(table: dict) -> str:
+    """Per claim a heading with its question and a table of its arms (accuracies in %).
+
+    Columns: arm, seeds, test accuracy (mean ± sample sd over seeds), worst class
+    (digit: its accuracy averaged over seeds), seconds per run, spikes per image,
+    the paired difference to the baseline in percentage points with its interval
+    and the number of pairs, the verdict.
+    """
+    level = round(100 * table.get("confidence", CONFIDENCE))
+    lines = []
+    for claim in table["claims"]:
+        heading = f"## {claim['name']}"
+        lines += [heading + (f": {claim['question']}" if claim["question"] else ""), ""]
+        lines += [
+            f"Baseline `{claim['baseline']}`. Δ: mean paired difference of the final test "
+            f"accuracy on the seeds both ran, with its {level}% Student t interval.",
+            "",
+            f"| arm | seeds | test acc % (mean ± sd) | worst class (digit: %) | s/run "
+            f"| spikes/image | Δ vs baseline (pp) [{level}% CI] | verdict |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for arm in claim["arms"]:
+            worst = arm["worst_class"]
+            worst = "–" if worst is None else f"{worst['class']}: {100 * worst['acc']:.1f}"
+            seconds = "–" if arm["seconds_mean"] is None else f"{arm['seconds_mean']:.0f}"
+            delta = "baseline" if arm["diff"] is None else _delta(arm["diff"])
+            lines.append(
+                f"| {arm['name']} | {arm['n']} | {_pct(arm['mean'], arm['sd'])} | {worst} "
+                f"| {seconds} | {_count(arm['spikes_per_image_mean'])} | {delta} "
+                f"| {arm['verdict'] or '–'} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- figure
+
+
+def _accuracy_panel(ax, claim: dict) -> None:
+    arms = claim["arms"]
+    x = np.arange(len(arms))
+    seeds = sorted({s for arm in arms for s in arm["seeds"]})
+    for j, seed in enumerate(seeds):
+        y = [
+            100 * arm["acc"][arm["seeds"].index(seed)] if seed in arm["seeds"] else np.nan
+            for arm in arms
+        ]
+        ax.plot(x, y, "-o", color=f"C{j % 10}", alpha=0.75, ms=5, label=f"seed {seed}")
+    means = [100 * a["mean"] for a in arms]
+    ax.hlines(means, x - 0.22, x + 0.22, color="k", lw=2, zorder=3, label="mean")
+    ax.set_xticks(x, [a["name"] for a in arms], rotation=20, ha="right")
+    ax.set_xlim(-0.5, len(arms) - 0.5)
+    ax.set_ylabel("final test accuracy (%)")
+    question = f": {claim['question']}" if claim["question"] else ""
+    ax.set_title(textwrap.fill(f"{claim['name']}{question}", 60), fontsize=10)
+    if len(seeds) <= 10:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+
+
+def _difference_panel(ax, claim: dict, level: int) -> None:
+    base = claim["arms"][0]
+    arms = claim["arms"][1:]
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_ylabel(f"Δ vs {base['name']} (pp), {level}% CI")
+    ax.set_title("paired difference (dots: each seed)", fontsize=10)
+    if not arms:
+        ax.text(0.5, 0.5, "no arm besides the baseline", ha="center", transform=ax.transAxes)
+        ax.set_xticks([])
+        return
+    for i, arm in enumerate(arms):
+        diff = arm["diff"]
+        d = [
+            100 * (arm["acc"][arm["seeds"].index(s)] - base["acc"][base["seeds"].index(s)])
+            for s in diff["seeds"]
+        ]
+        jitter = np.linspace(-0.12, 0.12, len(d)) if len(d) > 1 else np.zeros(len(d))
+        ax.scatter(i + 0.18 + jitter, d, s=12, color="0.6", zorder=2)
+        if diff["mean"] is None:
+            ax.annotate("no pairs", (i, 0), ha="center", va="bottom", fontsize=8)
+            continue
+        mean = 100 * diff["mean"]
+        err = None
+        if diff["low"] is not None:
+            err = [[mean - 100 * diff["low"]], [100 * diff["high"] - mean]]
+        color = _VERDICT_COLORS[arm["verdict"]]
+        ax.errorbar(i, mean, yerr=err, fmt="o", color=color, capsize=5, zorder=3)
+        pairs = f"n={diff['n']}"
+        ax.annotate(
+            pairs,
+            (i, mean),
+            xytext=(-6, 0),
+            textcoords="offset points",
+            ha="right",
+            va="center",
+            fontsize=7,
+        )
+    ax.set_xticks(range(len(arms)), [a["name"] for a in arms], rotation=20, ha="right")
+    ax.set_xlim(-0.6, len(arms) - 0.4)
+
+
+def figure(table: dict, path: str | Path) -> Path:
+    """One row per claim, saved as PNG to ``path`` (atomically) and returned.
+
+    Left: the final test accuracy of every seed per arm (x: the arms, baseline
+    first), each seed's points joined by a line across the arms so that pairs
+    show, and each arm's mean (black bar). Right: each arm's mean paired
+    difference to the baseline in percentage points with its interval (error
+    bar; green: better, red: worse, grey: inside the noise), the single
+    differences as dots, and the zero line.
+    """
+    claims = table["claims"]
+    level = round(100 * table.get("confidence", CONFIDENCE))
+    widest = max(len(c["arms"]) for c in claims)
+    fig = Figure(figsize=(max(9.0, 1.6 * widest + 5), 4.2 * len(claims)), layout="constrained")
+    axes = fig.subplots(len(claims), 2, squeeze=False, width_ratios=[3, 2])
+    for claim, (left, right) in zip(claims, axes, strict=True):
+        _accuracy_panel(left, claim)
+        _difference_panel(right, claim, level)
+    path = Path(path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    return path
+
+
+def write(table: dict, prefix: str | Path) -> list[Path]:
+    """``PREFIX.json`` (the table), ``PREFIX.md`` (:func:`markdown`), ``PREFIX.png``
+    (:func:`figure`), each written atomically; returns the three paths."""
+    prefix = Path(prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    json_path, md_path, png_path = (
+        prefix.with_name(prefix.name + suffix) for suffix in (".json", ".md", ".png")
+    )
+    write_json(json_path, table)
+    text = markdown(table)
+    atomic_write(md_path, lambda f: f.write(text.encode()))
+    figure(table, png_path)
+    return [json_path, md_path, png_path]

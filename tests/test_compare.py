@@ -1,0 +1,289 @@
+"""``sj-ext compare``: paired differences by seed, verdicts, the table, the figure, the CLI."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import png_size
+from scipy import stats
+
+from sj_ext.compare import compare, figure, markdown, paired_difference, write
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = [0.90, 0.92, 0.91, 0.93, 0.89]  # the baseline's accuracy at seeds 0..4
+
+
+def run(name, seed, acc, per_class=None, seconds=100.0, spikes=None, synops=None) -> dict:
+    return {
+        "name": name,
+        "method": "ce",
+        "seed": seed,
+        "final_test_acc": acc,
+        "best_test_acc": acc,
+        "per_class_acc": per_class,
+        "seconds": seconds,
+        "epochs": 1,
+        "spikes_per_image": spikes,
+        "synops_per_image": synops,
+    }
+
+
+def arms_of(accs: dict[str, list[float]]) -> list[dict]:
+    return [run(name, seed, a) for name, values in accs.items() for seed, a in enumerate(values)]
+
+
+@pytest.fixture
+def results() -> dict:
+    """A baseline, a clearly better, a clearly worse and a noisy arm over five seeds."""
+    accs = {
+        "base": BASE,
+        "better": [b + d for b, d in zip(BASE, [0.020, 0.021, 0.019, 0.020, 0.022], strict=True)],
+        "worse": [b - d for b, d in zip(BASE, [0.030, 0.031, 0.029, 0.030, 0.032], strict=True)],
+        "noisy": [b + d for b, d in zip(BASE, [0.02, -0.02, 0.01, -0.01, 0.0], strict=True)],
+    }
+    return {
+        "grid": "grid.yaml",
+        "runs": arms_of(accs),
+        "summary": [],
+        "claims": [
+            {
+                "name": "three",
+                "question": "which arms beat the baseline?",
+                "baseline": "base",
+                "arms": ["better", "worse", "noisy", "base"],  # the baseline listed last
+            }
+        ],
+    }
+
+
+def by_name(claim: dict) -> dict:
+    return {arm["name"]: arm for arm in claim["arms"]}
+
+
+# ---------------------------------------------------------------------------- paired_difference
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 9])
+def test_paired_difference_is_the_interval_of_the_paired_t_test(n):
+    rng = np.random.default_rng(n)
+    a, b = rng.uniform(0.8, 1.0, n), rng.uniform(0.8, 1.0, n)
+    got = paired_difference(list(a), list(b))
+    d = a - b
+    assert got["n"] == n
+    assert got["mean"] == pytest.approx(d.mean(), abs=1e-12)
+    assert got["sd"] == pytest.approx(d.std(ddof=1), rel=1e-9)
+    low, high = stats.t.interval(0.95, n - 1, loc=d.mean(), scale=stats.sem(d))
+    assert (got["low"], got["high"]) == pytest.approx((low, high), rel=1e-9)
+    test = stats.ttest_rel(a, b)
+    ci = test.confidence_interval(0.95)
+    assert (got["low"], got["high"]) == pytest.approx((ci.low, ci.high), rel=1e-9)
+    assert got["mean"] / (got["sd"] / math.sqrt(n)) == pytest.approx(test.statistic, rel=1e-9)
+
+
+def test_paired_difference_confidence_and_degenerate_sizes():
+    a, b = [0.91, 0.95, 0.90, 0.97], [0.90, 0.92, 0.91, 0.93]
+    d = np.subtract(a, b)
+    narrow = paired_difference(a, b, confidence=0.8)
+    low, high = stats.t.interval(0.8, 3, loc=d.mean(), scale=stats.sem(d))
+    assert (narrow["low"], narrow["high"]) == pytest.approx((low, high), rel=1e-9)
+    assert narrow["high"] - narrow["low"] < (lambda w: w["high"] - w["low"])(
+        paired_difference(a, b)
+    )
+
+    one = paired_difference([0.95], [0.93])
+    assert one["n"] == 1 and one["mean"] == pytest.approx(0.02)
+    assert one["sd"] is one["low"] is one["high"] is None
+    assert paired_difference([], [])["mean"] is None
+    with pytest.raises(ValueError, match="pairs"):
+        paired_difference([0.9, 0.8], [0.9])
+    with pytest.raises(ValueError, match="confidence"):
+        paired_difference(a, b, confidence=95)
+
+
+# ------------------------------------------------------------------------------------- compare
+
+
+def test_pairs_only_on_the_seeds_both_ran():
+    runs = arms_of({"base": [0.90, 0.91, 0.92]})
+    runs += [run("arm", 0, 0.93), run("arm", 2, 0.96), run("arm", 3, 0.50)]  # no seed 1; 3 extra
+    table = compare({"runs": runs}, baseline="base")
+    arm = by_name(table["claims"][0])["arm"]
+    assert arm["n"] == 3 and arm["seeds"] == [0, 2, 3] and arm["acc"] == [0.93, 0.96, 0.50]
+    assert arm["diff"]["n"] == 2 and arm["diff"]["seeds"] == [0, 2]
+    assert arm["diff"]["mean"] == pytest.approx(((0.93 - 0.90) + (0.96 - 0.92)) / 2)
+    assert arm["mean"] == pytest.approx((0.93 + 0.96 + 0.50) / 3)
+    assert "(2 pairs)" in markdown(table)
+
+
+def test_verdicts_and_the_baseline_first(results):
+    claim = compare(results)["claims"][0]
+    assert [a["name"] for a in claim["arms"]] == ["base", "better", "worse", "noisy"]
+    arms = by_name(claim)
+    assert arms["base"]["diff"] is None and arms["base"]["verdict"] is None
+    assert arms["better"]["verdict"] == "better" and arms["better"]["diff"]["low"] > 0
+    assert arms["worse"]["verdict"] == "worse" and arms["worse"]["diff"]["high"] < 0
+    noisy = arms["noisy"]
+    assert noisy["verdict"] == "inside the noise"
+    assert noisy["diff"]["low"] < 0 < noisy["diff"]["high"]
+    assert arms["better"]["diff"]["mean"] == pytest.approx(0.0204)
+    assert arms["base"]["sd"] == pytest.approx(np.std(BASE, ddof=1))
+
+
+def test_one_pair_is_inside_the_noise_however_large():
+    runs = [run("base", 0, 0.50), run("arm", 0, 0.99), run("arm", 1, 0.99)]
+    arm = by_name(compare({"runs": runs}, baseline="base")["claims"][0])["arm"]
+    assert arm["diff"]["n"] == 1 and arm["verdict"] == "inside the noise"
+
+
+def test_worst_class_and_the_means_of_the_other_records():
+    runs = [
+        run("base", 0, 0.95, [0.99, None, 0.98], seconds=10.0, spikes=100.0, synops=5e5),
+        run("base", 1, 0.93, [0.97, 0.80, 0.96], seconds=30.0, spikes=300.0),
+        run("flat", 0, 0.95, [0.99, 0.95, 0.98], seconds=10.0),
+        run("flat", 1, 0.93, [0.97, 0.99, 0.90], seconds=20.0),
+    ]
+    arms = by_name(compare({"runs": runs}, baseline="base")["claims"][0])
+    base, flat = arms["base"], arms["flat"]
+    # class 1 of seed 0 has no sample (null): its mean is seed 1's alone
+    assert base["per_class_mean"] == pytest.approx([0.98, 0.80, 0.97])
+    assert base["worst_class"] == {"class": 1, "acc": pytest.approx(0.80)}
+    assert flat["worst_class"] == {"class": 2, "acc": pytest.approx(0.94)}
+    assert base["seconds_mean"] == 20.0 and base["spikes_per_image_mean"] == 200.0
+    assert base["synops_per_image_mean"] == 5e5
+    assert flat["spikes_per_image_mean"] is None and flat["synops_per_image_mean"] is None
+    no_classes = by_name(compare({"runs": arms_of({"b": [0.9]})}, baseline="b")["claims"][0])
+    assert no_classes["b"]["worst_class"] is None and no_classes["b"]["per_class_mean"] is None
+
+
+def test_a_missing_baseline_or_arm_is_named_with_the_arms_there(results):
+    results["claims"][0]["baseline"] = "nope"
+    with pytest.raises(ValueError, match=r"'nope'.*arms there: base, better, worse, noisy"):
+        compare(results)
+    with pytest.raises(ValueError, match="'gone'"):
+        compare(results, baseline="gone")
+    results["claims"][0].update(baseline="base", arms=["better", "missing"])
+    with pytest.raises(ValueError, match="'missing'"):
+        compare(results)
+
+
+def test_without_claims_the_baseline_option_is_needed(results):
+    del results["claims"]
+    with pytest.raises(ValueError, match=r"'claims'.*--baseline"):
+        compare(results)
+    table = compare(results, baseline="noisy")
+    (claim,) = table["claims"]
+    assert claim["name"] == "all" and claim["baseline"] == "noisy"
+    assert [a["name"] for a in claim["arms"]] == ["noisy", "base", "better", "worse"]
+    assert by_name(claim)["base"]["diff"]["n"] == 5
+
+
+def test_a_seed_twice_is_refused(results):
+    results["runs"].append(run("better", 0, 0.5))
+    with pytest.raises(ValueError, match="'better' has seed 0 twice"):
+        compare(results)
+
+
+def test_markdown_has_a_heading_and_a_row_per_arm(results):
+    results["runs"][0]["spikes_per_image"] = 12345.6
+    text = markdown(compare(results))
+    assert "## three: which arms beat the baseline?" in text
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("|")}
+    assert {"base", "better", "worse", "noisy"} <= rows.keys()
+    assert "| 5 | 91.00 ± 1.58 |" in rows["base"] and "baseline" in rows["base"]
+    assert "12,346" in rows["base"]  # spikes per image of seed 0 only: the others are null
+    assert "+2.04 [" in rows["better"] and rows["better"].endswith("| better |")
+    assert rows["worse"].endswith("| worse |")
+    assert rows["noisy"].endswith("| inside the noise |")
+
+
+# ------------------------------------------------------------------------------ figure, files
+
+
+def test_write_gives_the_json_the_markdown_and_a_real_png(tmp_path, results):
+    results["claims"].append(
+        {"name": "one", "question": "", "baseline": "base", "arms": ["better"]}
+    )
+    table = compare(results)
+    written = write(table, tmp_path / "sub" / "out.v1")
+    assert [p.name for p in written] == ["out.v1.json", "out.v1.md", "out.v1.png"]
+    assert json.loads(written[0].read_text()) == json.loads(json.dumps(table))
+    assert written[1].read_text() == markdown(table)
+    width, height = png_size(written[2])
+    assert width >= 600 and height >= 600  # two rows of panels
+    assert written[2].stat().st_size > 10_000
+    alone = figure(compare({"runs": arms_of({"b": [0.9, 0.8]})}, baseline="b"), tmp_path / "b.png")
+    assert png_size(alone)[0] >= 600
+
+
+# --------------------------------------------------------------------------------------- CLI
+
+
+def sj_ext(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sj_ext", "compare", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+
+
+def test_cli_writes_the_three_files_and_prints_the_table(tmp_path, results):
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(results))
+    out = sj_ext(str(path))
+    assert out.returncode == 0, out.stderr
+    prefix = tmp_path / "sweep_compare"
+    for suffix in (".json", ".md", ".png"):
+        assert prefix.with_name(prefix.name + suffix).is_file(), suffix
+    md = prefix.with_name("sweep_compare.md").read_text()
+    for name in ("base", "better", "worse", "noisy"):
+        assert f"| {name} | 5 |" in md and f"| {name} | 5 |" in out.stdout
+    png_size(prefix.with_name("sweep_compare.png"))
+
+    del results["claims"]
+    path.write_text(json.dumps(results))
+    out = sj_ext(str(path), "--baseline", "worse", "--out", str(tmp_path / "mine"))
+    assert out.returncode == 0, out.stderr
+    table = json.loads((tmp_path / "mine.json").read_text())
+    assert table["claims"][0]["baseline"] == "worse"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no such results file"),
+        ('{"runs": [', "not valid JSON"),
+        ('{"runs": {}}', "no 'runs' list"),
+        (json.dumps({"runs": arms_of({"a": [0.9]})}), "--baseline NAME"),
+    ],
+)
+def test_cli_a_bad_file_exits_2_naming_it(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    if content is not None:
+        path.write_text(content)
+    out = sj_ext(str(path))
+    assert out.returncode == 2
+    assert str(path) in out.stderr and message in out.stderr
+    assert not list(tmp_path.glob("bad_compare*"))
+
+
+def test_cli_a_missing_arm_exits_2(tmp_path, results):
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(results))
+    out = sj_ext(str(path), "--baseline", "nope")
+    assert out.returncode == 2 and "'nope'" in out.stderr and "better" in out.stderr
+
+
+def test_compare_loads_no_torch(tmp_path, results, run_python):
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(results))
+    code = (
+        "import sys; from sj_ext.cli import main; "
+        f"assert main(['compare', {str(path)!r}]) == 0; "
+        "print(sorted(m for m in ('torch', 'spikingjelly') if m in sys.modules))"
+    )
+    assert run_python(code).splitlines()[-1] == "[]"
