@@ -1,9 +1,11 @@
 r"""YAML as pure, bounded data: recipes and run files, hostile or broken ones included.
 
-:func:`load` parses with ``yaml.SafeLoader`` (no Python objects) plus two
-things: ``1e-3`` reads as a float (as in YAML 1.2), and the document is
-bounded so that a hostile file ends in a :class:`YamlInputError` at once
-instead of exhausting memory or the stack:
+:func:`load` parses with ``yaml.SafeLoader`` (no Python objects) plus three
+things: ``1e-3`` reads as a float (as in YAML 1.2), a key repeated in one
+mapping is an error naming it and both its lines (PyYAML would keep the last
+value silently; YAML forbids it), and the document is bounded so that a
+hostile file ends in a :class:`YamlInputError` at once instead of exhausting
+memory or the stack:
 
 * at most :data:`MAX_BYTES` of UTF-8 text (:func:`read_text`);
 * at most :data:`MAX_NODES` values *after expanding aliases*: a node's size is
@@ -21,7 +23,15 @@ from pathlib import Path
 import yaml
 from yaml.events import AliasEvent
 
-__all__ = ["MAX_BYTES", "MAX_NODES", "MAX_DEPTH", "YamlInputError", "load", "read_text"]
+__all__ = [
+    "MAX_BYTES",
+    "MAX_NODES",
+    "MAX_DEPTH",
+    "YamlInputError",
+    "DuplicateKeyError",
+    "load",
+    "read_text",
+]
 
 MAX_BYTES = 1 << 18  #: largest YAML file read (256 KiB; a recipe is ~2 KB)
 MAX_NODES = 10_000  #: most values in a document, aliases expanded (a recipe: ~100)
@@ -29,17 +39,24 @@ MAX_DEPTH = 64  #: deepest nesting of lists and mappings
 
 
 class YamlInputError(ValueError):
-    """A YAML file or document over one of this module's bounds, or not UTF-8 text."""
+    """A YAML file or document over one of this module's bounds, not UTF-8 text, or with a
+    key given twice in one mapping (:class:`DuplicateKeyError`)."""
+
+
+class DuplicateKeyError(YamlInputError):
+    """A mapping of the document holds one key twice."""
 
 
 class _Loader(yaml.SafeLoader):
-    """``SafeLoader`` counting nodes (aliases expanded) and depth as it composes."""
+    """``SafeLoader`` counting nodes (aliases expanded) and depth as it composes, and
+    refusing a key repeated in a mapping."""
 
     def __init__(self, stream):
         super().__init__(stream)
         self._nodes = 0
         self._depth = 0
         self._sizes: dict[int, int] = {}  # id(node) -> its expanded size, once composed
+        self._checked: set[int] = set()  # id(node) of the mappings checked for duplicates
 
     def _count(self, n: int, mark) -> None:
         self._nodes += n
@@ -71,6 +88,35 @@ class _Loader(yaml.SafeLoader):
         self._depth -= 1
         self._sizes[id(node)] = self._nodes - before
         return node
+
+    def flatten_mapping(self, node):
+        """Refuse a key that ``node`` holds twice, then merge its ``<<`` entries.
+
+        Checked once per node, at its first flattening (the only step that changes
+        ``node.value``), so merged entries, which a node's own keys may override as YAML
+        intends, are never taken for duplicates.
+        """
+        if id(node) not in self._checked:
+            self._checked.add(id(node))
+            _refuse_duplicates(node, self.construct_object)
+        super().flatten_mapping(node)
+
+
+def _refuse_duplicates(node: yaml.MappingNode, construct) -> None:
+    """:class:`DuplicateKeyError` naming the first key ``node`` holds twice and both lines."""
+    first_line = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key, line = construct(key_node, deep=True), key_node.start_mark.line + 1
+        try:
+            seen = first_line.get(key)
+        except TypeError:  # an unhashable key: SafeLoader refuses it
+            continue
+        if seen is not None:
+            where = f"twice at line {line}" if seen == line else f"at lines {seen} and {line}"
+            raise DuplicateKeyError(f"duplicate key {key!r} {where}")
+        first_line[key] = line
 
 
 _Loader.add_implicit_resolver(

@@ -3,6 +3,7 @@ import hashlib
 import json
 import math
 import os
+import random
 import shlex
 import shutil
 import socket
@@ -10,17 +11,27 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader, DistributedSampler
 
 from sj_ext import runfiles
 from sj_ext.cli import main
 from sj_ext.engine import TrainingError, build_run, train
 from sj_ext.engine.build import time_major_input
-from sj_ext.engine.checkpoint import CheckpointError, load_checkpoint
+from sj_ext.engine.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from sj_ext.engine.distributed import DistInfo
 from sj_ext.engine.runfolder import RunLock
+from sj_ext.engine.trainer import resume_changes, steps_per_epoch
 from sj_ext.recipe import load_recipe
-from sj_ext.registry import LOSSES
+from sj_ext.registry import LOSSES, MODELS
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "recipes" / "digits_quickstart.yaml"
@@ -170,16 +181,23 @@ def test_resume_refuses_an_incompatible_recipe(tmp_path):
 
 
 class NanAfter(torch.nn.Module):
-    """Cross-entropy that turns NaN from its ``after``-th call on."""
+    """Cross-entropy whose value (``part='loss'``), or a buffer of its own while the value
+    stays finite (``part='buffer'``), turns NaN from its ``after``-th call on."""
 
-    def __init__(self, after: int):
+    def __init__(self, after: int, part: str = "loss"):
         super().__init__()
-        self.after, self.calls = after, 0
+        self.after, self.part, self.calls = after, part, 0
+        self.register_buffer("scale", torch.ones(()))
 
     def forward(self, out, target):
         self.calls += 1
         loss = torch.nn.functional.cross_entropy(out.mean(0), target)
-        return loss * float("nan") if self.calls > self.after else loss
+        if self.calls <= self.after:
+            return loss
+        if self.part == "buffer":
+            self.scale.fill_(float("nan"))
+            return loss
+        return loss * float("nan")
 
 
 if "test_nan_after" not in LOSSES:
@@ -206,6 +224,27 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     assert len(json.loads((tmp_path / "metrics.json").read_text())["epochs"]) == 1
 
 
+def test_a_non_finite_buffer_stops_the_run_at_its_batch(tmp_path):
+    recipe = load_recipe(
+        QUICKSTART,
+        [
+            "train.epochs=3",
+            "train.limit_train_batches=4",
+            "train.device=cpu",
+            "loss.name=test_nan_after",
+            "loss.args={after: 6, part: buffer}",
+        ],
+    )
+    with pytest.raises(TrainingError) as err:
+        train(recipe, tmp_path, log=lambda *a: None)
+    assert (
+        "non-finite values in loss.scale at epoch 2, batch 3; the run stopped. Last good "
+        f"checkpoint: {tmp_path / 'checkpoints' / 'latest.pt'} (epoch 1)"
+    ) in str(err.value)
+    kept = load_checkpoint(tmp_path / "checkpoints" / "latest.pt")
+    assert kept["epoch"] == 1 and kept["loss"]["scale"] == 1
+
+
 def quiet(*args):
     pass
 
@@ -213,19 +252,41 @@ def quiet(*args):
 TINY = ["train.epochs=2", "train.limit_train_batches=2", "train.device=cpu", "monitor.every=null"]
 
 
-def test_non_finite_weights_fail_the_run_and_are_never_saved(tmp_path, capsys):
-    # optim.lr=1e30: finite losses, but BatchNorm statistics and thresholds overflow
+def test_non_finite_weights_fail_the_run_at_their_batch_and_are_never_saved(tmp_path, capsys):
+    # optim.lr=1e30: finite losses, but the first step overflows the BatchNorm statistics
+    # and the thresholds, which the second batch's forward pass updates
     out = tmp_path / "huge"
     assert main(["train", str(QUICKSTART), "--out", str(out), "--set", "optim.lr=1e30"]) == 1
     err = capsys.readouterr().err
-    assert "non-finite values in model.1.running_var" in err
-    assert "after epoch 1; the run stopped. Last good checkpoint: none yet" in err
+    assert (
+        "non-finite values in model.1.running_var, model.2.running_threshold at epoch 1, "
+        "batch 2; the run stopped. Last good checkpoint: none yet"
+    ) in err
     assert not list((out / "checkpoints").glob("*.pt"))
 
 
+class InfOutputAfter(torch.nn.Module):
+    """The quickstart's ``small_cnn``, whose output turns non-finite from its ``after``-th
+    call on (its parameters stay finite)."""
+
+    def __init__(self, num_classes: int, in_channels: int, spiking_neuron, after: int):
+        super().__init__()
+        self.net = MODELS.get("small_cnn")(num_classes, in_channels, spiking_neuron)
+        self.after, self.calls = after, 0
+
+    def forward(self, x):
+        self.calls += 1
+        out = self.net(x)
+        return out * math.inf if self.calls > self.after else out
+
+
+if "test_inf_output_after" not in MODELS:
+    MODELS.register("test_inf_output_after", InfOutputAfter)
+
+
 def test_non_finite_outputs_stop_the_run_before_the_loss(tmp_path):
-    recipe = load_recipe(QUICKSTART, TINY)
-    recipe["optim"]["lr"] = math.inf  # past recipe validation: the engine still stops it
+    sets = ["model.name=test_inf_output_after", "model.args={after: 1}"]
+    recipe = load_recipe(QUICKSTART, [*TINY, *sets])
     with pytest.raises(TrainingError) as err:  # not the loss's ValueError
         train(recipe, tmp_path, log=quiet)
     assert "non-finite model output (2560 of 2560 values) at epoch 1, batch 2" in str(err.value)
@@ -317,15 +378,27 @@ def test_a_damaged_checkpoint_is_detected_and_the_previous_one_resumes(tmp_path)
     assert at > 0
     data[at + 2] ^= 0x40  # one bit of one float inside a tensor
     latest.write_bytes(data)
-    torch.load(latest, weights_only=False)  # torch alone does not notice
+    torch.load(latest, weights_only=True)  # torch alone does not notice
     with pytest.raises(CheckpointError, match="damaged: its SHA-256 does not match"):
         load_checkpoint(latest)
+    sidecar = (ckpt / "latest.pt.sha256").read_text()
     (ckpt / "best.pt").write_bytes(b"garbage")
     logs = []
     resumed = train(load_recipe(QUICKSTART, TINY), out, resume=True, log=logs.append)
     assert f"resuming from {ckpt / 'previous.pt'} (epoch 1) instead" in logs[0]
     assert epochs_without_time(resumed) == epochs_without_time(whole)
     assert load_checkpoint(ckpt / "best.pt")["epoch"] >= 1  # rewritten
+    # the damaged files were moved aside (with their digests), and the log said so
+    for name in ("latest.pt", "best.pt"):
+        assert f"moved the damaged {name} aside to {ckpt / name}.damaged" in logs
+    assert (ckpt / "latest.pt.damaged").read_bytes() == data
+    assert (ckpt / "best.pt.damaged").read_bytes() == b"garbage"
+    moved = (ckpt / "latest.pt.damaged.sha256").read_text()
+    assert moved == sidecar.replace("latest.pt", "latest.pt.damaged")
+    # the next save wrote a good latest.pt, its sidecar listing its digest alone
+    assert load_checkpoint(latest)["epoch"] == 2
+    digest = hashlib.sha256(latest.read_bytes()).hexdigest()
+    assert (ckpt / "latest.pt.sha256").read_text() == f"{digest}  latest.pt\n"
     latest.write_bytes(latest.read_bytes()[:1000])  # truncated
     for name in ("previous.pt", "best.pt"):
         (ckpt / name).write_bytes(b"garbage")
@@ -333,6 +406,56 @@ def test_a_damaged_checkpoint_is_detected_and_the_previous_one_resumes(tmp_path)
         train(load_recipe(QUICKSTART, TINY), out, resume=True, log=quiet)
     assert f"no valid checkpoint left in {ckpt}" in str(err.value)
     assert "Start again with another --out" in str(err.value)
+
+
+class Payload:
+    """Pickles as ``open(marker, "w")``: unpickling it creates the file ``marker``."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+@pytest.mark.parametrize("sidecar", [False, True])
+def test_a_planted_pickle_is_refused_and_never_runs(tmp_path, capsys, sidecar):
+    marker, planted = tmp_path / "payload-ran", tmp_path / "model.pt"
+    torch.save({"model": {}, "epoch": 1, "recipe": {}, "extra": Payload(marker)}, planted)
+    if sidecar:  # a digest that matches: it vouches for the bytes, not for their safety
+        digest = hashlib.sha256(planted.read_bytes()).hexdigest()
+        (tmp_path / "model.pt.sha256").write_text(f"{digest}  model.pt\n")
+    args = ["eval", str(QUICKSTART), "--checkpoint", str(planted), "--out", str(tmp_path)]
+    assert main([*args, "--set", "train.device=cpu"]) == 1
+    err = capsys.readouterr().err
+    assert f"checkpoint {planted} is refused: besides tensors and plain data it holds" in err
+    assert "loading them could run any code" in err
+    with pytest.raises(CheckpointError, match="made elsewhere or tampered with"):
+        load_checkpoint(planted)
+    assert not marker.exists()
+    torch.load(planted, weights_only=False)  # the payload is live: an unchecked load runs it
+    assert marker.exists()
+
+
+def test_a_checkpoint_of_an_older_sj_ext_is_refused_saying_why(tmp_path):
+    old = tmp_path / "latest.pt"  # numpy's random state as the previous code saved it
+    torch.save({"model": {}, "epoch": 1, "recipe": {}, "rng": np.random.get_state()}, old)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(old)
+    message = str(err.value)
+    assert f"checkpoint {old} is refused" in message and "numpy" in message
+    assert "An older sj-ext kept numpy's random state this way" in message
+
+
+def test_the_random_states_survive_a_checkpoint(tmp_path):
+    np.random.standard_normal()  # numpy now holds a cached Gaussian: part of its state
+    state = {"model": {}, "epoch": 0, "recipe": {}, "rng": rng_state()}
+    expected = random.random(), np.random.standard_normal(), np.random.random(), torch.rand(3)
+    save_checkpoint(tmp_path / "c.pt", state)
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
+    drawn = random.random(), np.random.standard_normal(), np.random.random(), torch.rand(3)
+    assert drawn[:3] == expected[:3] and torch.equal(drawn[3], expected[3])
 
 
 def test_a_full_disk_keeps_the_last_checkpoint_and_names_the_folder(tmp_path, monkeypatch):
@@ -431,6 +554,44 @@ def test_torchrun_restart_with_resume_auto_equals_an_uninterrupted_ddp_run(tmp_p
     assert epochs_without_time(final) == epochs_without_time(whole)
 
 
+@needs_torchrun
+def test_resuming_a_ddp_run_in_one_process_says_what_changes(tmp_path, ddp_run):
+    out = tmp_path / "run"
+    shutil.copytree(ddp_run[0], out)
+    logs = []
+    sets = [s for s in DDP_SETS if s != "--set"]
+    train(load_recipe(QUICKSTART, sets), out, resume=True, log=logs.append)  # nothing left
+    assert (
+        "note: resuming with 1 process(es) instead of 2: the effective batch size is now 64, "
+        "not 128 (data.batch_size 64 per process), and an epoch still takes 3"
+    ) in logs[1]
+
+
+def test_resume_changes_name_the_steps_per_epoch_and_the_schedule():
+    recipe = load_recipe(QUICKSTART, ["train.device=cpu", "train.epochs=12"])
+    state = {"world_size": 2, "recipe": load_recipe(QUICKSTART, ["train.device=cpu"])}
+    # the digits' 1437 training images in batches of 64: 23 batches, 12 on each of 2 processes
+    world_size, schedule = resume_changes(state, recipe, 1437, DistInfo())
+    assert "an epoch takes 23 optimizer steps, not 12; " in world_size
+    assert "each epoch's rate now drives 23 steps of 64 samples" in world_size
+    assert schedule == (
+        "train.epochs changes from 10 to 12: the learning-rate schedule (cosine) is "
+        "recomputed over 12 epochs"
+    )
+
+
+@pytest.mark.parametrize(
+    "n,batch,world,limit",
+    [(1437, 64, 1, None), (1437, 64, 2, None), (1437, 64, 3, 5), (10, 4, 4, None)],
+)
+def test_steps_per_epoch_is_what_the_loaders_give(n, batch, world, limit):
+    loader = DataLoader(
+        range(n), batch_size=batch, sampler=DistributedSampler(range(n), world, rank=0)
+    )
+    expected = len(loader) if limit is None else min(limit, len(loader))
+    assert steps_per_epoch(n, batch, world, limit) == expected
+
+
 @pytest.mark.parametrize("on", [True, False])
 def test_train_channels_last_sets_the_memory_format_of_model_and_inputs(on):
     recipe = load_recipe(QUICKSTART, ["train.device=cpu", f"train.channels_last={str(on).lower()}"])
@@ -454,3 +615,71 @@ def test_a_run_saved_before_a_key_existed_resumes_when_the_key_keeps_its_default
     changed = load_recipe(QUICKSTART, ["train.device=cpu", "data.train_samples=100"])
     with pytest.raises(TrainingError, match=r"data.train_samples: '<absent>' -> 100|None -> 100"):
         refuse_incompatible(saved, changed, tmp_path / "latest.pt")
+
+
+def test_resume_with_fewer_epochs_than_done_exits_2_and_changes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    train(load_recipe(QUICKSTART, TINY), out, log=quiet)  # 2 epochs
+    ckpt = out / "checkpoints"
+    before = {p.name: p.read_bytes() for p in ckpt.iterdir()}
+    sets = [a for s in [*TINY, "train.epochs=1"] for a in ("--set", s)]
+    assert main(["train", str(QUICKSTART), "--out", str(out), "--resume", *sets]) == 2
+    assert (
+        f"{ckpt / 'latest.pt'}: train.epochs: 1 is below the 2 epochs this run has already "
+        "done; set train.epochs to 2 or more to continue it"
+    ) in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == before
+
+
+def test_resume_without_a_checkpoint_leaves_no_folder_behind(tmp_path):
+    with pytest.raises(TrainingError, match="--resume: no checkpoint"):
+        train(load_recipe(QUICKSTART, TINY), tmp_path / "new" / "run", resume=True, log=quiet)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "mine").mkdir()  # a folder that was there stays
+    with pytest.raises(TrainingError, match="--resume: no checkpoint"):
+        train(load_recipe(QUICKSTART, TINY), tmp_path / "mine", resume=True, log=quiet)
+    assert list(tmp_path.iterdir()) == [tmp_path / "mine"]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    train(load_recipe(QUICKSTART, TINY), out, log=quiet)
+    return out / "checkpoints" / "latest.pt"
+
+
+QUICKSTART_MODEL = (
+    "model 'small_cnn' {'channels': 32, 'image_size': 8} with neuron 'adaptive_lif' "
+    "{'tau': 1.25, 'decay_input': False, 'learnable_tau': True}"
+)
+
+
+@pytest.mark.parametrize(
+    "sets,builds,mismatch",
+    [
+        (  # the conv, the 4 BatchNorm tensors and the read-out's weight change shape
+            ["model.args.channels=16"],
+            QUICKSTART_MODEL.replace("32", "16"),
+            "6 of 10 state_dict keys do not match (0 missing from the checkpoint, "
+            "0 unexpected, 6 of another shape)",
+        ),
+        (  # a LIF has no learnable decay (w) and no running thresholds
+            ["neuron.name=lif", "neuron.args={}"],
+            "model 'small_cnn' {'channels': 32, 'image_size': 8} with neuron 'lif' {}",
+            "2 of 10 state_dict keys do not match (0 missing from the checkpoint, "
+            "2 unexpected, 0 of another shape)",
+        ),
+    ],
+)
+def test_eval_with_another_recipes_checkpoint_names_both_models_and_exits_2(
+    tiny_checkpoint, tmp_path, capsys, sets, builds, mismatch
+):
+    args = ["--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path)]
+    overrides = [a for s in ["train.device=cpu", *sets] for a in ("--set", s)]
+    assert main(["eval", str(QUICKSTART), *args, *overrides]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"{tiny_checkpoint}: the checkpoint holds {QUICKSTART_MODEL}; the recipe builds "
+        f"{builds}: {mismatch}. Evaluate it with the recipe of its run"
+    ) in err
+    assert not (tmp_path / "eval.json").exists()

@@ -236,6 +236,40 @@ def test_hostile_yaml_is_refused_with_a_clear_message(tmp_path, capsys, kind):
     assert f"{path}: refused: {message}" in capsys.readouterr().err
 
 
+def test_a_key_given_twice_is_refused_naming_it_and_both_lines(tmp_path, capsys):
+    text = QUICKSTART.read_text().replace("  lr: 0.005\n", "  lr: 0.005\n  lr: 0.1\n")
+    path, out = tmp_path / "twice.yaml", tmp_path / "run"
+    path.write_text(text)
+    line = text.splitlines().index("  lr: 0.005") + 1
+    assert main(["train", str(path), "--set", "train.device=cpu", "--out", str(out)]) == 2
+    expected = f"{path}: refused: duplicate key 'lr' at lines {line} and {line + 1}"
+    assert expected in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["validate", str(path), "--recipe-only"]) == 2
+    assert expected in capsys.readouterr().err
+    with pytest.raises(RecipeError, match="duplicate key 'a' twice at line 1"):
+        apply_overrides(quickstart(), ["loss.args={a: 1, a: 2}"])
+
+
+def test_a_grid_file_with_a_key_given_twice_exits_2(tmp_path, capsys):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("seeds: [0]\nconfigurations: []\nseeds: [1]\n")
+    assert main(["sweep", str(grid), "--out", str(tmp_path / "runs")]) == 2
+    assert "duplicate key 'seeds' at lines 1 and 3" in capsys.readouterr().err
+
+
+def test_merged_keys_may_be_overridden_as_yaml_intends():
+    from sj_ext.safe_yaml import load
+
+    texts = [  # the second merges a mapping before that mapping's own entries are read
+        "base: &b {x: 1, y: 2}\nrun:\n  <<: *b\n  x: 3\nlater: {<<: *b}\n",
+        "a: {inner: &b {<<: {x: 1}, x: 2}}\nd: {<<: *b, y: 3}\n",
+    ]
+    for text in texts:
+        assert load(text) == yaml.safe_load(text)
+    assert load(texts[0])["run"] == {"x": 3, "y": 2}
+
+
 def alias_bomb(levels: int, width: int) -> str:
     """'Billion laughs': level i lists level i - 1 ``width`` times; width**levels leaves."""
     lines = ["a0: &a0 [" + ", ".join(["lol"] * width) + "]"]

@@ -8,10 +8,17 @@ at any moment leaves a file its sidecar accepts; a damaged file (truncated,
 garbage, changed bytes inside a tensor) fails :func:`load_checkpoint`. Files are
 written through :mod:`sj_ext.runfiles` (``atomic_write`` and ``write_json`` are
 re-exported here).
+
+A checkpoint holds tensors and plain Python data only (numpy's random state is
+kept as a list), and is read with ``torch.load(weights_only=True)``: a file
+whose pickle names any other Python object -- a planted ``__reduce__`` payload,
+or a checkpoint written by an older sj-ext, which kept numpy's random state as
+an array -- is refused before anything in it runs, sidecar or not.
 """
 
 import hashlib
 import io
+import pickle
 import random
 from pathlib import Path
 
@@ -27,9 +34,14 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "rotate",
+    "set_aside",
     "rng_state",
     "set_rng_state",
 ]
+
+
+#: what every checkpoint holds (besides the optimizer's, scheduler's, ... states a resume needs)
+ENTRIES = ("model", "epoch", "recipe")
 
 
 class CheckpointError(RuntimeError):
@@ -37,9 +49,11 @@ class CheckpointError(RuntimeError):
 
 
 def rng_state() -> dict:
+    """Python's, numpy's, torch's (and CUDA's) random states, as tensors and plain data."""
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (kind, key.tolist(), pos, has_gauss, gauss),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -48,8 +62,10 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` returned."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, key, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.array(key, dtype=np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -68,6 +84,10 @@ def _read_digests(path: Path) -> set[str]:
 
 
 def _write_digests(path: Path, digests: set[str]) -> None:
+    """``path``'s sidecar listing ``digests``; none when there are none."""
+    if not digests:
+        _sidecar(path).unlink(missing_ok=True)
+        return
     text = "".join(f"{d}  {path.name}\n" for d in sorted(digests))
     atomic_write(_sidecar(path), lambda f: f.write(text.encode()))
 
@@ -101,10 +121,21 @@ def rotate(path: Path, to: Path) -> None:
     _write_digests(to, digests)
 
 
-def load_checkpoint(path: Path, map_location="cpu") -> dict:
-    """Load a checkpoint, verifying its sidecar digest when it has one.
+def set_aside(path: Path) -> Path:
+    """Move a damaged checkpoint and its sidecar to ``NAME.pt.damaged`` (and ``.sha256``),
+    out of the way of the next save; return the new path."""
+    to = path.with_name(path.name + ".damaged")
+    rotate(path, to)
+    _sidecar(path).unlink(missing_ok=True)
+    return to
 
-    :raises CheckpointError: no file, a digest mismatch, or a file torch cannot read.
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    """Load a checkpoint (tensors and plain data only), verifying its sidecar digest when it
+    has one.
+
+    :raises CheckpointError: no file, a digest mismatch, a file torch cannot read, or one
+        that holds other Python objects (refused unread: they could run code).
     """
     path = Path(path)
     if not path.is_file():
@@ -116,6 +147,35 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
             f"checkpoint {path} is damaged: its SHA-256 does not match {_sidecar(path).name}"
         )
     try:
-        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
+        state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refused it, or a broken pickle
+        raise CheckpointError(_refusal(path, data) or f"cannot read checkpoint {path}: {e}") from e
     except Exception as e:  # a truncated or foreign file
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+    missing = [key for key in ENTRIES if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path} is not an sj-ext checkpoint: it has no {', '.join(map(repr, missing))}"
+        )
+    return state
+
+
+def _refusal(path: Path, data: bytes) -> str | None:
+    """Why ``path`` is refused, naming the Python objects its pickle holds (None: it holds
+    none, so it is merely unreadable). The pickle is scanned, never run."""
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data))
+    except Exception:  # not a torch.save file: nothing to name
+        return None
+    if not names:
+        return None
+    why = (
+        f"checkpoint {path} is refused: besides tensors and plain data it holds Python "
+        f"objects ({', '.join(sorted(names))}), and loading them could run any code. "
+    )
+    if all(name.startswith("numpy.") for name in names):
+        return why + (
+            "An older sj-ext kept numpy's random state this way: continue that run with "
+            "the sj-ext that wrote it, or start it again"
+        )
+    return why + "sj-ext never writes such objects: the file was made elsewhere or tampered with"

@@ -11,7 +11,9 @@ Every epoch end writes the new ``latest.pt`` to a temporary file, then moves
 ``best.pt`` (when the epoch improved), then ``metrics.json``. A kill between any
 two steps leaves a valid ``latest.pt`` or ``previous.pt`` (a full disk leaves
 everything as it was), and :meth:`RunFolder.reconcile` repairs ``best.pt`` and
-``metrics.json`` on resume.
+``metrics.json`` on resume. A resume that falls back from a damaged ``latest.pt``
+moves every damaged checkpoint it met aside (``latest.pt.damaged``, with its
+sidecar), so the next save writes a good ``latest.pt`` in its place.
 """
 
 import errno
@@ -21,12 +23,29 @@ import os
 import socket
 from pathlib import Path
 
-from ..recipe import RESUMABLE_CHANGES, flatten, schema_defaults
+from ..recipe import RESUMABLE_CHANGES, RecipeError, flatten, schema_defaults
 from ..runfiles import write_json
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, set_aside
 from .errors import TrainingError
 
-__all__ = ["RunLock", "RunFolder", "refuse_incompatible"]
+__all__ = ["RecipeMismatch", "RunLock", "RunFolder", "refuse_incompatible", "refuse_fewer_epochs"]
+
+
+class RecipeMismatch(RecipeError):
+    """The recipe does not fit the run or checkpoint it is given (a bad recipe: exit 2)."""
+
+
+def refuse_fewer_epochs(state: dict, recipe: dict, path: Path) -> None:
+    """Refuse a resume whose ``train.epochs`` is below the epochs ``state`` has done."""
+    epochs, done = recipe["train"]["epochs"], state["epoch"]
+    if epochs < done:
+        raise RecipeMismatch(
+            str(path),
+            [
+                f"train.epochs: {epochs} is below the {done} epochs this run has already "
+                f"done; set train.epochs to {done} or more to continue it"
+            ],
+        )
 
 
 def refuse_incompatible(saved: dict, recipe: dict, path: Path) -> None:
@@ -83,8 +102,8 @@ class RunLock:
         return (on_disk.st_dev, on_disk.st_ino) == (opened.st_dev, opened.st_ino)
 
     def acquire(self, log) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
+        while True:  # (re)creating the folder: a holder that wrote nothing removes it
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -119,8 +138,10 @@ class RunLock:
 class RunFolder:
     """The checkpoints and metrics of one run; only the ``writer`` (rank 0) writes.
 
-    Use as a context manager: entering takes the lock and removes the temporary
-    files a killed writer left; leaving releases the lock.
+    Use as a context manager: entering takes the lock (creating the folder) and removes
+    the temporary files a killed writer left; leaving releases the lock, and removes the
+    folders entering created if the run left them empty (a refused ``--resume``, a run
+    that failed before writing anything).
     """
 
     def __init__(self, out_dir: str | Path, writer: bool, log):
@@ -134,9 +155,11 @@ class RunFolder:
         self.lock = RunLock(self.out)
         self.good: tuple[Path, int] | None = None  # the newest valid checkpoint, its epoch
         self._latest_ok = False  # latest.pt is valid (may become previous.pt)
+        self._created: list[Path] = []  # the folders entering created, deepest first
 
     def __enter__(self):
         if self.writer:
+            self._created = [p for p in (self.out, *self.out.parents) if not p.exists()]
             self.lock.acquire(self.log)
             for tmp in self.out.rglob(".*.tmp.*"):
                 tmp.unlink()
@@ -145,6 +168,10 @@ class RunFolder:
 
     def __exit__(self, *exc):
         self.lock.release()
+        for folder in self._created:
+            if any(folder.iterdir()):
+                break
+            folder.rmdir()
 
     def has_checkpoint(self) -> bool:
         return self.latest.is_file() or self.previous.is_file()
@@ -168,31 +195,40 @@ class RunFolder:
     def load(self, recipe: dict) -> dict:
         """The newest valid checkpoint (``latest.pt``, else the newer of previous and best).
 
+        Once the resume is accepted, the damaged checkpoints met on the way are moved aside.
+
         :raises TrainingError: none is valid, or ``recipe`` changed incompatibly.
+        :raises RecipeMismatch: ``train.epochs`` is below the epochs done.
         """
-        problems = []
-        state, path = self._try(self.latest, problems), self.latest
+        failed: dict[Path, str] = {}  # checkpoint -> why it did not load
+        state, path = self._try(self.latest, failed), self.latest
         self._latest_ok = state is not None
         if state is None:
-            found = [(s, p) for p in (self.previous, self.best) if (s := self._try(p, problems))]
+            found = [(s, p) for p in (self.previous, self.best) if (s := self._try(p, failed))]
             if not found:
                 raise TrainingError(
-                    f"no valid checkpoint left in {self.ckpt} ({'; '.join(problems)}): nothing "
-                    f"to resume. Start again with another --out, or delete {self.ckpt} to "
-                    "start over in this folder"
+                    f"no valid checkpoint left in {self.ckpt} ({'; '.join(failed.values())}): "
+                    f"nothing to resume. Start again with another --out, or delete {self.ckpt} "
+                    "to start over in this folder"
                 )
             state, path = max(found, key=lambda f: f[0]["epoch"])
-            self.log(f"{problems[0]}; resuming from {path} (epoch {state['epoch']}) instead")
+            epoch = state["epoch"]
+            self.log(f"{failed[self.latest]}; resuming from {path} (epoch {epoch}) instead")
         refuse_incompatible(state["recipe"], recipe, path)
+        refuse_fewer_epochs(state, recipe, path)
         self.good = (path, state["epoch"])
+        if self.writer:
+            for damaged in (p for p in failed if p.is_file()):
+                self.log(f"moved the damaged {damaged.name} aside to {set_aside(damaged)}")
         return state
 
     @staticmethod
-    def _try(path: Path, problems: list) -> dict | None:
+    def _try(path: Path, failed: dict) -> dict | None:
+        """The checkpoint at ``path``, or None, recording why in ``failed[path]``."""
         try:
             return load_checkpoint(path)
         except CheckpointError as e:
-            problems.append(str(e))
+            failed[path] = str(e)
             return None
 
     def reconcile(self, state: dict, metrics: dict) -> None:
@@ -207,7 +243,7 @@ class RunFolder:
         best_epoch = next(
             r["epoch"] for r in state["epochs"] if r["test_acc"] == state["best_test_acc"]
         )
-        held = self._try(self.best, [])
+        held = self._try(self.best, {})
         if held is not None and held["epoch"] == best_epoch:
             return
         held = f"epoch {held['epoch']}" if held else "no valid checkpoint"

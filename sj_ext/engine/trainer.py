@@ -10,8 +10,10 @@ Run folder layout::
                                   "final_per_class_acc"}; each epoch record has
                                  "test_acc", "per_class_acc" (C floats, null: no sample)
     OUT/checkpoints/latest.pt    model, optimizer, scheduler, scaler, epoch, RNG states,
-    OUT/checkpoints/best.pt      the epoch records and the recipe (also previous.pt,
-                                 and a .sha256 per checkpoint: see :mod:`.runfolder`)
+    OUT/checkpoints/best.pt      the epoch records, the recipe and the process count (also
+                                 previous.pt, and a .sha256 per checkpoint: see
+                                 :mod:`.runfolder`); tensors and plain data only
+                                 (:mod:`.checkpoint`)
     OUT/.lock                    held by the process writing the folder
     OUT/tb/                      TensorBoard events
     OUT/monitor/<name>.jsonl     monitor records (``monitor.every`` set; see :mod:`sj_ext.monitor`)
@@ -26,6 +28,7 @@ import torch
 import torch.nn as nn
 import yaml
 from spikingjelly.activation_based import functional
+from torch.nn.utils import get_total_norm
 from torch.utils.data import DataLoader, DistributedSampler, Subset, default_collate
 
 from ..class_health import accuracy_warnings
@@ -43,7 +46,7 @@ from .build import (
 )
 from .checkpoint import load_checkpoint, rng_state, set_rng_state
 from .errors import Preempted, TrainingError
-from .runfolder import RunFolder
+from .runfolder import RecipeMismatch, RunFolder
 from .signals import StopSignals
 
 __all__ = ["TrainingError", "Preempted", "Run", "build_run", "train", "evaluate_checkpoint"]
@@ -176,6 +179,7 @@ def _train_epoch(run, model, recipe, device, info, epoch, scaler, progress, moni
             nn.utils.clip_grad_norm_(model.parameters(), t["grad_clip"])
         scaler.step(run.optimizer)
         scaler.update()
+        _check_step(run, info, device, where)
         if sampled:
             monitor.end()
         functional.reset_net(model)
@@ -207,17 +211,42 @@ def _progress_factory(info):
     return progress
 
 
+def _floating_state(run: Run):
+    """``(name, tensor)`` for every non-empty floating tensor the model and loss save."""
+    for owner, module in (("model", run.model), ("loss", run.loss)):
+        for name, value in module.state_dict(keep_vars=True).items():
+            if value.is_floating_point() and value.numel():
+                yield f"{owner}.{name}", value
+
+
+def _non_finite(run: Run) -> str:
+    """The parameters and buffers holding NaN or inf, listed (the first four); '' if none."""
+    bad = [name for name, value in _floating_state(run) if not torch.isfinite(value).all()]
+    more = f" and {len(bad) - 4} more" if len(bad) > 4 else ""
+    return ", ".join(bad[:4]) + more
+
+
+def _check_step(run: Run, info, device, where: str) -> None:
+    """Stop at the step that left NaN or inf in a parameter or buffer, every process alike.
+
+    One fused reduction screens the step: the L2 norm of every tensor together (a fast
+    reduction on every device, fused on GPUs) is finite unless a tensor holds NaN or inf,
+    or finite values too large to square; only then is each tensor checked exactly, and
+    those holding NaN or inf named. One sync per step.
+    """
+    norm = get_total_norm([value for _, value in _floating_state(run)], 2.0)
+    names = "" if torch.isfinite(norm) else _non_finite(run)
+    bad = distributed.all_reduce_sum([float(bool(names))], info, device)[0]
+    if bad:
+        on = f" on {int(bad)} process(es)" if info.enabled else ""
+        raise TrainingError(f"non-finite values{f' in {names}' if names else ''} at {where}{on}")
+
+
 def _check_state(run: Run, epoch: int) -> None:
     """Refuse to save NaN or inf in the model's or loss's parameters and buffers."""
-    bad = [
-        f"{owner}.{name}"
-        for owner, module in (("model", run.model), ("loss", run.loss))
-        for name, value in module.state_dict().items()
-        if value.is_floating_point() and not torch.isfinite(value).all()
-    ]
-    if bad:
-        more = f" and {len(bad) - 4} more" if len(bad) > 4 else ""
-        raise TrainingError(f"non-finite values in {', '.join(bad[:4])}{more} after epoch {epoch}")
+    names = _non_finite(run)
+    if names:
+        raise TrainingError(f"non-finite values in {names} after epoch {epoch}")
 
 
 def _restore(run: Run, scaler, folder: RunFolder, recipe: dict) -> dict:
@@ -237,10 +266,12 @@ def train(recipe: dict, out_dir: str | Path, resume: bool | str = False, log=pri
     """Train as ``recipe`` says, writing into ``out_dir``; return the metrics.
 
     ``resume=True`` continues from the newest valid checkpoint in ``out_dir``
-    (:class:`~.runfolder.RunFolder`); ``resume="auto"`` continues when there is
-    one and starts the run otherwise (torchrun restarts, requeued jobs).
+    (:class:`~.runfolder.RunFolder`), logging what changes (:func:`resume_changes`);
+    ``resume="auto"`` continues when there is one and starts the run otherwise
+    (torchrun restarts, requeued jobs).
 
     :raises TrainingError: the run cannot go on; :class:`Preempted` for SIGTERM/SIGINT.
+    :raises RecipeMismatch: a resume whose ``train.epochs`` is below the epochs done.
     """
     t = recipe["train"]
     want_cuda = t["device"] == "cuda" or (t["device"] == "auto" and torch.cuda.is_available())
@@ -272,6 +303,8 @@ def _train(recipe, folder: RunFolder, resume: bool, info, stop, log) -> dict:
             state = _restore(run, scaler, folder, recipe)
             records, best_acc, start_epoch = state["epochs"], state["best_test_acc"], state["epoch"]
             log(f"resuming {out_dir} after epoch {start_epoch}")
+            for change in resume_changes(state, recipe, len(run.data.train), info):
+                log(f"note: {change}")
         m = recipe["monitor"]
         if m["every"] is not None:
             monitor = Monitor(
@@ -337,7 +370,7 @@ def _train(recipe, folder: RunFolder, resume: bool, info, stop, log) -> dict:
                 f"train acc {row['train_acc']:.4f} test acc {row['test_acc']:.4f} "
                 f"({row['seconds']:.1f} s)"
             )
-            state = _checkpoint(run, scaler, recipe, records, best_acc)
+            state = _checkpoint(run, scaler, recipe, records, best_acc, info)
             folder.save(state, improved, _metrics(records, best_acc))
             if writer is not None:
                 for key in ("train_loss", "train_acc", "test_acc", "lr"):
@@ -351,7 +384,7 @@ def _train(recipe, folder: RunFolder, resume: bool, info, stop, log) -> dict:
             monitor.close()
 
 
-def _checkpoint(run: Run, scaler, recipe: dict, records: list[dict], best_acc: float) -> dict:
+def _checkpoint(run: Run, scaler, recipe: dict, records: list[dict], best_acc: float, info) -> dict:
     """Everything a resume needs, after the epoch ``records[-1]``."""
     return {
         "model": run.model.state_dict(),
@@ -364,7 +397,47 @@ def _checkpoint(run: Run, scaler, recipe: dict, records: list[dict], best_acc: f
         "best_test_acc": best_acc,
         "recipe": recipe,
         "rng": rng_state(),
+        "world_size": info.world_size,
     }
+
+
+def steps_per_epoch(n_train: int, batch_size: int, world_size: int, limit: int | None) -> int:
+    """Optimizer steps in an epoch of ``n_train`` samples over ``world_size`` processes.
+
+    ``DistributedSampler`` gives each process ``ceil(n_train / world_size)`` samples
+    (padding the last), batched without dropping the last; ``limit`` caps the batches.
+    """
+    steps = math.ceil(math.ceil(n_train / world_size) / batch_size)
+    return steps if limit is None else min(limit, steps)
+
+
+def resume_changes(state: dict, recipe: dict, n_train: int, info) -> list[str]:
+    """What resuming ``state`` under ``recipe`` and ``info`` changes in the training, in
+    words: another process count (the effective batch size, the steps per epoch), another
+    ``train.epochs`` (the learning-rate schedule)."""
+    changes = []
+    before, now = state.get("world_size", info.world_size), info.world_size
+    if before != now:
+        batch, limit = recipe["data"]["batch_size"], recipe["train"]["limit_train_batches"]
+        old, new = (steps_per_epoch(n_train, batch, w, limit) for w in (before, now))
+        steps = (
+            f"takes {new} optimizer steps, not {old}"
+            if new != old
+            else f"still takes {new} optimizer steps"
+        )
+        changes.append(
+            f"resuming with {now} process(es) instead of {before}: the effective batch size "
+            f"is now {batch * now}, not {batch * before} (data.batch_size {batch} per "
+            f"process), and an epoch {steps}; the learning-rate schedule is per epoch, so "
+            f"each epoch's rate now drives {new} steps of {batch * now} samples"
+        )
+    epochs = state["recipe"]["train"]["epochs"], recipe["train"]["epochs"]
+    if epochs[0] != epochs[1]:
+        changes.append(
+            f"train.epochs changes from {epochs[0]} to {epochs[1]}: the learning-rate "
+            f"schedule ({recipe['schedule']['name']}) is recomputed over {epochs[1]} epochs"
+        )
+    return changes
 
 
 def _quiet(*args, **kwargs):
@@ -380,13 +453,68 @@ def _metrics(records: list[dict], best_acc: float) -> dict:
     }
 
 
+def _describe(recipe: dict) -> str:
+    """The model a recipe builds, in words: its model and neuron, with their arguments."""
+    model, neuron = recipe["model"], recipe["neuron"]
+    return (
+        f"model {model['name']!r} {model['args']} with neuron {neuron['name']!r} {neuron['args']}"
+    )
+
+
+def _mismatched_keys(model: nn.Module, saved: dict) -> dict[str, list[str]]:
+    """The keys of ``saved`` that do not fit ``model``, by kind (loading each alone in turn:
+    a module may accept another shape, as a neuron's ``running_threshold`` does)."""
+    ours = model.state_dict().keys()
+
+    def fits(key: str) -> bool:
+        try:
+            model.load_state_dict({key: saved[key]}, strict=False)
+        except RuntimeError:
+            return False
+        return True
+
+    return {
+        "missing from the checkpoint": sorted(ours - saved.keys()),
+        "unexpected": sorted(saved.keys() - ours),
+        "of another shape": sorted(k for k in ours & saved.keys() if not fits(k)),
+    }
+
+
+def _load_model(model: nn.Module, state: dict, recipe: dict, checkpoint) -> None:
+    """``state``'s weights into ``model``, built from ``recipe``.
+
+    :raises RecipeMismatch: the weights do not fit (keys missing, unexpected, of another
+        shape), naming the model the checkpoint holds and the one ``recipe`` builds.
+    """
+    saved = state["model"]
+    try:
+        model.load_state_dict(saved)
+    except RuntimeError as e:
+        mismatched = _mismatched_keys(model, saved)
+        count = sum(map(len, mismatched.values()))
+        if not count:
+            raise
+        kinds = ", ".join(f"{len(keys)} {kind}" for kind, keys in mismatched.items())
+        raise RecipeMismatch(
+            str(checkpoint),
+            [
+                f"the checkpoint holds {_describe(state['recipe'])}; the recipe builds "
+                f"{_describe(recipe)}: {count} of {len(model.state_dict().keys() | saved.keys())} "
+                f"state_dict keys do not match ({kinds}). Evaluate it with the recipe of its run"
+            ],
+        ) from e
+
+
 def evaluate_checkpoint(recipe: dict, checkpoint: str | Path) -> dict:
-    """Test accuracy of a saved checkpoint under ``recipe`` (single process)."""
+    """Test accuracy of a saved checkpoint under ``recipe`` (single process).
+
+    :raises RecipeMismatch: the checkpoint holds another model than ``recipe`` builds.
+    """
+    state = load_checkpoint(checkpoint)
     device = pick_device(recipe["train"]["device"], distributed.DistInfo())
     seed_everything(recipe["seed"])
     run = build_run(recipe, device)
-    state = load_checkpoint(checkpoint)
-    run.model.load_state_dict(state["model"])
+    _load_model(run.model, state, recipe, checkpoint)
     acc, count, per_class = evaluate(run.model, recipe, run.data, device, distributed.DistInfo())
     if not math.isfinite(acc):
         raise TrainingError(f"evaluation of {checkpoint} gave {acc}")
