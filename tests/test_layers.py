@@ -18,6 +18,7 @@ LAYERS = [
     # foundations: the registries, run files, pure helpers, the kernel source, the parameters
     (
         "registry",
+        "schema",
         "safe_yaml",
         "runfiles",
         "class_health",

@@ -149,7 +149,7 @@ def test_small_sew_resnet_matches_its_architecture():
     model = build("sew_resnet_small", 10, 1, lif, widths=[8, 16, 32], blocks=[1, 1, 1])
     assert n_params(model) == expected
     assert run(model, 1, 28).shape == (T, N, 10)  # maps 28, 14, 7
-    assert not isinstance(list(model)[-1], neuron.BaseNode)  # the read-out is real-valued
+    assert not isinstance(list(model.head)[-1], neuron.BaseNode)  # the read-out is real-valued
     with pytest.raises(ValueError, match="one entry per stage"):
         build("sew_resnet_small", 10, 1, lif, widths=[8, 16], blocks=[1])
 
@@ -246,7 +246,8 @@ def test_channels_last_gives_the_same_outputs_and_gradients(name, args, factory,
     torch.manual_seed(0)
     model = build(name, 10, 3, factory, **args).double()
     twin = to_channels_last(copy.deepcopy(model))
-    assert twin[0].weight.is_contiguous(memory_format=torch.channels_last)
+    first_conv = next(twin.parameters())
+    assert first_conv.is_contiguous(memory_format=torch.channels_last)
     x = torch.rand(T, N, 3, size, size, dtype=torch.float64)
     x_cl = to_channels_last(x)
     assert x_cl.stride() == (N * 3 * size * size, 3 * size * size, 1, 3 * size, 3)

@@ -351,7 +351,7 @@ def test_validate_names_what_this_machine_lacks(tmp_path, capsys, monkeypatch):
         importlib.util, "find_spec", lambda n, *a: None if n == "cupy" else real_find_spec(n, *a)
     )
     sets = ["--set", "train.device=cuda", "--set", "neuron.backend=cupy"]
-    assert main(["validate", str(QUICKSTART), *sets]) == 2
+    assert main(["validate", "--strict", str(QUICKSTART), *sets]) == 2
     err = capsys.readouterr().err
     assert f"{QUICKSTART}: train.device: 'cuda', but this machine has no CUDA device" in err
     assert f"{QUICKSTART}: neuron.backend: 'cupy' needs CuPy, not installed here: pip" in err
@@ -367,7 +367,7 @@ def test_validate_says_the_dataset_files_are_missing_as_the_builder_would(tmp_pa
     with pytest.raises(DatasetNotFoundError) as built:
         DATASETS.build("mnist", root=str(tmp_path), T=1)
     sets = ["--set", "data.name=mnist", "--set", "data.args={}", "--set", f"data.root={tmp_path}"]
-    assert main(["validate", str(QUICKSTART), *sets]) == 2
+    assert main(["validate", "--strict", str(QUICKSTART), *sets]) == 2
     err = capsys.readouterr().err
     assert f"{QUICKSTART}: data.root: {built.value}" in err
     assert "missing MNIST/raw/train-images-idx3-ubyte" in err
@@ -401,6 +401,7 @@ REGISTERED = {
         "resnet18",
         "resnet19",
         "resnet34",
+        "sew_resnet_small",
         "small_cnn",
         "vggsnn",
     ],

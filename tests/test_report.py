@@ -1,6 +1,8 @@
 import json
+import math
 import shutil
 from collections import OrderedDict
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,8 @@ from sj_ext.engine import train
 from sj_ext.monitor import MONITORS, Monitor, MonitorFileWarning
 from sj_ext.recipe import load_recipe
 from sj_ext.report import FIGURES, ReportError, load_run, write_report
-from sj_ext.report_figures import EPOCH_AXIS, figures, layer_label
+from sj_ext.report_figures import CAPTIONS, EPOCH_AXIS, figures, layer_label
+from sj_ext.runfiles import append_record
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "recipes" / "digits_quickstart.yaml"
@@ -207,6 +210,30 @@ def test_layers_are_labelled_by_module_name_and_class(named_run):
     assert layer_label("", "AdaptiveThresholdLIF") == "AdaptiveThresholdLIF"  # the net is a neuron
 
 
+def test_a_resnets_layers_are_named_by_their_module_path(tmp_path):
+    """``layer2.0.residual.2``: the stage, the block in it, the neuron in the block."""
+    import torch
+    from spikingjelly.activation_based import functional
+
+    from sj_ext.models.resnet import sew_resnet_small
+    from sj_ext.neuron import AdaptiveThresholdLIF
+
+    neuron = partial(AdaptiveThresholdLIF, step_mode="m")
+    net = sew_resnet_small(10, 1, neuron, widths=(2, 2), blocks=(1, 1))
+    functional.set_step_mode(net, "m")
+    run = tmp_path / "run"
+    monitor = Monitor(net, names=["threshold"], out_dir=run / "monitor")
+    with monitor.sample(1, 0, 1):
+        net(torch.rand(2, 2, 1, 8, 8))
+    rows = [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "test_acc": 0.5}]
+    (run / "metrics.json").write_text(json.dumps({"epochs": rows, "best_test_acc": 0.5}))
+    fig, _ = figures([load_run(run)])["thresholds.png"]()
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    layers = ["stem.2", "layer1.0.residual.2", "layer1.0.residual.5"]
+    layers += ["layer2.0.residual.2", "layer2.0.residual.5", "layer2.0.shortcut.2"]
+    assert titles == [f"layer {name} (AdaptiveThresholdLIF)" for name in layers]
+
+
 def test_every_plot_over_training_shares_one_epoch_axis(named_run):
     made = {name: make() for name, make in figures([load_run(named_run)]).items()}
     curves = made["training_curves.png"][0].axes
@@ -234,3 +261,80 @@ def test_reports_and_the_version_load_neither_torch_nor_the_neurons(tmp_path, ru
         "assert not heavy, heavy\n"
     )
     run_python(code)
+
+
+def write_run(folder: Path, scale: float) -> Path:
+    """A run folder of two epochs whose recorded values are ``scale`` times a base run's.
+
+    Two layers with thresholds and spreads far apart (``b`` at five times ``a``), the
+    width of DS-ATGO's rule ``a_t = 1 + tanh(sigma_t - 1)`` beside ``sigma_t``, firing and
+    group rates, curriculum pairs and per-class accuracies: every figure that compares.
+    """
+    folder.mkdir()
+    rows = [
+        {"epoch": e, "train_loss": scale / e, "train_acc": 0.5, "test_acc": 0.4}
+        | {"per_class_acc": [scale * 0.1 * e, 0.2]}
+        for e in (1, 2)
+    ]
+    (folder / "metrics.json").write_text(json.dumps({"epochs": rows, "best_test_acc": 0.4}))
+    sigma = [scale * 1.0, scale * 1.05]
+    layers = {
+        "threshold": {
+            "a": {"train": [scale, scale * 1.1], "sigma": sigma},
+            "b": {"train": [5 * scale, 6 * scale], "sigma": [5 * s for s in sigma]},
+        },
+        "firing_rate": {"a": [0.1 * scale, 0.2 * scale], "b": [0.05, 0.1]},
+        "group_rate": {"a": {"rate": [[0.1 * scale, 0.2], [0.3, 0.4]], "groups": [2]}},
+    }
+    layers["threshold"]["a"]["width"] = [1 + math.tanh(s - 1) for s in sigma]
+    layers["group_rate"]["a"]["window"] = "block"
+    curriculum = {"loss": [scale, 2 * scale], "sigma": [1.5 * scale, 0.5], "weight_easy": 0.6}
+    curriculum |= {"mean_sigma_easy": 1.5, "mean_sigma_hard": 0.5}
+    for epoch in (1, 2):
+        where = {"epoch": epoch, "batch": 0, "progress": epoch - 1.0}
+        for name, entries in layers.items():
+            append_record(folder / "monitor" / f"{name}.jsonl", {**where, "layers": entries})
+        append_record(folder / "monitor" / "curriculum.jsonl", {**where, **curriculum})
+    return folder
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    return [load_run(write_run(tmp_path / name, scale)) for name, scale in (("a", 1), ("b", 3))]
+
+
+def panels(fig, title_end: str) -> list:
+    """The titled panels of ``fig`` (no colour bar, no unused one) whose title ends so."""
+    return [ax for ax in fig.axes if ax.get_title() and ax.get_title().endswith(title_end)]
+
+
+#: figure -> the title ending of its panels that show one quantity for several layers or runs
+COMPARED = {
+    "thresholds.png": "",
+    "sigma.png": "",
+    "firing_rate.png": ": over training",
+    "classes.png": "test accuracy per class",
+}
+
+
+def test_panels_that_are_compared_share_their_y_range(two_runs):
+    made = {name: make() for name, make in figures(two_runs).items()}
+    for name, ending in COMPARED.items():
+        axes = panels(made[name][0], ending)
+        assert len(axes) >= 2, name
+        assert len({ax.get_ylim() for ax in axes}) == 1, name
+    scatter = panels(made["curriculum.png"][0], ": weights vs loss")
+    assert len(scatter) == 2
+    assert len({(ax.get_xlim(), ax.get_ylim()) for ax in scatter}) == 1
+    heatmaps = [ax.images[0] for ax in made["group_rate.png"][0].axes if ax.images]
+    assert len(heatmaps) == 2 and len({image.get_clim() for image in heatmaps}) == 1
+
+
+def test_the_surrogate_width_is_drawn_beside_sigma_and_their_overlap_explained(two_runs, tmp_path):
+    fig, _ = figures(two_runs[:1])["sigma.png"]()
+    layer_a = fig.axes[0]
+    assert {line.get_linestyle() for line in layer_a.lines} == {"-", "--"}  # sigma_t and a_t
+    heading, caption = CAPTIONS["sigma.png"]
+    assert "a_t = a_0 (1 + tanh(sigma_t - v_0))" in caption and "overlap" in caption
+    report = write_report([two_runs[0].path], tmp_path / "out").read_text()
+    assert f"## {heading}\n\n{caption}" in report

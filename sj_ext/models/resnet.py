@@ -11,9 +11,13 @@ is SpikingJelly's ``ThresholdDependentBatchNorm``: batch statistics over the
 ``T * N`` samples of a step sequence, weight initialised to
 :math:`\\alpha V_{th}`.
 
-Shapes: ``[T, N, C, H, W]`` -> ``[T, N, num_classes]``.
+Shapes: ``[T, N, C, H, W]`` -> ``[T, N, num_classes]``. The modules are named as
+torchvision names a ResNet's: ``stem``, ``layer1`` .. ``layerN`` (one per stage, its
+blocks numbered from 0), ``pool``, ``flatten``, ``head``; so a neuron is found by its
+path (``layer2.0.residual.2``), in the monitors and reports as in the ``state_dict``.
 """
 
+from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
 
@@ -68,19 +72,23 @@ def sew_resnet(
     head: list[nn.Module],
     norm: Callable[[int], nn.Module],
 ) -> nn.Sequential:
-    """``stem``, then per ``(width, blocks, stride)`` stage its :class:`SEWBlock` s
-    (the first with ``stride``), global average pooling, flatten, ``head``.
+    """``stem``, then per ``(width, blocks, stride)`` stage ``layer<k>``, its
+    :class:`SEWBlock` s (the first with ``stride``), global average pooling
+    (``pool``), ``flatten``, ``head``.
 
     ``in_channels`` is the stem's output width.
     """
-    blocks = []
-    for width, count, stride in stages:
+    named = [("stem", nn.Sequential(*stem))]
+    for k, (width, count, stride) in enumerate(stages, 1):
+        blocks = []
         for i in range(count):
             blocks.append(
                 SEWBlock(in_channels, width, stride if i == 0 else 1, spiking_neuron, norm)
             )
             in_channels = width
-    net = nn.Sequential(*stem, *blocks, layer.AdaptiveAvgPool2d(1), layer.Flatten(), *head)
+        named.append((f"layer{k}", nn.Sequential(*blocks)))
+    named += [("pool", layer.AdaptiveAvgPool2d(1)), ("flatten", layer.Flatten())]
+    net = nn.Sequential(OrderedDict([*named, ("head", nn.Sequential(*head))]))
     for m in net.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -1,0 +1,65 @@
+"""The files around the code: licence, contributing guide, ignored folders, install spellings."""
+
+import configparser
+import hashlib
+import re
+from pathlib import Path
+
+from sj_ext.fused_lif import INSTALL_HINT
+
+ROOT = Path(__file__).resolve().parent.parent
+#: SHA-256 of the Apache License 2.0 as https://www.apache.org/licenses/LICENSE-2.0.txt gives it
+APACHE_2 = "cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30"
+#: where an install command may be written: the docs, the code's messages, the scripts, CI
+SCANNED = ("README.md", "CONTRIBUTING.md", "setup.cfg", "docs", "sj_ext", "benchmarks", "tests")
+SUFFIXES = {".md", ".py", ".cfg", ".sh", ".txt"}
+
+
+def setup_cfg() -> configparser.ConfigParser:
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    return config
+
+
+def scanned_texts() -> dict[Path, str]:
+    texts = {}
+    for top in (ROOT / name for name in SCANNED):
+        for path in [top] if top.is_file() else sorted(top.rglob("*")):
+            if path.suffix in SUFFIXES and path.is_file():
+                texts[path] = path.read_text(errors="replace")
+    return texts
+
+
+def test_the_licence_is_the_standard_apache_2_text_setup_cfg_names():
+    assert setup_cfg()["metadata"]["license"] == "Apache-2.0"
+    assert hashlib.sha256((ROOT / "LICENSE").read_bytes()).hexdigest() == APACHE_2
+
+
+def test_contributing_says_how_to_set_up_test_style_and_go_upstream():
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    headings = re.findall(r"^## (.+)$", text, re.M)
+    assert headings == ["Set-up", "Tests", "Style", "From here to SpikingJelly upstream"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    for command in ("ruff check .", "pytest -q", 'torchvision==0.29.1 -e ".[test]"'):
+        assert command in ci and command in text, command
+    assert "https://github.com/fangwei123456/spikingjelly" in text
+
+
+def test_data_and_runs_are_ignored_by_git():
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert "data/" in ignored and "runs/" in ignored
+
+
+def test_one_install_spelling_of_the_cupy_extras_everywhere():
+    """Every ``[cupy-cudaNN]`` reads ``pip install -e ".[cupy-cudaNN]"``, a setup.cfg extra."""
+    extras = {name for name in setup_cfg()["options.extras_require"] if name.startswith("cupy-")}
+    spelled = re.compile(r'pip\s+install\s+-e\s+"\.\[(cupy-cuda\d+)\]"')  # may wrap
+    texts = {**scanned_texts(), Path("INSTALL_HINT"): INSTALL_HINT}
+    named = {path: re.findall(r"\[(cupy-cuda\d+)\]", text) for path, text in texts.items()}
+    wrong = {
+        str(path): names
+        for path, names in named.items()
+        if names and sorted(spelled.findall(texts[path])) != sorted(names)
+    }
+    assert wrong == {}
+    assert set(spelled.findall(INSTALL_HINT)) == extras == {n for v in named.values() for n in v}
