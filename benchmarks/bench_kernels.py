@@ -3,7 +3,7 @@
     python benchmarks/bench_kernels.py [--T 4 8 16] [--neurons 1.05M 4.19M] [--suites ...]
         [--dtype float32] [--repeat 10] [--out benchmarks/results]
 
-Needs a CUDA GPU and CuPy (``pip install sj-ext[cupy-cuda13]``); exits with a
+Needs a CUDA GPU and CuPy (``pip install -e ".[cupy-cuda13]"``); exits with a
 message otherwise. Multi-step (input ``[T, N, C, H, W]``, ``1.05M`` = 32x32x32x32
 and ``4.19M`` = 64x64x32x32 neurons: labels are computed from the shapes),
 forward + backward of ``sum(spikes * g)``
@@ -152,7 +152,7 @@ def main():
     try:
         import cupy  # noqa: F401
     except ImportError:
-        sys.exit("bench_kernels: CuPy is missing: pip install sj-ext[cupy-cuda13] (or cupy-cuda12)")
+        sys.exit('bench_kernels: CuPy is missing: pip install -e ".[cupy-cuda13]" (or cupy-cuda12)')
 
     device = torch.device("cuda")
     name = torch.cuda.get_device_name(device)

@@ -15,7 +15,7 @@ from neuron_runs import NEURON_CASES, assert_same_records, train_and_eval
 from spikingjelly.activation_based import functional, surrogate
 from spikingjelly.activation_based.model import parametric_lif_net
 
-from sj_ext.fused_lif.device import require_launcher
+from sj_ext.fused_lif.device import launcher_of, require_launcher
 from sj_ext.fused_lif.source import KernelConfig
 from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF, set_backend
 
@@ -24,7 +24,7 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
     pytest.mark.skipif(
         importlib.util.find_spec("cupy") is None,
-        reason="needs CuPy (pip install sj-ext[cupy-cuda13] or [cupy-cuda12])",
+        reason='needs CuPy (pip install -e ".[cupy-cuda13]" or pip install -e ".[cupy-cuda12]")',
     ),
 ]
 
@@ -148,7 +148,7 @@ def test_no_copies_of_the_input():
 
 
 def test_kernels_are_compiled_once_per_configuration():
-    launcher = require_launcher(torch.empty(1, device=CUDA))
+    launcher = launcher_of(require_launcher(torch.empty(1, device=CUDA)))
     node = DilatedWindowLIF(step_mode="m", backend="cupy", groups=(2, 2)).to(CUDA)
     for _ in range(2):
         functional.reset_net(node)

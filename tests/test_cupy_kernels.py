@@ -2,7 +2,7 @@
 
 The CUDA source runs through :class:`sj_ext.fused_lif.host.HostLauncher` (blocks of
 32 threads, at most 3 blocks: grid-stride loops and multi-block reductions
-run) under the same autograd function as on a GPU, and every result is
+run) under the same operators and autograd formula as on a GPU, and every result is
 compared with the torch reference: spikes equal, membranes / thresholds /
 sigma / gradients to float64 round-off (float32: gradients to 1e-5 relative).
 """
@@ -33,7 +33,8 @@ DT = torch.float64
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    return HostLauncher(tmp_path_factory.mktemp("sj_kernels"), block=32, max_blocks=3)
+    """The key of a harness launcher (what the fused operators take)."""
+    return HostLauncher(tmp_path_factory.mktemp("sj_kernels"), block=32, max_blocks=3).key
 
 
 @pytest.fixture
@@ -319,7 +320,7 @@ def test_building_on_cpu_and_the_errors_of_a_cupy_forward():
     node = AdaptiveThresholdLIF(step_mode="m", backend="cupy")
     assert node.backend == "cupy"
     expected = (
-        r"backend='cupy' (needs CuPy: pip install sj-ext\[cupy-cuda13\]|runs on CUDA tensors)"
+        r"backend='cupy' (needs CuPy: pip install -e \"\.\[cupy-cuda13\]\"|runs on CUDA tensors)"
     )
     with pytest.raises(RuntimeError, match=expected):
         node(torch.randn(2, 3, 4))

@@ -18,6 +18,7 @@ RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 # recipe -> what the paper fixes: dataset, model, neuron, loss (and its threshold), T
 PAPERS = {
     "clsnn_mnist": ("mnist", "parametric_lif_net", "plif", "confidence_aware", "fixed", 8),
+    "clsnn_mnist_cpu": ("mnist", "parametric_lif_net", "plif", "confidence_aware", "fixed", 4),
     "clsnn_fashion_mnist": (
         "fashion_mnist",
         "parametric_lif_net",

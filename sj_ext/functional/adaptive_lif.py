@@ -32,7 +32,7 @@ over ``[T, N, *]``. The options come in one
 
 import torch
 
-from ..surrogate import DynamicSurrogateBase
+from ..surrogate import DynamicSurrogateBase, has_closed_form, spike_derivative
 from .params import LIFParameters, parameters_from
 
 __all__ = [
@@ -133,12 +133,14 @@ def surrogate_spike(surrogate_function, z: torch.Tensor, sigma: torch.Tensor) ->
 def surrogate_derivative(surrogate_function, z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Elementwise surrogate gradient ``d spike / d z`` at ``z``.
 
-    Dynamic surrogates give it in closed form; any other elementwise surrogate
-    (SpikingJelly's built-ins included) is differentiated through its own
-    autograd function, so its definition stays the single source of truth.
+    In closed form (:func:`sj_ext.surrogate.spike_derivative`) for the dynamic
+    surrogates and SpikingJelly's; any other elementwise surrogate is
+    differentiated through its own autograd function, eagerly (the monitors do;
+    the adjoint backward of :func:`sj_ext.functional.lif_multi_step` takes
+    closed forms only, so that ``torch.compile`` traces it).
     """
-    if isinstance(surrogate_function, DynamicSurrogateBase):
-        return surrogate_function.derivative(z, surrogate_function.width(sigma))
+    if has_closed_form(surrogate_function):
+        return spike_derivative(surrogate_function, z, sigma)
     with torch.enable_grad():
         zr = z.detach().requires_grad_(True)
         (grad,) = torch.autograd.grad(surrogate_function(zr), zr, torch.ones_like(zr))

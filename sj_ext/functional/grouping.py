@@ -57,6 +57,7 @@ __all__ = [
     "WINDOWS",
     "PROJECTIONS",
     "check_grid",
+    "fitting_grid",
     "group_views",
     "split_groups",
     "merge_groups",
@@ -74,14 +75,45 @@ PROJECTIONS = ("sine", "add", "none")
 
 
 # ------------------------------------------------------------------------------------ the grid
+def _divisor_near(size: int, g: int) -> int:
+    """The largest divisor of ``size`` up to ``g``; the smallest above 1 when that is 1."""
+    if size <= 1:
+        return 1
+    below = max(d for d in range(1, min(g, size) + 1) if size % d == 0)
+    if below > 1:
+        return below
+    return min(d for d in range(2, size + 1) if size % d == 0)
+
+
+def fitting_grid(shape: Sequence[int], dims: Sequence[int], groups: Sequence[int]) -> str:
+    """``'dims=..., groups=...'``: a grid near the given one that fits a per-step ``shape``.
+
+    For error messages. The grouped dims are ``dims`` where they are valid for
+    ``shape`` (``[N, *]``), else its last two (the last one of ``[N, F]``; the
+    batch is never grouped); each grid entry is the divisor of its dim nearest
+    below the wanted one (:func:`_divisor_near`). ``'dims=None'`` when there is
+    nothing to group (``[N]``).
+    """
+    shape, rank = tuple(shape), len(shape)
+    chosen = [d + rank if d < 0 else d for d in dims]
+    if not chosen or any(not 1 <= p < rank for p in chosen) or chosen != sorted(set(chosen)):
+        chosen = list(range(max(1, rank - 2), rank))
+    if not chosen:
+        return "dims=None"
+    wanted = [groups[i] if i < len(groups) else 2 for i in range(len(chosen))]
+    fit = tuple(_divisor_near(shape[p], g) for p, g in zip(chosen, wanted, strict=True))
+    return f"dims={tuple(p - rank for p in chosen)}, groups={fit}"
+
+
 def check_grid(
     shape: Sequence[int], dims: Sequence[int], groups: Sequence[int], who: str = "grouping"
 ) -> tuple[int, ...]:
     """Normalise ``dims`` for a per-step tensor of ``shape`` (``[N, *]``) and check the grid.
 
     :return: the grouped dims as non-negative, increasing indices
-    :raises ValueError: naming the shape and the grid when a dim is out of range,
-        is the batch dim 0, repeats, or does not divide by its grid entry
+    :raises ValueError: naming the shape, the grid and one that fits
+        (:func:`fitting_grid`) when a dim is out of range, is the batch dim 0,
+        repeats, or does not divide by its grid entry
     """
     shape, dims, groups = tuple(shape), tuple(dims), tuple(groups)
     grid = f"dims={dims}, groups={groups}"
@@ -90,26 +122,30 @@ def check_grid(
     if any(not isinstance(g, int) or g < 1 for g in groups):
         raise ValueError(f"{who}: {grid}: grid entries must be integers >= 1")
     rank = len(shape)
+
+    def fits() -> str:
+        return f"e.g. {fitting_grid(shape, dims, groups)} fits this input"
+
     norm = []
     for d in dims:
         p = d + rank if d < 0 else d
         if not 1 <= p < rank:
             raise ValueError(
                 f"{who}: {grid} does not fit an input of shape {shape} per step: grouped dims must "
-                f"be dims 1..{rank - 1} of [N, *] (dim 0, the batch, is never grouped)"
+                f"be dims 1..{rank - 1} of [N, *] (dim 0, the batch, is never grouped); {fits()}"
             )
         norm.append(p)
     if any(b <= a for a, b in zip(norm, norm[1:], strict=False)):
         raise ValueError(
             f"{who}: {grid} for an input of shape {shape} per step: the grouped dims must be "
-            f"distinct and in increasing order (got {tuple(norm)})"
+            f"distinct and in increasing order (got {tuple(norm)}); {fits()}"
         )
     bad = [(p, shape[p], g) for p, g in zip(norm, groups, strict=True) if shape[p] % g]
     if bad:
         detail = ", ".join(f"dim {p} of size {s} by {g}" for p, s, g in bad)
         raise ValueError(
             f"{who}: an input of shape {shape} per step does not divide by the grid {grid} "
-            f"({detail}); the grouped dims must be multiples of their grid entries"
+            f"({detail}); the grouped dims must be multiples of their grid entries: {fits()}"
         )
     return tuple(norm)
 

@@ -13,10 +13,12 @@ DS-ATGO):
 
 with every option in one :class:`~sj_ext.functional.LIFParameters`.
 :func:`lif_multi_step` runs :func:`lif_step` over ``[T, N, *]``. When the
-charge is the plain LIF one (no chain of groups) and the surrogate is a
-SpikingJelly one in spiking mode, the time loop is one autograd node: the
-forward keeps no graph per step and the backward is the adjoint recurrence
-(tested against autograd of the step):
+charge is the plain LIF one (no chain of groups) and the surrogate is in
+spiking mode with a closed-form derivative :math:`g'`
+(:func:`sj_ext.surrogate.spike_derivative`: the dynamic surrogates and
+SpikingJelly's), the time loop is one autograd node: the forward keeps no
+graph per step and the backward is the adjoint recurrence (tested against
+autograd of the step), plain torch ops that ``torch.compile`` traces whole:
 
 .. math::
     \frac{\partial L}{\partial h_t} &= \frac{\partial L}{\partial u_t}
@@ -25,20 +27,25 @@ forward keeps no graph per step and the backward is the adjoint recurrence
     \frac{\partial L}{\partial x_t} = \frac{\partial L}{\partial h_t}\, k^{[\text{decay\_input}]}
 
 with :math:`z_t = h_t - V_{th}(t)` and :math:`\partial u_t / \partial h_t`
-from the reset. Otherwise autograd differentiates the steps.
+from the reset. Otherwise autograd differentiates the steps (for a spiking
+surrogate without a closed form, after a one-time warning naming it, given
+by the first eager call: Dynamo cannot trace ``warnings.warn``).
 """
 
+import warnings
 from functools import partial
 
 import torch
-from spikingjelly.activation_based.surrogate import SurrogateFunctionBase
 from torch.autograd.function import once_differentiable
 
-from .adaptive_lif import backward_dtype, fire_and_reset, neuron_reset, surrogate_derivative
+from ..surrogate import has_closed_form, spike_derivative
+from .adaptive_lif import backward_dtype, fire_and_reset, neuron_reset
 from .grouping import chain_length, grouped_charge
 from .params import LIFParameters, parameters_from
 
 __all__ = ["lif_step", "run_steps", "lif_multi_step"]
+
+_warned: set[type] = set()  # the surrogates warned about (once per class)
 
 
 def lif_step(
@@ -129,7 +136,7 @@ class _AdjointLIF(torch.autograd.Function):
             z = (h_seq[t] - v_th_seq[t]).to(acc)  # the forward's z, rounded to the storage dtype
             v_th = v_th_seq[t].to(acc)
             sigma = None if sigma_seq is None else sigma_seq[t].to(acc)
-            sg = surrogate_derivative(p.surrogate_function, z, sigma)
+            sg = spike_derivative(p.surrogate_function, z, sigma)
             # d u_t / d h_t through the reset
             if p.v_reset is None:
                 du_dh = 1.0 if p.detach_reset else 1.0 - v_th * sg
@@ -178,15 +185,33 @@ def lif_multi_step(
         the threshold nor the surrogate needs :math:`\sigma_t`
 
     The loop is one autograd node with the adjoint backward (module docstring)
-    for the plain LIF charge and a SpikingJelly surrogate in spiking mode;
-    otherwise (a chain of groups, ``spiking=False`` or a plain callable)
-    autograd differentiates it step by step.
+    for the plain LIF charge and a surrogate in spiking mode with a closed-form
+    derivative (:func:`sj_ext.surrogate.has_closed_form`); otherwise (a chain of
+    groups, ``spiking=False``, a surrogate without a closed form, a plain
+    callable) autograd differentiates it step by step.
     """
     p = parameters_from(params, options, "lif_multi_step")
     sg = p.surrogate_function
-    if chain_length(p) == 1 and isinstance(sg, SurrogateFunctionBase) and sg.spiking:
-        return _AdjointLIF.apply(x_seq, v, k, thresholds, p)
+    if getattr(sg, "spiking", False) and chain_length(p) == 1:
+        if has_closed_form(sg):
+            return _AdjointLIF.apply(x_seq, v, k, thresholds, p)
+        _warn_no_closed_form(sg)
     spikes, v, _, v_th_seq, sigma_seq = run_steps(
         partial(lif_step, k=k, params=p), x_seq, v, thresholds
     )
     return spikes, v, v_th_seq, sigma_seq
+
+
+def _warn_no_closed_form(surrogate_function):
+    """Once per surrogate class, in eager mode (Dynamo cannot trace ``warnings.warn``)."""
+    kind = type(surrogate_function)
+    if kind not in _warned and not torch.compiler.is_compiling():
+        _warned.add(kind)
+        warnings.warn(
+            f"the surrogate {kind.__qualname__} has no closed-form derivative in "
+            "sj_ext.surrogate.DERIVATIVES: the multi-step loop is differentiated step by step "
+            "through its own autograd function (a graph per step); register one with "
+            f"@sj_ext.surrogate.register_derivative({kind.__qualname__})",
+            RuntimeWarning,
+            stacklevel=3,
+        )

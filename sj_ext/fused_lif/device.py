@@ -5,6 +5,8 @@ built (and saved, moved) on a machine without it. Tensors stay torch's: the
 kernels receive their device addresses (``Tensor.data_ptr()``), so nothing
 is copied or converted, and every launch goes on the stream torch is using
 (``torch.cuda.current_stream``), in order with the surrounding torch ops.
+The fused operators name a launcher by a key (:func:`register_launcher`);
+the default one is made where its first kernel runs.
 """
 
 from functools import cache
@@ -14,10 +16,18 @@ import torch
 
 from .source import KernelConfig, acc_dtype, data_ptr, kernel_source, ordered_args
 
-__all__ = ["CupyLauncher", "require_launcher", "INSTALL_HINT"]
+__all__ = [
+    "CUDA_LAUNCHER",
+    "CupyLauncher",
+    "INSTALL_HINT",
+    "launcher_of",
+    "register_launcher",
+    "require_launcher",
+]
 
 INSTALL_HINT = (
-    "pip install sj-ext[cupy-cuda13] (CUDA 13 builds of torch) or sj-ext[cupy-cuda12] (CUDA 12)"
+    'pip install -e ".[cupy-cuda13]" (CUDA 13 builds of torch) '
+    'or pip install -e ".[cupy-cuda12]" (CUDA 12)'
 )
 #: NVRTC options: no FMA contraction, so every op rounds as the torch reference's ops do
 NVRTC_OPTIONS = ("-std=c++17", "--fmad=false")
@@ -38,6 +48,7 @@ class CupyLauncher:
         self.blocks_per_sm = blocks_per_sm
         self._modules = {}
         self._streams = {}
+        self.key = register_launcher(self)
 
     def grid(self, items: int, device: torch.device) -> int:
         """Blocks for ``items`` chains: one chain per thread, capped by the device's size."""
@@ -84,15 +95,38 @@ class CupyLauncher:
                     kernel((blocks,), (self.block,), tuple(values))
 
 
+#: the key of the default GPU launcher (:func:`launcher_of`), made on the first launch
+CUDA_LAUNCHER = 0
+_LAUNCHERS: list = [None]  # by key; few, and as long-lived as the process
+
+
+def register_launcher(launcher) -> int:
+    """The key naming ``launcher`` in the fused operators' arguments (numbers, not objects).
+
+    Every launcher registers itself when made (:class:`CupyLauncher`,
+    :class:`~sj_ext.fused_lif.host.HostLauncher`) and keeps its key as ``key``.
+    Keys, not objects, reach the operators, so that ``torch.compile`` traces
+    only numbers, and a launcher is looked up where a kernel runs.
+    """
+    _LAUNCHERS.append(launcher)
+    return len(_LAUNCHERS) - 1
+
+
+def launcher_of(key: int):
+    """The launcher registered under ``key``; :data:`CUDA_LAUNCHER`: the default one."""
+    return _default_launcher() if key == CUDA_LAUNCHER else _LAUNCHERS[key]
+
+
 @cache
-def _launcher() -> CupyLauncher:
+def _default_launcher() -> CupyLauncher:
     return CupyLauncher()
 
 
-def require_launcher(x: torch.Tensor) -> CupyLauncher:
-    """The GPU launcher for input ``x``, or a ``RuntimeError`` saying what is missing.
+def require_launcher(x: torch.Tensor) -> int:
+    """The key of the GPU launcher for input ``x``, or a ``RuntimeError`` saying what is missing.
 
     ``backend='cupy'`` needs CuPy (the install extra) and ``x`` on a CUDA device.
+    The launcher itself is made on the first launch (:func:`launcher_of`).
     """
     try:
         import cupy  # noqa: F401
@@ -104,4 +138,4 @@ def require_launcher(x: torch.Tensor) -> CupyLauncher:
             "and its inputs to a GPU, or switch it to the torch backend with "
             "sj_ext.neuron.set_backend(net, 'torch')"
         )
-    return _launcher()
+    return CUDA_LAUNCHER

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from .device import register_launcher
 from .source import (
     KERNEL_DIR,
     KernelConfig,
@@ -74,6 +75,7 @@ class HostLauncher:
         self.block = block
         self.max_blocks = max_blocks
         self._libraries: dict[KernelConfig, ctypes.CDLL] = {}
+        self.key = register_launcher(self)
 
     def grid(self, items: int, device: torch.device) -> int:
         """Blocks for ``items`` chains: one chain per thread, at most ``max_blocks``."""

@@ -1,4 +1,4 @@
-r"""The fused LIF time loop as an autograd function over the CUDA kernels.
+r"""The fused LIF time loop as PyTorch operators over the CUDA kernels.
 
 :func:`lif_multi_step` runs what :func:`sj_ext.functional.lif_multi_step`
 computes -- LIF charge
@@ -8,6 +8,15 @@ adaptive threshold, dynamic surrogate widths -- in the kernels of
 step, with the same :class:`~sj_ext.functional.LIFParameters`. The torch
 functions are the reference: the tests compare the two.
 
+The kernels are the operators ``torch.ops.sj_ext.fused_lif_forward`` and
+``torch.ops.sj_ext.fused_lif_backward`` (``torch.library.custom_op``, as
+SpikingJelly registers its own kernels): the forward's autograd formula is the
+backward operator, and both have a fake implementation (shapes and dtypes
+without running a kernel), so ``torch.compile`` keeps them whole in its graphs
+and ``torch.library.opcheck`` checks them. Their arguments are tensors and
+numbers; the launcher (CuPy on a GPU, the g++ harness on the CPU) is named by
+its key (:func:`~sj_ext.fused_lif.device.launcher_of`).
+
 Saved for the backward: the charged membranes ``h`` ``[T, N, *]``, the
 thresholds and :math:`\sigma_t` ``[T]``, and, when a learnable tau needs
 them, the input (``decay_input=True``) and the initial membrane (also kept
@@ -15,19 +24,26 @@ for a projection between groups).
 """
 
 import math
-from dataclasses import dataclass
 from functools import lru_cache
 from itertools import product
 
 import torch
-from torch.autograd.function import once_differentiable
+from torch import Tensor
 
 from ..functional import LIFParameters, chain_length, needs_stats
-from .coverage import SurrogateSpec, surrogate_spec, unsupported_reason
-from .device import require_launcher
+from .coverage import surrogate_spec, unsupported_reason
+from .device import launcher_of, require_launcher
 from .source import SURROGATE_SHAPES, KernelConfig, acc_dtype
 
-__all__ = ["chain_layout", "memory_order", "lif_multi_step"]
+__all__ = [
+    "BACKWARD_OP",
+    "FORWARD_OP",
+    "chain_layout",
+    "fused_lif_backward",
+    "fused_lif_forward",
+    "lif_multi_step",
+    "memory_order",
+]
 
 
 @lru_cache(maxsize=64)
@@ -89,161 +105,246 @@ def _step_dims(order: list[int]) -> list[int]:
     return [d - 1 for d in order[1:]]
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """Everything of a call but the tensors."""
-
-    launcher: object
-    config: KernelConfig
-    layout: torch.Tensor | None
-    params: LIFParameters
-    spec: SurrogateSpec
-    keep_h: bool  # a backward will run: keep every step's h
+#: the fused LIF forward and backward as PyTorch operators (``torch.ops.sj_ext``)
+FORWARD_OP = "sj_ext::fused_lif_forward"
+BACKWARD_OP = "sj_ext::fused_lif_backward"
 
 
-class _FusedLIF(torch.autograd.Function):
-    """Forward ``sj_lif_loop`` (no statistics) or ``sj_lif_step`` per step; ``sj_lif_backward``."""
+@torch.library.custom_op(FORWARD_OP, mutates_args=())
+def fused_lif_forward(
+    x: Tensor,
+    v_init: Tensor,
+    k: Tensor,
+    thresholds: Tensor,
+    layout: Tensor | None,
+    groups: int,
+    projection: str,
+    decay_input: bool,
+    v_reset: float | None,
+    detach_reset: bool,
+    theta: float,
+    adaptive: bool,
+    f_c: float,
+    stats: bool,
+    keep_h: bool,
+    surrogate: str,
+    dynamic: bool,
+    alpha: float,
+    a0: float,
+    v0: float,
+    launcher: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    r"""The forward of ``T`` steps: ``sj_lif_loop`` (no statistics) or ``sj_lif_step`` per step.
 
-    @staticmethod
-    def forward(ctx, x_seq, v, k, thresholds, plan: _Plan):
-        launcher, config = plan.launcher, plan.config
-        device, dtype, acc = x_seq.device, x_seq.dtype, acc_dtype(x_seq.dtype)
-        steps, numel = x_seq.shape[0], v.numel()
-        x = x_seq.contiguous()
-        v_init = v.to(dtype).contiguous()
-        if isinstance(k, torch.Tensor):  # as the reference's 0-d tensor k in the op's dtype
-            k_buf = k.detach().to(dtype).to(acc).reshape(1)
-        else:
-            k_buf = torch.full((1,), k, dtype=acc, device=device)
-        if thresholds is None:
-            vth = torch.empty(steps, dtype=acc, device=device)
-        elif isinstance(thresholds, torch.Tensor):
-            vth = thresholds.detach().to(dtype).to(acc, copy=True).reshape(steps)
-        else:
-            vth = torch.full((steps,), thresholds, dtype=dtype, device=device).to(acc)
-        chains = numel // config.groups
-        blocks = launcher.grid(chains, device)
-        p = plan.params
-        hard = p.v_reset is not None
-        common = dict(
-            x=x,
-            v_init=v_init,
-            k=k_buf,
-            layout=plan.layout,
-            vth=vth,
-            spike=torch.empty_like(x),
-            v_out=torch.empty_like(v_init),
-            M=numel,
-            L=chains,
-            T=steps,
-            decay_input=int(p.decay_input),
-            hard=int(hard),
-            v_reset=p.v_reset if hard else 0.0,
-            theta=p.theta,
-        )
-        if needs_stats(thresholds, p.surrogate_function):
-            if numel < 2:
-                raise ValueError(
-                    f"layer statistics over a membrane of shape {tuple(v.shape)} have {numel} "
-                    "element; the standard deviation needs at least 2"
-                )
-            h = torch.empty((steps if plan.keep_h else 1, *v.shape), dtype=dtype, device=device)
-            sigma = torch.empty(steps, dtype=acc, device=device)
-            partials = torch.empty(3 * blocks, dtype=torch.float64, device=device)
-            counters = torch.zeros(steps, dtype=torch.int32, device=device)
-            launcher(
-                config,
-                "sj_lif_step",
-                blocks,
-                device,
-                sweep=("t", range(steps + 1)),
-                **common,
-                h=h,
-                sigma=sigma,
-                partials=partials,
-                counters=counters,
-                h_keep=int(plan.keep_h),
-                adaptive=int(thresholds is None),
-                f_c=p.f_c,
-            )
-        else:
-            h = torch.empty_like(x) if plan.keep_h else None
-            sigma = None
-            launcher(config, "sj_lif_loop", blocks, device, **common, h=h)
-        learn_k = isinstance(k, torch.Tensor) and ctx.needs_input_grad[2]
-        ctx.plan, ctx.blocks = plan, blocks
-        ctx.k_meta = (k.dtype, k.shape) if learn_k else None
-        ctx.save_for_backward(
-            h if plan.keep_h else None,
-            vth,
-            sigma,
-            x if learn_k and p.decay_input else None,
-            v_init if learn_k or config.groups > 1 else None,
-            k_buf,
-        )
-        v_th_seq = vth.to(dtype)
-        sigma_seq = None if sigma is None else sigma.to(dtype)
-        ctx.mark_non_differentiable(*(t for t in (v_th_seq, sigma_seq) if t is not None))
-        return common["spike"], common["v_out"], v_th_seq, sigma_seq
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_spikes, grad_v, _grad_v_th, _grad_sigma):
-        h, vth, sigma, x, v_init, k_buf = ctx.saved_tensors
-        plan = ctx.plan
-        p = plan.params
-        dtype, device = h.dtype, h.device
-        numel = h[0].numel()
-        chains = numel // plan.config.groups
-        grad_x = torch.empty_like(h)
-        grad_v_init = torch.empty_like(h[0])
-        learn_k = ctx.k_meta is not None
-        grad_k = torch.empty(ctx.blocks, dtype=torch.float64, device=device) if learn_k else None
-        spec = plan.spec
-        plan.launcher(
-            plan.config,
-            "sj_lif_backward",
-            ctx.blocks,
+    :param x: input currents ``[T, N, *]``, contiguous, a storage dtype of the kernels
+    :param v_init: initial membrane ``[N, *]`` of ``x``'s dtype, contiguous
+    :param k: ``1/tau`` ``[1]`` in the arithmetic dtype (:func:`acc_dtype`)
+    :param thresholds: ``[T]`` in the arithmetic dtype; ignored when ``adaptive``
+    :param layout: :func:`chain_layout` of a chain of ``groups`` groups, else None
+    :param stats: whether :math:`\mu_t, \sigma_t` are taken (adaptive threshold or
+        dynamic surrogate: :func:`sj_ext.functional.needs_stats`)
+    :param keep_h: keep every step's charged membrane (a backward will run)
+    :param surrogate: the surrogate in kernel form, with ``dynamic``, ``alpha``,
+        ``a0``, ``v0`` (:class:`~sj_ext.fused_lif.coverage.SurrogateSpec`); like
+        ``detach_reset``, read by the backward only
+    :param launcher: the key of a launcher (:func:`~sj_ext.fused_lif.device.launcher_of`)
+    :return: ``(spike [T, N, *], v_T [N, *], h [T, N, *] or [0], v_th [T], sigma [T] or
+        [0])``; ``v_th`` and ``sigma`` in the arithmetic dtype
+    """
+    run = launcher_of(launcher)
+    config = KernelConfig(x.dtype, groups, projection)
+    device, acc, steps, numel = x.device, acc_dtype(x.dtype), x.shape[0], v_init.numel()
+    vth = thresholds.clone()  # the adaptive kernel writes the thresholds it takes
+    chains = numel // groups
+    blocks = run.grid(chains, device)
+    hard = v_reset is not None
+    common = dict(
+        x=x,
+        v_init=v_init,
+        k=k,
+        layout=layout,
+        vth=vth,
+        spike=torch.empty_like(x),
+        v_out=torch.empty_like(v_init),
+        M=numel,
+        L=chains,
+        T=steps,
+        decay_input=int(decay_input),
+        hard=int(hard),
+        v_reset=v_reset if hard else 0.0,
+        theta=theta,
+    )
+    if stats:
+        h = x.new_empty((steps if keep_h else 1, *v_init.shape))
+        sigma = torch.empty(steps, dtype=acc, device=device)
+        run(
+            config,
+            "sj_lif_step",
+            blocks,
             device,
+            sweep=("t", range(steps + 1)),
+            **common,
             h=h,
-            x=x,
-            v_init=v_init,
-            k=k_buf,
-            layout=plan.layout,
-            vth=vth,
             sigma=sigma,
-            grad_spike=None if grad_spikes is None else grad_spikes.to(dtype).contiguous(),
-            grad_v=None if grad_v is None else grad_v.to(dtype).contiguous(),
-            grad_x=grad_x,
-            grad_v_init=grad_v_init,
-            grad_k=grad_k,
-            T=h.shape[0],
-            M=numel,
-            L=chains,
-            decay_input=int(p.decay_input),
-            hard=int(p.v_reset is not None),
-            detach_reset=int(p.detach_reset),
-            v_reset=0.0 if p.v_reset is None else p.v_reset,
-            theta=p.theta,
-            sg_shape=SURROGATE_SHAPES[spec.shape],
-            sg_dynamic=int(spec.dynamic),
-            sg_alpha=spec.alpha,
-            sg_a0=spec.a0,
-            sg_v0=spec.v0,
+            partials=torch.empty(3 * blocks, dtype=torch.float64, device=device),
+            counters=torch.zeros(steps, dtype=torch.int32, device=device),
+            h_keep=int(keep_h),
+            adaptive=int(adaptive),
+            f_c=f_c,
         )
-        if learn_k:
-            grad_k = grad_k.sum().to(ctx.k_meta[0]).reshape(ctx.k_meta[1])
-        return grad_x, grad_v_init, grad_k, None, None
+    else:
+        h = torch.empty_like(x) if keep_h else None
+        sigma = vth.new_empty(0)
+        run(config, "sj_lif_loop", blocks, device, **common, h=h)
+    return common["spike"], common["v_out"], h if keep_h else x.new_empty(0), vth, sigma
+
+
+@fused_lif_forward.register_fake
+def _forward_fake(x, v_init, k, thresholds, layout, groups, projection, decay_input, v_reset,
+                  detach_reset, theta, adaptive, f_c, stats, keep_h, surrogate, dynamic, alpha,
+                  a0, v0, launcher):  # fmt: skip
+    return (
+        torch.empty_like(x),
+        torch.empty_like(v_init),
+        x.new_empty(x.shape if keep_h else (0,)),
+        torch.empty_like(thresholds),
+        thresholds.new_empty(thresholds.shape if stats else (0,)),
+    )
+
+
+@torch.library.custom_op(BACKWARD_OP, mutates_args=())
+def fused_lif_backward(
+    h: Tensor,
+    x: Tensor | None,
+    v_init: Tensor | None,
+    k: Tensor,
+    layout: Tensor | None,
+    vth: Tensor,
+    sigma: Tensor | None,
+    grad_spike: Tensor | None,
+    grad_v: Tensor | None,
+    groups: int,
+    projection: str,
+    decay_input: bool,
+    v_reset: float | None,
+    detach_reset: bool,
+    theta: float,
+    surrogate: str,
+    dynamic: bool,
+    alpha: float,
+    a0: float,
+    v0: float,
+    learn_k: bool,
+    launcher: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The adjoint recurrence of ``T`` steps (``sj_lif_backward``).
+
+    Takes what :func:`fused_lif_forward` kept (``h``, ``v_th``, ``sigma``; the
+    input when a learnable tau needs it, the initial membrane for that or for a
+    projection between groups), the incoming gradients (None: zero) and the
+    surrogate in kernel form (:class:`~sj_ext.fused_lif.coverage.SurrogateSpec`).
+
+    :return: ``(grad_x [T, N, *], grad_v_init [N, *], grad_k)``; ``grad_k`` ``[1]``
+        in ``k``'s dtype (its per-block float64 sums added), ``[0]`` without ``learn_k``
+    """
+    run = launcher_of(launcher)
+    device, numel = h.device, h[0].numel()
+    chains = numel // groups
+    blocks = run.grid(chains, device)
+    grad_x, grad_v_init = torch.empty_like(h), torch.empty_like(h[0])
+    grad_k = torch.empty(blocks, dtype=torch.float64, device=device) if learn_k else None
+    run(
+        KernelConfig(h.dtype, groups, projection),
+        "sj_lif_backward",
+        blocks,
+        device,
+        h=h,
+        x=x,
+        v_init=v_init,
+        k=k,
+        layout=layout,
+        vth=vth,
+        sigma=sigma,
+        grad_spike=grad_spike,
+        grad_v=grad_v,
+        grad_x=grad_x,
+        grad_v_init=grad_v_init,
+        grad_k=grad_k,
+        T=h.shape[0],
+        M=numel,
+        L=chains,
+        decay_input=int(decay_input),
+        hard=int(v_reset is not None),
+        detach_reset=int(detach_reset),
+        v_reset=0.0 if v_reset is None else v_reset,
+        theta=theta,
+        sg_shape=SURROGATE_SHAPES[surrogate],
+        sg_dynamic=int(dynamic),
+        sg_alpha=alpha,
+        sg_a0=a0,
+        sg_v0=v0,
+    )
+    grad_k = k.new_empty(0) if grad_k is None else grad_k.sum().to(k.dtype).reshape(1)
+    return grad_x, grad_v_init, grad_k
+
+
+@fused_lif_backward.register_fake
+def _backward_fake(h, x, v_init, k, layout, vth, sigma, grad_spike, grad_v, groups, projection,
+                   decay_input, v_reset, detach_reset, theta, surrogate, dynamic, alpha, a0, v0,
+                   learn_k, launcher):  # fmt: skip
+    return torch.empty_like(h), torch.empty_like(h[0]), k.new_empty((1,) if learn_k else (0,))
+
+
+def _setup_context(ctx, inputs, output):
+    """Save what :func:`fused_lif_backward` reads; its options in its argument order."""
+    x, v_init, k, _, layout, groups, _, decay_input = inputs[:8]
+    stats = inputs[13]
+    _, _, h, vth, sigma = output
+    learn_k = ctx.needs_input_grad[2]
+    # groups .. theta, the surrogate, learn_k, the launcher
+    ctx.options = (*inputs[5:11], *inputs[15:20], learn_k, inputs[20])
+    ctx.save_for_backward(
+        h,
+        x if learn_k and decay_input else None,
+        v_init if learn_k or groups > 1 else None,
+        k,
+        layout,
+        vth,
+        sigma if stats else None,
+    )
+    ctx.mark_non_differentiable(h, vth, sigma)
+    ctx.set_materialize_grads(False)
+
+
+def _backward(ctx, grad_spike, grad_v, _grad_h, _grad_vth, _grad_sigma):
+    """The forward's autograd formula: gradients of ``x``, ``v_init`` and ``k``."""
+    h, x, v_init, k, layout, vth, sigma = ctx.saved_tensors
+    grads = [None if g is None else g.to(h.dtype).contiguous() for g in (grad_spike, grad_v)]
+    grad_x, grad_v_init, grad_k = fused_lif_backward(
+        h, x, v_init, k, layout, vth, sigma, *grads, *ctx.options
+    )
+    learn_k = ctx.options[-2]
+    return grad_x, grad_v_init, grad_k if learn_k else None, *([None] * 18)
+
+
+fused_lif_forward.register_autograd(_backward, setup_context=_setup_context)
 
 
 def lif_multi_step(
-    x_seq: torch.Tensor, v: torch.Tensor, k, thresholds, params: LIFParameters, launcher=None
+    x_seq: torch.Tensor,
+    v: torch.Tensor,
+    k,
+    thresholds,
+    params: LIFParameters,
+    launcher: int | None = None,
 ):
     r""":func:`sj_ext.functional.lif_multi_step` in the fused kernels.
 
     The same maths and options (``params``: every grouping, window and named
     projection; ``stats='layer'`` and no ``stats_group`` where statistics
-    are taken), forward and backward.
+    are taken), forward and backward, through the operator
+    ``torch.ops.sj_ext.fused_lif_forward`` and its registered autograd formula
+    (``fused_lif_backward``), which ``torch.compile`` keeps in its graphs.
 
     :param x_seq: input currents ``[T, N, *]`` (float32, float64, float16, bfloat16)
     :param v: initial membrane ``[N, *]``
@@ -251,8 +352,9 @@ def lif_multi_step(
     :param thresholds: ``None`` (adaptive :math:`f_c(\mu_t + \sigma_t)`), a
         float, or a tensor ``[T]`` of per-step thresholds (evaluation mode)
     :param params: the options; its ``dims`` checked by the caller
-    :param launcher: :class:`~sj_ext.fused_lif.device.CupyLauncher` (default, for CUDA
-        tensors) or :class:`~sj_ext.fused_lif.host.HostLauncher` (the CPU harness)
+    :param launcher: the ``key`` of a launcher: the default CUDA one
+        (:func:`~sj_ext.fused_lif.device.require_launcher`, for CUDA tensors) or a
+        :class:`~sj_ext.fused_lif.host.HostLauncher`'s (the CPU harness)
     :return: ``(spike_seq [T, N, *], v_T [N, *], v_th_seq [T], sigma_seq [T] or None)``
     :raises ValueError: options the kernels do not cover (:func:`unsupported_reason`)
     """
@@ -261,9 +363,14 @@ def lif_multi_step(
     reason = unsupported_reason(x_seq, thresholds, params)
     if reason is not None:
         raise ValueError(f"the fused kernels do not cover {reason}")
+    stats = needs_stats(thresholds, params.surrogate_function)
+    if stats and v.numel() < 2:
+        raise ValueError(
+            f"layer statistics over a membrane of shape {tuple(v.shape)} have {v.numel()} "
+            "element; the standard deviation needs at least 2"
+        )
     chain_groups = chain_length(params)
     projection = params.projection if chain_groups > 1 else "none"
-    config = KernelConfig(x_seq.dtype, chain_groups, projection)
     layout = (
         chain_layout(
             tuple(x_seq.shape[1:]), params.dims, params.groups, params.window, x_seq.device
@@ -275,17 +382,43 @@ def lif_multi_step(
     order = memory_order(x_seq) if layout is None else None
     if order is not None:
         x_seq, v = x_seq.permute(order), v.permute(_step_dims(order))
+    dtype, acc, device, steps = x_seq.dtype, acc_dtype(x_seq.dtype), x_seq.device, x_seq.shape[0]
+    if isinstance(k, torch.Tensor):  # as the reference's 0-d tensor k in the op's dtype
+        k_acc = k.to(dtype).to(acc).reshape(1)
+    else:
+        k_acc = torch.full((1,), k, dtype=acc, device=device)
+    if thresholds is None:
+        vth = torch.zeros(steps, dtype=acc, device=device)
+    elif isinstance(thresholds, torch.Tensor):
+        vth = thresholds.detach().to(dtype).to(acc).reshape(steps)
+    else:
+        vth = torch.full((steps,), thresholds, dtype=dtype, device=device).to(acc)
     needs_grad = isinstance(k, torch.Tensor) and k.requires_grad
-    plan = _Plan(
-        launcher=launcher,
-        config=config,
-        layout=layout,
-        params=params,
-        spec=surrogate_spec(params.surrogate_function),
-        keep_h=torch.is_grad_enabled() and (x_seq.requires_grad or v.requires_grad or needs_grad),
+    spec = surrogate_spec(params.surrogate_function)
+    spikes, v_last, _, v_th_seq, sigma_seq = fused_lif_forward(
+        x_seq.contiguous(),
+        v.to(dtype).contiguous(),
+        k_acc,
+        vth,
+        layout,
+        chain_groups,
+        projection,
+        params.decay_input,
+        params.v_reset,
+        params.detach_reset,
+        params.theta,
+        thresholds is None,
+        params.f_c,
+        stats,
+        torch.is_grad_enabled() and (x_seq.requires_grad or v.requires_grad or needs_grad),
+        spec.shape,
+        spec.dynamic,
+        float(spec.alpha),
+        float(spec.a0),
+        float(spec.v0),
+        launcher,
     )
-    spikes, v_last, v_th_seq, sigma_seq = _FusedLIF.apply(x_seq, v, k, thresholds, plan)
     if order is not None:  # back to the caller's dims, the memory order kept
         back = sorted(range(len(order)), key=order.__getitem__)
         spikes, v_last = spikes.permute(back), v_last.permute(_step_dims(back))
-    return spikes, v_last, v_th_seq, sigma_seq
+    return spikes, v_last, v_th_seq.to(dtype), sigma_seq.to(dtype) if stats else None

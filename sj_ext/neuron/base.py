@@ -22,8 +22,8 @@ overriding :meth:`lif_parameters`) and their checks.
 backward in the fused CUDA kernels of :mod:`sj_ext.fused_lif`, which return the
 same spikes, membrane, thresholds and :math:`\sigma_t` as the torch functions
 (the reference; the tests compare them). The neuron can be built and saved
-anywhere; a forward raises ``RuntimeError`` without CuPy (``pip install
-sj-ext[cupy-cuda13]``) or for an input not on a CUDA device. Options the
+anywhere; a forward raises ``RuntimeError`` without CuPy (``pip install -e
+".[cupy-cuda13]"``) or for an input not on a CUDA device. Options the
 kernels do not cover -- per-channel statistics (``stats='channel'``) or
 statistics synced across processes (``stats_group``) when statistics are
 taken, surrogates other than sj_ext's dynamic ones and SpikingJelly's
@@ -112,6 +112,16 @@ class RunningThresholdLIFBase(BaseNode):
         self._clear_records()
 
     # ------------------------------------------------------------------ state
+    @property
+    def supported_backends(self) -> tuple[str, ...]:
+        """The backends the current step mode runs, as SpikingJelly's nodes declare them.
+
+        ``('torch', 'cupy')`` in step mode ``'m'``; ``('torch',)`` in ``'s'``,
+        whose single steps always run the torch functions (a node set to
+        ``'cupy'`` keeps it for its multi-step calls).
+        """
+        return BACKENDS if self.step_mode == "m" else ("torch",)
+
     @property
     def k(self):
         r"""``1/tau``: a float, or :math:`\mathrm{sigmoid}(w)` when tau is learnable."""
@@ -346,7 +356,7 @@ def set_backend(net: nn.Module, backend: str) -> int:
     kernels of :mod:`sj_ext.fused_lif`. Switching needs neither CuPy nor a GPU
     (a model can be built on one machine and trained on another); a ``'cupy'``
     forward raises a ``RuntimeError`` naming the install extra
-    (``pip install sj-ext[cupy-cuda13]``) when CuPy is missing, and one naming
+    (``pip install -e ".[cupy-cuda13]"``) when CuPy is missing, and one naming
     the device when its input is not on a CUDA device.
 
     :return: the number of neurons switched

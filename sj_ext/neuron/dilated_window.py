@@ -5,8 +5,8 @@ from dataclasses import replace
 
 from spikingjelly.activation_based import surrogate
 
-from ..functional import LIFParameters
-from ..functional.grouping import WINDOWS, check_grid, resolve_projection
+from ..functional import LIFParameters, chain_length
+from ..functional.grouping import WINDOWS, check_grid, fitting_grid, resolve_projection
 from ..registry import NEURONS
 from ..surrogate import DynamicRect
 from .base import RunningThresholdLIFBase
@@ -14,6 +14,11 @@ from .base import RunningThresholdLIFBase
 __all__ = ["DilatedWindowLIF"]
 
 THRESHOLDS = ("fixed", "adaptive")  # indexed by the node's ``adaptive``
+
+
+def _divides(step_shape, dims, groups) -> bool:
+    """Whether ``dims`` (non-empty) of ``step_shape`` are multiples of their grid entries."""
+    return bool(dims) and all(step_shape[d] % g == 0 for d, g in zip(dims, groups, strict=True))
 
 
 def _as_tuple(value, name: str) -> tuple[int, ...]:
@@ -73,11 +78,15 @@ class DilatedWindowLIF(RunningThresholdLIFBase):
     rank >= 4) is grouped over its last two dims, and a per-step ``[N, F]`` or
     ``[N]`` (after ``Flatten``/``Linear``: no map to group) runs ungrouped, as a
     plain (or adaptive) LIF, so the node drops into SpikingJelly models through
-    ``spiking_neuron=``; a per-step rank of 3 is ambiguous and needs explicit
-    ``dims``. For sequences ``[T, N, L, D]``, ``dims=(-2,), groups=(g,)``
-    groups the tokens: the recurrent variant of the paper. A grouped dim that
-    does not divide by its grid entry, or ``dims`` that do not fit the input's
-    rank, raise ``ValueError`` naming the shape and the grid.
+    ``spiking_neuron=``; a per-step rank of 3 (``[N, L, D]`` or ``[N, C, L]``)
+    is ambiguous and needs explicit ``dims``. For sequences ``[T, N, L, D]``,
+    ``dims=(-2,), groups=(g,)`` groups the tokens: the recurrent variant of the
+    paper. A grouped dim that does not divide by its grid entry, or ``dims``
+    that do not fit the input's rank, raise ``ValueError`` naming the shape, the
+    grid and one that fits. An unchained layer (``projection='none'``, or one
+    group) is ``LIFNode`` whatever its grid: with ``dims=None`` it takes every
+    input ``LIFNode`` takes, grouped (for the monitors' per-group rates) only
+    where the default grid fits.
 
     :param tau: membrane time constant (> 1); the initial one if learnable
     :param decay_input: whether the input is scaled by ``1/tau``
@@ -193,23 +202,26 @@ class DilatedWindowLIF(RunningThresholdLIFBase):
     def grid_for(self, step_shape) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """The checked ``(dims, groups)`` used for a per-step input of ``step_shape``.
 
-        ``((), ())`` means ungrouped (``dims=None`` and a per-step ``[N, F]`` or ``[N]``).
+        ``((), ())`` means ungrouped: ``dims=None`` and a per-step ``[N, F]`` or
+        ``[N]``, or an unchained layer (``projection='none'`` or one group, whose
+        grid changes nothing of the maths, as ``LIFNode``) whose input the
+        default grid does not fit.
         """
         step_shape = tuple(step_shape)
         who = f"{type(self).__name__}(step_mode={self.step_mode!r})"
-        dims = self.dims
+        dims, rank = self.dims, len(step_shape)
         if dims is None:
-            rank = len(step_shape)
-            if rank <= 2:
+            dims = (rank - 2, rank - 1) if rank >= 4 else ()
+            chain = chain_length(LIFParameters(groups=self.groups, projection=self.projection))
+            if rank <= 2 or (chain == 1 and not _divides(step_shape, dims, self.groups)):
                 return (), ()
             if rank == 3:
                 raise ValueError(
                     f"{who}: an input of shape {step_shape} per step is ambiguous with dims=None "
-                    f"(groups={self.groups}): pass dims explicitly, e.g. dims=(-2,) for "
-                    "sequences [N, L, D] or dims=(-1,) for maps [N, C, L], with one grid "
-                    "entry per grouped dim"
+                    f"(groups={self.groups}): pass the grouped dims, e.g. "
+                    f"{fitting_grid(step_shape, (-2,), self.groups)} for a sequence [N, L, D] "
+                    f"or {fitting_grid(step_shape, (-1,), self.groups)} for a map [N, C, L]"
                 )
-            dims = (rank - 2, rank - 1)
         return check_grid(step_shape, dims, self.groups, who), self.groups
 
     def lif_parameters(self, step_shape) -> LIFParameters:
