@@ -76,7 +76,7 @@ def _check_names(r: dict, problems: list[str]):
         "surrogate": (),
         "loss": ("num_classes",),
         "optim": ("params", "lr", "weight_decay"),
-        "schedule": ("optimizer", "epochs", "warmup_epochs"),
+        "schedule": ("epochs", "warmup_epochs"),
     }
     sections = [
         ("data", DATASETS, r["data"]),

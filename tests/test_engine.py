@@ -66,7 +66,7 @@ def test_quickstart_reaches_its_accuracy_target(quickstart_run):
     assert any((out / "tb").iterdir())
     best = load_checkpoint(out / "checkpoints" / "best.pt")
     assert best["best_test_acc"] == metrics["best_test_acc"]
-    assert {"model", "optimizer", "scheduler", "scaler", "epoch", "rng", "loss"} <= best.keys()
+    assert {"model", "optimizer", "scaler", "epoch", "rng", "loss"} <= best.keys()
 
 
 def test_eval_reproduces_the_recorded_accuracy(quickstart_run, capsys):
@@ -574,7 +574,7 @@ def test_resume_changes_name_the_steps_per_epoch_and_the_schedule():
     # the digits' 1437 training images in batches of 64: 23 batches, 12 on each of 2 processes
     world_size, schedule = resume_changes(state, recipe, 1437, DistInfo())
     assert "an epoch takes 23 optimizer steps, not 12; " in world_size
-    assert "each epoch's rate now drives 23 steps of 64 samples" in world_size
+    assert "the schedule keeps its shape over 23 steps of 64 samples" in world_size
     assert schedule == (
         "train.epochs changes from 10 to 12: the learning-rate schedule (cosine) is "
         "recomputed over 12 epochs"
@@ -684,3 +684,22 @@ def test_eval_with_another_recipes_checkpoint_names_both_models_and_exits_2(
         f"{builds}: {mismatch}. Evaluate it with the recipe of its run"
     ) in err
     assert not (tmp_path / "eval.json").exists()
+
+
+def test_the_learning_rate_follows_the_schedule_at_every_optimizer_step(monkeypatch, tmp_path):
+    """One epoch of cosine decays within the epoch: step i of n uses the cosine at i / n."""
+    seen = []
+    real_step = torch.optim.SGD.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", spy)
+    sets = ["train.device=cpu", "train.epochs=2", "train.limit_train_batches=4",
+            "optim.name=sgd", "optim.lr=0.2", "monitor.every=null"]  # fmt: skip
+    metrics = train(load_recipe(QUICKSTART, sets), tmp_path / "run", log=lambda *a: None)
+    progress = [e + i / 4 for e in range(2) for i in range(4)]
+    expected = [0.2 * 0.5 * (1 + math.cos(math.pi * p / 2)) for p in progress]
+    assert seen == pytest.approx(expected, rel=1e-12)
+    assert [row["lr"] for row in metrics["epochs"]] == pytest.approx([0.2, 0.1])

@@ -6,6 +6,7 @@ recipe; the engine knows no particular method.
 
 import inspect
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,7 +83,7 @@ class Run:
     model: nn.Module
     loss: nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
+    schedule: Callable[[float], float]  # the factor of optim.lr at a progress in epochs
 
 
 def _subsets(data: DataSpec, d: dict) -> None:
@@ -119,14 +120,13 @@ def build_run(recipe: dict, device: torch.device) -> Run:
         o["name"], model.parameters(), lr=o["lr"], weight_decay=o["weight_decay"], **o["args"]
     )
     s = recipe["schedule"]
-    scheduler = SCHEDULES.build(
+    schedule = SCHEDULES.build(
         s["name"],
-        optimizer,
         epochs=recipe["train"]["epochs"],
         warmup_epochs=s["warmup_epochs"],
         **s["args"],
     )
-    return Run(data, model, loss, optimizer, scheduler)
+    return Run(data, model, loss, optimizer, schedule)
 
 
 def memory_format(obj, recipe: dict):

@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 
-#: what every checkpoint holds (besides the optimizer's, scheduler's, ... states a resume needs)
+#: what every checkpoint holds (besides the optimizer's, the scaler's, ... states a resume needs)
 ENTRIES = ("model", "epoch", "recipe")
 
 

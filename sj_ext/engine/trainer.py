@@ -9,7 +9,7 @@ Run folder layout::
     OUT/metrics.json             {"epochs": [...], "best_test_acc", "final_test_acc",
                                   "final_per_class_acc"}; each epoch record has
                                  "test_acc", "per_class_acc" (C floats, null: no sample)
-    OUT/checkpoints/latest.pt    model, optimizer, scheduler, scaler, epoch, RNG states,
+    OUT/checkpoints/latest.pt    model, optimizer, scaler, epoch, RNG states,
     OUT/checkpoints/best.pt      the epoch records, the recipe and the process count (also
                                  previous.pt, and a .sha256 per checkpoint: see
                                  :mod:`.runfolder`); tensors and plain data only
@@ -154,6 +154,15 @@ def _checked_loss(run: Run, out, y, info, device, stop: StopSignals, where: str)
     return loss
 
 
+def set_lr(run: Run, recipe: dict, progress: float) -> float:
+    """Set every parameter group's rate to ``optim.lr`` times the schedule at ``progress``
+    (in epochs, fractional); return it."""
+    lr = recipe["optim"]["lr"] * run.schedule(progress)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
 def _train_epoch(run, model, recipe, device, info, epoch, scaler, progress, monitor, stop):
     model.train()
     t = recipe["train"]
@@ -167,6 +176,7 @@ def _train_epoch(run, model, recipe, device, info, epoch, scaler, progress, moni
         if i >= n_batches:
             break
         x, y = x.to(device), y.to(device)
+        set_lr(run, recipe, epoch + i / n_batches)
         sampled = monitor is not None and monitor.begin(epoch + 1, i, n_batches)
         with autocast(recipe, device):
             out = model(time_major_input(x, recipe, run.data))
@@ -255,7 +265,6 @@ def _restore(run: Run, scaler, folder: RunFolder, recipe: dict) -> dict:
     run.model.load_state_dict(state["model"])
     run.loss.load_state_dict(state["loss"])
     run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
     folder.reconcile(state, _metrics(state["epochs"], state["best_test_acc"]))
@@ -334,7 +343,7 @@ def _train(recipe, folder: RunFolder, resume: bool, info, stop, log) -> dict:
         progress = _progress_factory(info)
         for epoch in range(start_epoch, t["epochs"]):
             start = time.perf_counter()
-            row = {"epoch": epoch + 1, "lr": run.optimizer.param_groups[0]["lr"]}
+            row = {"epoch": epoch + 1, "lr": set_lr(run, recipe, epoch)}
             try:
                 row.update(
                     _train_epoch(
@@ -360,7 +369,6 @@ def _train(recipe, folder: RunFolder, resume: bool, info, stop, log) -> dict:
                 alerts += monitor.class_warnings(epoch + 1)
             for warning in alerts:
                 log(f"warning: {warning}")
-            run.scheduler.step()
             row["seconds"] = time.perf_counter() - start
             records.append(row)
             improved = row["test_acc"] > best_acc
@@ -390,7 +398,6 @@ def _checkpoint(run: Run, scaler, recipe: dict, records: list[dict], best_acc: f
         "model": run.model.state_dict(),
         "loss": run.loss.state_dict(),
         "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
         "scaler": scaler.state_dict(),
         "epoch": records[-1]["epoch"],
         "epochs": records,
@@ -428,8 +435,9 @@ def resume_changes(state: dict, recipe: dict, n_train: int, info) -> list[str]:
         changes.append(
             f"resuming with {now} process(es) instead of {before}: the effective batch size "
             f"is now {batch * now}, not {batch * before} (data.batch_size {batch} per "
-            f"process), and an epoch {steps}; the learning-rate schedule is per epoch, so "
-            f"each epoch's rate now drives {new} steps of {batch * now} samples"
+            f"process), and an epoch {steps}; the learning rate follows the fraction of "
+            f"the epoch done, so the schedule keeps its shape over {new} steps of "
+            f"{batch * now} samples"
         )
     epochs = state["recipe"]["train"]["epochs"], recipe["train"]["epochs"]
     if epochs[0] != epochs[1]:
