@@ -327,7 +327,8 @@ def markdown(table: dict) -> str:
     """Per claim a heading with its question and a table of its arms (accuracies in %).
 
     Columns: arm, seeds, test accuracy (mean ± sample sd over seeds), worst class
-    (digit: its accuracy averaged over seeds), seconds per run, spikes per image,
+    (digit: its accuracy averaged over seeds), seconds per run, spikes and synaptic
+    operations per image,
     the paired difference to the baseline in percentage points with its interval
     and the number of pairs, the verdict.
     """
@@ -341,8 +342,8 @@ def markdown(table: dict) -> str:
             f"accuracy on the seeds both ran, with its {level}% Student t interval.",
             "",
             f"| arm | seeds | test acc % (mean ± sd) | worst class (digit: %) | s/run "
-            f"| spikes/image | Δ vs baseline (pp) [{level}% CI] | verdict |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+            f"| spikes/image | SynOps/image | Δ vs baseline (pp) [{level}% CI] | verdict |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         for arm in claim["arms"]:
             worst = arm["worst_class"]
@@ -351,7 +352,8 @@ def markdown(table: dict) -> str:
             delta = "baseline" if arm["diff"] is None else _delta(arm["diff"])
             lines.append(
                 f"| {arm['name']} | {arm['n']} | {_pct(arm['mean'], arm['sd'])} | {worst} "
-                f"| {seconds} | {_count(arm['spikes_per_image_mean'])} | {delta} "
+                f"| {seconds} | {_count(arm['spikes_per_image_mean'])} "
+                f"| {_count(arm['synops_per_image_mean'])} | {delta} "
                 f"| {arm['verdict'] or '–'} |"
             )
         lines.append("")

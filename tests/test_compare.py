@@ -189,12 +189,14 @@ def test_a_seed_twice_is_refused(results):
 
 def test_markdown_has_a_heading_and_a_row_per_arm(results):
     results["runs"][0]["spikes_per_image"] = 12345.6
+    results["runs"][0]["synops_per_image"] = 2.5e6
     text = markdown(compare(results))
     assert "## three: which arms beat the baseline?" in text
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("|")}
     assert {"base", "better", "worse", "noisy"} <= rows.keys()
     assert "| 5 | 91.00 ± 1.58 |" in rows["base"] and "baseline" in rows["base"]
-    assert "12,346" in rows["base"]  # spikes per image of seed 0 only: the others are null
+    # spikes and SynOps per image of seed 0 only: the others are null
+    assert "| 12,346 | 2,500,000 |" in rows["base"]
     assert "+2.04 [" in rows["better"] and rows["better"].endswith("| better |")
     assert rows["worse"].endswith("| worse |")
     assert rows["noisy"].endswith("| inside the noise |")
