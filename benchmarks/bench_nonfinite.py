@@ -21,7 +21,7 @@ for the dataset, the inputs are random of the case's shape) and times:
 
 Cases: ``quickstart`` (recipes/digits_quickstart.yaml: small_cnn, 8x8 images, T=4,
 batch 64), ``plif_mnist16`` (the PLIF MNIST net at 16 channels, T=4, batch 32: the
-reproduce_mnist grid's network, whose 1.6M-parameter FC layer makes the check
+CL-SNN network of the claims study, whose 1.6M-parameter FC layer makes the check
 relatively dearest), ``resnet19`` (DS-ATGO's CIFAR ResNet19, T=2, batch 64; a GPU
 case). Writes ``<out>/nonfinite_check_<tag or device>.json`` (with the machine's load
 average before and after) and prints a table.

@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w = sub.add_parser("sweep", help="run a grid of recipes x seeds; summary JSON + table")
     w.add_argument(
-        "grid", metavar="GRID.yaml", help="the grid (see benchmarks/reproduce_mnist.yaml)"
+        "grid", metavar="GRID.yaml", help="the grid (see benchmarks/claims_mnist.yaml)"
     )
     w.add_argument("--set", dest="overrides", **overrides)
     w.add_argument("--out", metavar="DIR", help="sweep folder (default: runs/sweep/<grid name>)")

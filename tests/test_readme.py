@@ -1,4 +1,5 @@
-"""Every ```python block of README.md runs as written, each in a fresh interpreter, on CPU."""
+"""Every ```python block of README.md and docs/*.md runs as written, each in a fresh
+interpreter, on CPU."""
 
 import os
 import re
@@ -9,11 +10,22 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-BLOCKS = re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M)
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+BLOCKS = [block for page in PAGES for block in FENCE.findall(page.read_text())]
+README_BLOCKS = FENCE.findall((ROOT / "README.md").read_text())
 
 
-def test_the_readme_has_its_examples():
-    assert len(BLOCKS) >= 4  # quick example, grouping neuron, monitor, loss
+@pytest.mark.parametrize(
+    "name", ["AdaptiveThresholdLIF(", "DilatedWindowLIF", 'set_backend(node, "cupy")']
+)
+def test_the_front_page_shows_each_neuron_and_the_cupy_backend(name):
+    assert any(name in block for block in README_BLOCKS), f"no README example uses {name}"
+
+
+def test_the_loss_and_the_monitors_have_examples_in_the_docs():
+    for name in ("ConfidenceAwareLoss(", "Monitor("):
+        assert any(name in block for block in BLOCKS), f"no example in README or docs uses {name}"
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
@@ -27,4 +39,6 @@ def test_a_readme_python_block_runs_as_written(tmp_path, index):
     out = subprocess.run(
         [sys.executable, "-c", BLOCKS[index]], cwd=tmp_path, env=env, capture_output=True, text=True
     )
-    assert out.returncode == 0, f"README block {index + 1}:\n{BLOCKS[index]}\n{out.stderr}"
+    assert out.returncode == 0, (
+        f"block {index + 1} of README.md and docs/:\n{BLOCKS[index]}\n{out.stderr}"
+    )
