@@ -205,20 +205,17 @@ if "test_nan_after" not in LOSSES:
     LOSSES.register("test_nan_after", NanAfter)
 
 
-def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
-    recipe = load_recipe(
-        QUICKSTART,
-        [
-            "train.epochs=3",
-            "train.limit_train_batches=4",
-            "train.device=cpu",
-            "loss.name=test_nan_after",
-            "loss.args={after: 6}",
-        ],
-    )
+def stopped_by_nan(tmp_path, loss_args: str) -> str:
+    """The error of a 3-epoch quickstart run whose ``test_nan_after`` loss has ``loss_args``."""
+    sets = ["train.epochs=3", "train.limit_train_batches=4", "train.device=cpu"]
+    recipe = load_recipe(QUICKSTART, sets + ["loss.name=test_nan_after", f"loss.args={loss_args}"])
     with pytest.raises(TrainingError) as err:
         train(recipe, tmp_path, log=lambda *a: None)
-    msg = str(err.value)
+    return str(err.value)
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    msg = stopped_by_nan(tmp_path, "{after: 6}")
     assert "non-finite training loss (nan) at epoch 2, batch 3" in msg
     assert "latest.pt (epoch 1)" in msg
     assert load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["epoch"] == 1
@@ -226,22 +223,10 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
 
 
 def test_a_non_finite_buffer_stops_the_run_at_its_batch(tmp_path):
-    recipe = load_recipe(
-        QUICKSTART,
-        [
-            "train.epochs=3",
-            "train.limit_train_batches=4",
-            "train.device=cpu",
-            "loss.name=test_nan_after",
-            "loss.args={after: 6, part: buffer}",
-        ],
-    )
-    with pytest.raises(TrainingError) as err:
-        train(recipe, tmp_path, log=lambda *a: None)
     assert (
         "non-finite values in loss.scale at epoch 2, batch 3; the run stopped. Last good "
         f"checkpoint: {tmp_path / 'checkpoints' / 'latest.pt'} (epoch 1)"
-    ) in str(err.value)
+    ) in stopped_by_nan(tmp_path, "{after: 6, part: buffer}")
     kept = load_checkpoint(tmp_path / "checkpoints" / "latest.pt")
     assert kept["epoch"] == 1 and kept["loss"]["scale"] == 1
 
