@@ -153,50 +153,91 @@ def fused_lif_forward(
     """
     run = launcher_of(launcher)
     config = KernelConfig(x.dtype, groups, projection)
-    device, acc, steps, numel = x.device, acc_dtype(x.dtype), x.shape[0], v_init.numel()
-    vth = thresholds.clone()  # the adaptive kernel writes the thresholds it takes
-    chains = numel // groups
-    blocks = run.grid(chains, device)
-    hard = v_reset is not None
-    common = dict(
+    blocks, sizes = _grid_and_sizes(run, v_init, x.shape[0], groups)
+    common = _forward_tensors(x, v_init, k, thresholds, layout)
+    common.update(sizes, **_charge_and_reset(decay_input, v_reset, theta))
+    if stats:
+        h, sigma = _forward_with_stats(run, config, blocks, common, keep_h, adaptive, f_c)
+    else:
+        h, sigma = _forward_loop(run, config, blocks, common, keep_h)
+    return common["spike"], common["v_out"], h if keep_h else x.new_empty(0), common["vth"], sigma
+
+
+def _forward_tensors(
+    x: Tensor, v_init: Tensor, k: Tensor, thresholds: Tensor, layout: Tensor | None
+) -> dict:
+    """The tensors every forward kernel reads and writes, by parameter name.
+
+    ``vth`` is a copy of ``thresholds`` (the adaptive kernel writes the thresholds
+    it takes); ``spike`` and ``v_out`` are the outputs, still to be written.
+    """
+    return dict(
         x=x,
         v_init=v_init,
         k=k,
         layout=layout,
-        vth=vth,
+        vth=thresholds.clone(),
         spike=torch.empty_like(x),
         v_out=torch.empty_like(v_init),
-        M=numel,
-        L=chains,
-        T=steps,
+    )
+
+
+def _grid_and_sizes(run, step: Tensor, steps: int, groups: int) -> tuple[int, dict]:
+    """The blocks to launch for the chains of ``step`` ``[N, *]``, and the sizes every kernel
+    reads: ``M`` elements a step, ``L`` chains of ``groups`` groups, ``T`` steps."""
+    numel = step.numel()
+    chains = numel // groups
+    return run.grid(chains, step.device), dict(M=numel, L=chains, T=steps)
+
+
+def _charge_and_reset(decay_input: bool, v_reset: float | None, theta: float) -> dict:
+    """The charge and reset options in the kernels' form (a soft reset: ``hard=0``)."""
+    hard = v_reset is not None
+    return dict(
         decay_input=int(decay_input),
         hard=int(hard),
         v_reset=v_reset if hard else 0.0,
         theta=theta,
     )
-    if stats:
-        h = x.new_empty((steps if keep_h else 1, *v_init.shape))
-        sigma = torch.empty(steps, dtype=acc, device=device)
-        run(
-            config,
-            "sj_lif_step",
-            blocks,
-            device,
-            sweep=("t", range(steps + 1)),
-            **common,
-            h=h,
-            sigma=sigma,
-            partials=torch.empty(3 * blocks, dtype=torch.float64, device=device),
-            counters=torch.zeros(steps, dtype=torch.int32, device=device),
-            h_keep=int(keep_h),
-            adaptive=int(adaptive),
-            f_c=f_c,
-        )
-    else:
-        h = torch.empty_like(x) if keep_h else None
-        sigma = vth.new_empty(0)
-        run(config, "sj_lif_loop", blocks, device, **common, h=h)
-    return common["spike"], common["v_out"], h if keep_h else x.new_empty(0), vth, sigma
+
+
+def _forward_with_stats(run, config, blocks: int, common: dict, keep_h, adaptive, f_c):
+    r"""``sj_lif_step`` per step (and once more), taking :math:`\mu_t, \sigma_t`: ``(h, sigma)``.
+
+    ``h`` holds every step's charged membrane with ``keep_h``, else the last one
+    only; ``sigma`` is ``[T]`` in the arithmetic dtype.
+    """
+    x, v_init, steps = common["x"], common["v_init"], common["T"]
+    device = x.device
+    h = x.new_empty((steps if keep_h else 1, *v_init.shape))
+    sigma = torch.empty(steps, dtype=acc_dtype(x.dtype), device=device)
+    run(
+        config,
+        "sj_lif_step",
+        blocks,
+        device,
+        sweep=("t", range(steps + 1)),
+        **common,
+        h=h,
+        sigma=sigma,
+        partials=torch.empty(3 * blocks, dtype=torch.float64, device=device),
+        counters=torch.zeros(steps, dtype=torch.int32, device=device),
+        h_keep=int(keep_h),
+        adaptive=int(adaptive),
+        f_c=f_c,
+    )
+    return h, sigma
+
+
+def _forward_loop(run, config, blocks: int, common: dict, keep_h: bool):
+    """``sj_lif_loop``: all ``T`` steps in one launch, without statistics: ``(h, sigma)``.
+
+    ``h`` holds every step's charged membrane with ``keep_h`` (else None);
+    ``sigma`` is empty.
+    """
+    h = torch.empty_like(common["x"]) if keep_h else None
+    run(config, "sj_lif_loop", blocks, common["x"].device, **common, h=h)
+    return h, common["vth"].new_empty(0)
 
 
 @fused_lif_forward.register_fake
@@ -248,44 +289,39 @@ def fused_lif_backward(
         in ``k``'s dtype (its per-block float64 sums added), ``[0]`` without ``learn_k``
     """
     run = launcher_of(launcher)
-    device, numel = h.device, h[0].numel()
-    chains = numel // groups
-    blocks = run.grid(chains, device)
-    grad_x, grad_v_init = torch.empty_like(h), torch.empty_like(h[0])
-    grad_k = torch.empty(blocks, dtype=torch.float64, device=device) if learn_k else None
-    run(
-        KernelConfig(h.dtype, groups, projection),
-        "sj_lif_backward",
-        blocks,
-        device,
-        h=h,
-        x=x,
-        v_init=v_init,
-        k=k,
-        layout=layout,
-        vth=vth,
-        sigma=sigma,
-        grad_spike=grad_spike,
-        grad_v=grad_v,
-        grad_x=grad_x,
-        grad_v_init=grad_v_init,
-        grad_k=grad_k,
-        T=h.shape[0],
-        M=numel,
-        L=chains,
-        decay_input=int(decay_input),
-        hard=int(v_reset is not None),
-        detach_reset=int(detach_reset),
-        v_reset=0.0 if v_reset is None else v_reset,
-        theta=theta,
+    blocks, sizes = _grid_and_sizes(run, h[0], h.shape[0], groups)
+    grads = _gradient_buffers(h, blocks, learn_k)
+    saved = dict(h=h, x=x, v_init=v_init, k=k, layout=layout, vth=vth, sigma=sigma)
+    incoming = dict(grad_spike=grad_spike, grad_v=grad_v)
+    options = dict(sizes, detach_reset=int(detach_reset))
+    options.update(_charge_and_reset(decay_input, v_reset, theta))
+    options.update(_surrogate_args(surrogate, dynamic, alpha, a0, v0))
+    config = KernelConfig(h.dtype, groups, projection)
+    run(config, "sj_lif_backward", blocks, h.device, **saved, **incoming, **grads, **options)
+    grad_k = grads["grad_k"]
+    grad_k = k.new_empty(0) if grad_k is None else grad_k.sum().to(k.dtype).reshape(1)
+    return grads["grad_x"], grads["grad_v_init"], grad_k
+
+
+def _gradient_buffers(h: Tensor, blocks: int, learn_k: bool) -> dict:
+    """What the backward kernel writes: ``grad_x``, ``grad_v_init`` and ``grad_k``.
+
+    ``grad_k`` holds a float64 sum per block with ``learn_k``, else is None.
+    """
+    grad_k = torch.empty(blocks, dtype=torch.float64, device=h.device) if learn_k else None
+    return dict(grad_x=torch.empty_like(h), grad_v_init=torch.empty_like(h[0]), grad_k=grad_k)
+
+
+def _surrogate_args(surrogate: str, dynamic: bool, alpha: float, a0: float, v0: float) -> dict:
+    """The surrogate in kernel form (:class:`~sj_ext.fused_lif.coverage.SurrogateSpec`)
+    as the backward kernel's ``sg_*`` arguments."""
+    return dict(
         sg_shape=SURROGATE_SHAPES[surrogate],
         sg_dynamic=int(dynamic),
         sg_alpha=alpha,
         sg_a0=a0,
         sg_v0=v0,
     )
-    grad_k = k.new_empty(0) if grad_k is None else grad_k.sum().to(k.dtype).reshape(1)
-    return grad_x, grad_v_init, grad_k
 
 
 @fused_lif_backward.register_fake
@@ -360,6 +396,46 @@ def lif_multi_step(
     """
     if launcher is None:
         launcher = require_launcher(x_seq)
+    stats = _check_covered(x_seq, v, thresholds, params)
+    chain_groups = chain_length(params)
+    layout = _layout(x_seq, params) if chain_groups > 1 else None
+    # elementwise kernels (no layout table) run in the input's own memory order
+    order = memory_order(x_seq) if layout is None else None
+    x_seq, v = _permute(x_seq, v, order)
+    dtype = x_seq.dtype
+    learns_k = isinstance(k, torch.Tensor) and k.requires_grad
+    keep_h = torch.is_grad_enabled() and (x_seq.requires_grad or v.requires_grad or learns_k)
+    options = _options(params, chain_groups, thresholds is None, stats, keep_h, launcher)
+    spikes, v_last, _, v_th_seq, sigma_seq = fused_lif_forward(
+        x_seq.contiguous(),
+        v.to(dtype).contiguous(),
+        _k_tensor(k, x_seq),
+        _threshold_tensor(thresholds, x_seq),
+        layout,
+        *options,
+    )
+    spikes, v_last = _permute(spikes, v_last, _inverse(order))  # the caller's dims again
+    return spikes, v_last, v_th_seq.to(dtype), sigma_seq.to(dtype) if stats else None
+
+
+def _permute(seq: Tensor, step: Tensor, order: list[int] | None) -> tuple[Tensor, Tensor]:
+    """``seq`` ``[T, N, *]`` permuted by ``order``, and ``step`` ``[N, *]`` alike (None: as is)."""
+    if order is None:
+        return seq, step
+    return seq.permute(order), step.permute(_step_dims(order))
+
+
+def _inverse(order: list[int] | None) -> list[int] | None:
+    """The permutation that undoes ``order`` (None for None)."""
+    return None if order is None else sorted(range(len(order)), key=order.__getitem__)
+
+
+def _check_covered(x_seq: Tensor, v: Tensor, thresholds, params: LIFParameters) -> bool:
+    """Whether the call takes layer statistics, once the kernels are known to cover it.
+
+    :raises ValueError: options the kernels do not cover, or statistics over fewer
+        than 2 membrane elements
+    """
     reason = unsupported_reason(x_seq, thresholds, params)
     if reason is not None:
         raise ValueError(f"the fused kernels do not cover {reason}")
@@ -369,48 +445,58 @@ def lif_multi_step(
             f"layer statistics over a membrane of shape {tuple(v.shape)} have {v.numel()} "
             "element; the standard deviation needs at least 2"
         )
-    chain_groups = chain_length(params)
-    projection = params.projection if chain_groups > 1 else "none"
-    layout = (
-        chain_layout(
-            tuple(x_seq.shape[1:]), params.dims, params.groups, params.window, x_seq.device
-        )
-        if chain_groups > 1
-        else None
-    )
-    # elementwise kernels (no layout table) run in the input's own memory order
-    order = memory_order(x_seq) if layout is None else None
-    if order is not None:
-        x_seq, v = x_seq.permute(order), v.permute(_step_dims(order))
-    dtype, acc, device, steps = x_seq.dtype, acc_dtype(x_seq.dtype), x_seq.device, x_seq.shape[0]
-    if isinstance(k, torch.Tensor):  # as the reference's 0-d tensor k in the op's dtype
-        k_acc = k.to(dtype).to(acc).reshape(1)
-    else:
-        k_acc = torch.full((1,), k, dtype=acc, device=device)
+    return stats
+
+
+def _layout(x_seq: Tensor, params: LIFParameters) -> Tensor | None:
+    """The :func:`chain_layout` of ``params``' groups over a step of ``x_seq``."""
+    step_shape = tuple(x_seq.shape[1:])
+    return chain_layout(step_shape, params.dims, params.groups, params.window, x_seq.device)
+
+
+def _k_tensor(k, x_seq: Tensor) -> Tensor:
+    """``k`` as the operator takes it: ``[1]`` in the arithmetic dtype of ``x_seq``.
+
+    A tensor ``k`` is rounded to ``x_seq``'s dtype first, as the reference's 0-d
+    tensor ``k`` is in the op's dtype; it keeps its autograd graph.
+    """
+    acc = acc_dtype(x_seq.dtype)
+    if isinstance(k, torch.Tensor):
+        return k.to(x_seq.dtype).to(acc).reshape(1)
+    return torch.full((1,), k, dtype=acc, device=x_seq.device)
+
+
+def _threshold_tensor(thresholds, x_seq: Tensor) -> Tensor:
+    """The thresholds ``[T]`` in the arithmetic dtype, rounded through ``x_seq``'s dtype
+    (zeros for the adaptive threshold, which the kernel writes)."""
+    dtype, acc, steps = x_seq.dtype, acc_dtype(x_seq.dtype), x_seq.shape[0]
     if thresholds is None:
-        vth = torch.zeros(steps, dtype=acc, device=device)
-    elif isinstance(thresholds, torch.Tensor):
-        vth = thresholds.detach().to(dtype).to(acc).reshape(steps)
-    else:
-        vth = torch.full((steps,), thresholds, dtype=dtype, device=device).to(acc)
-    needs_grad = isinstance(k, torch.Tensor) and k.requires_grad
+        return torch.zeros(steps, dtype=acc, device=x_seq.device)
+    if isinstance(thresholds, torch.Tensor):
+        return thresholds.detach().to(dtype).to(acc).reshape(steps)
+    return torch.full((steps,), thresholds, dtype=dtype, device=x_seq.device).to(acc)
+
+
+def _options(
+    params: LIFParameters, groups: int, adaptive: bool, stats: bool, keep_h: bool, launcher: int
+) -> tuple:
+    """The arguments of :func:`fused_lif_forward` after ``layout``, in its order.
+
+    :param groups: the chain length (:func:`sj_ext.functional.chain_length`); the
+        projection is ``'none'`` without a chain
+    """
     spec = surrogate_spec(params.surrogate_function)
-    spikes, v_last, _, v_th_seq, sigma_seq = fused_lif_forward(
-        x_seq.contiguous(),
-        v.to(dtype).contiguous(),
-        k_acc,
-        vth,
-        layout,
-        chain_groups,
-        projection,
+    return (
+        groups,
+        params.projection if groups > 1 else "none",
         params.decay_input,
         params.v_reset,
         params.detach_reset,
         params.theta,
-        thresholds is None,
+        adaptive,
         params.f_c,
         stats,
-        torch.is_grad_enabled() and (x_seq.requires_grad or v.requires_grad or needs_grad),
+        keep_h,
         spec.shape,
         spec.dynamic,
         float(spec.alpha),
@@ -418,7 +504,3 @@ def lif_multi_step(
         float(spec.v0),
         launcher,
     )
-    if order is not None:  # back to the caller's dims, the memory order kept
-        back = sorted(range(len(order)), key=order.__getitem__)
-        spikes, v_last = spikes.permute(back), v_last.permute(_step_dims(back))
-    return spikes, v_last, v_th_seq.to(dtype), sigma_seq.to(dtype) if stats else None
