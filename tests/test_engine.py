@@ -1,3 +1,4 @@
+import ast
 import errno
 import hashlib
 import json
@@ -16,7 +17,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from sj_ext import runfiles
+from sj_ext import engine, fused_lif, runfiles
 from sj_ext.cli import main
 from sj_ext.engine import TrainingError, build_run, train
 from sj_ext.engine.build import time_major_input
@@ -688,3 +689,25 @@ def test_the_learning_rate_follows_the_schedule_at_every_optimizer_step(monkeypa
     expected = [0.2 * 0.5 * (1 + math.cos(math.pi * p / 2)) for p in progress]
     assert seen == pytest.approx(expected, rel=1e-12)
     assert [row["lr"] for row in metrics["epochs"]] == pytest.approx([0.2, 0.1])
+
+
+def long_functions(folder: Path, limit: int) -> list[str]:
+    """``path:line name (N lines)`` of each function under ``folder`` longer than ``limit``
+    lines, counted from its ``def`` line to its last (docstring included)."""
+    found = []
+    for path in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > limit:
+                    where = path.relative_to(folder.parent)
+                    found.append(f"{where}:{node.lineno} {node.name} ({lines} lines)")
+    return found
+
+
+@pytest.mark.parametrize("package", [engine, fused_lif], ids=lambda p: p.__name__)
+def test_no_function_of_the_engine_or_the_fused_kernels_is_over_50_lines(package):
+    """The training loop and the fused operators are named steps, none over 50 lines."""
+    folder = Path(package.__file__).parent
+    assert long_functions(folder, 5), "the count sees no function at all"
+    assert long_functions(folder, 50) == []

@@ -22,6 +22,8 @@ Run folder layout::
 import math
 import signal
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -154,45 +156,88 @@ def _checked_loss(run: Run, out, y, info, device, stop: StopSignals, where: str)
     return loss
 
 
+def learning_rate(run: Run, recipe: dict, progress: float) -> float:
+    """``optim.lr`` times the schedule at ``progress`` (in epochs, fractional)."""
+    return recipe["optim"]["lr"] * run.schedule(progress)
+
+
 def set_lr(run: Run, recipe: dict, progress: float) -> float:
-    """Set every parameter group's rate to ``optim.lr`` times the schedule at ``progress``
-    (in epochs, fractional); return it."""
-    lr = recipe["optim"]["lr"] * run.schedule(progress)
+    """Set every parameter group's rate to :func:`learning_rate` at ``progress``; return it."""
+    lr = learning_rate(run, recipe, progress)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     return lr
 
 
-def _train_epoch(run, model, recipe, device, info, epoch, scaler, progress, monitor, stop):
-    model.train()
-    t = recipe["train"]
-    loader = _train_loader(run, recipe, info, epoch)
+@dataclass
+class _Training:
+    """What the steps of one run share: set up by :func:`_start`, updated epoch by epoch."""
+
+    recipe: dict
+    folder: RunFolder
+    info: distributed.DistInfo
+    stop: StopSignals
+    log: Callable[[str], None]
+    device: torch.device | None = None
+    run: Run | None = None
+    model: nn.Module | None = None  # run.model, or its DistributedDataParallel wrapper
+    scaler: torch.amp.GradScaler | None = None
+    records: list[dict] = field(default_factory=list)
+    best_acc: float = -1.0
+    start_epoch: int = 0
+    monitor: Monitor | None = None
+    writer: object = None  # the main process's TensorBoard SummaryWriter
+    progress: Callable | None = None
+
+
+def _optimizer_step(s: _Training, loss: torch.Tensor) -> None:
+    """Backward, clip the gradients (``train.grad_clip``) and step, through the AMP scaler."""
+    s.run.optimizer.zero_grad(set_to_none=True)
+    s.scaler.scale(loss).backward()
+    clip = s.recipe["train"]["grad_clip"]
+    if clip is not None:
+        s.scaler.unscale_(s.run.optimizer)
+        nn.utils.clip_grad_norm_(s.model.parameters(), clip)
+    s.scaler.step(s.run.optimizer)
+    s.scaler.update()
+
+
+def _train_step(s: _Training, x, y, epoch: int, i: int, n_batches: int):
+    """One optimizer step on batch ``i`` of ``n_batches`` in ``epoch``: ``(loss, output)``.
+
+    Recorded by the monitor when it samples the batch; stopped, every process
+    alike, by a signal or a non-finite output, loss or state (:func:`_checked_loss`,
+    :func:`_check_step`).
+    """
+    set_lr(s.run, s.recipe, epoch + i / n_batches)
+    sampled = s.monitor is not None and s.monitor.begin(epoch + 1, i, n_batches)
+    where = f"epoch {epoch + 1}, batch {i + 1}"
+    with autocast(s.recipe, s.device):
+        out = s.model(time_major_input(x, s.recipe, s.run.data))
+        loss = _checked_loss(s.run, out, y, s.info, s.device, s.stop, where)
+    _optimizer_step(s, loss)
+    _check_step(s.run, s.info, s.device, where)
+    if sampled:
+        s.monitor.end()
+    functional.reset_net(s.model)
+    return loss, out
+
+
+def _train_epoch(s: _Training, epoch: int) -> dict:
+    """Train ``epoch`` on this process's batches; its loss, accuracy and samples (all processes)."""
+    s.model.train()
+    t, info = s.recipe["train"], s.info
+    loader = _train_loader(s.run, s.recipe, info, epoch)
     limit = t["limit_train_batches"]
     n_batches = len(loader) if limit is None else min(limit, len(loader))
     loss_sum = correct = total = 0.0
     start = time.perf_counter()
-    bar = progress(total=n_batches, desc=f"epoch {epoch + 1}/{t['epochs']}", leave=False)
+    bar = s.progress(total=n_batches, desc=f"epoch {epoch + 1}/{t['epochs']}", leave=False)
     for i, (x, y) in enumerate(loader):
         if i >= n_batches:
             break
-        x, y = x.to(device), y.to(device)
-        set_lr(run, recipe, epoch + i / n_batches)
-        sampled = monitor is not None and monitor.begin(epoch + 1, i, n_batches)
-        with autocast(recipe, device):
-            out = model(time_major_input(x, recipe, run.data))
-            where = f"epoch {epoch + 1}, batch {i + 1}"
-            loss = _checked_loss(run, out, y, info, device, stop, where)
-        run.optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if t["grad_clip"] is not None:
-            scaler.unscale_(run.optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), t["grad_clip"])
-        scaler.step(run.optimizer)
-        scaler.update()
-        _check_step(run, info, device, where)
-        if sampled:
-            monitor.end()
-        functional.reset_net(model)
+        x, y = x.to(s.device), y.to(s.device)
+        loss, out = _train_step(s, x, y, epoch, i, n_batches)
         loss_sum += loss.item() * len(y)
         correct += (decode(out.detach()).argmax(1) == y).sum().item()
         total += len(y)
@@ -203,8 +248,10 @@ def _train_epoch(run, model, recipe, device, info, epoch, scaler, progress, moni
             img_s=f"{total * info.world_size / (time.perf_counter() - start):.0f}",
         )
     bar.close()
-    loss_sum, correct, total = distributed.all_reduce_sum([loss_sum, correct, total], info, device)
-    _average_buffers(model, info, device)
+    loss_sum, correct, total = distributed.all_reduce_sum(
+        [loss_sum, correct, total], info, s.device
+    )
+    _average_buffers(s.model, info, s.device)
     return {
         "train_loss": loss_sum / max(total, 1),
         "train_acc": correct / max(total, 1),
@@ -296,100 +343,154 @@ def train(recipe: dict, out_dir: str | Path, resume: bool | str = False, log=pri
 
 
 def _train(recipe, folder: RunFolder, resume: bool, info, stop, log) -> dict:
-    t = recipe["train"]
-    out_dir = folder.out
-    monitor = writer = None
+    """Set the run up (resumed when ``resume``) and train its remaining epochs; the metrics."""
+    s = _Training(recipe, folder, info, stop, log)
     try:
-        device = pick_device(t["device"], info)
-        seed_everything(recipe["seed"])
-        run = build_run(recipe, device)
-        model = run.model
-        scaler = torch.amp.GradScaler(
-            "cuda", enabled=t["amp"] == "float16" and device.type == "cuda"
-        )
-        records, best_acc, start_epoch = [], -1.0, 0
-        if resume:
-            state = _restore(run, scaler, folder, recipe)
-            records, best_acc, start_epoch = state["epochs"], state["best_test_acc"], state["epoch"]
-            log(f"resuming {out_dir} after epoch {start_epoch}")
-            for change in resume_changes(state, recipe, len(run.data.train), info):
-                log(f"note: {change}")
-        m = recipe["monitor"]
-        if m["every"] is not None:
-            monitor = Monitor(
-                run.model,
-                run.loss,
-                names=m["names"],
-                every=m["every"],
-                out_dir=out_dir / "monitor",
-                reach_eps=m["reach_eps"],
-                write=info.is_main,
-            )
-            monitor.keep_epochs(start_epoch)
-        if info.enabled:
-            if t["sync_threshold_stats"]:
-                sync_threshold_stats(model)
-            model = nn.parallel.DistributedDataParallel(
-                model,
-                device_ids=[device.index] if device.type == "cuda" else None,
-                broadcast_buffers=False,  # buffers are averaged at the end of every epoch
-            )
-        if info.is_main:
-            folder.ckpt.mkdir(parents=True, exist_ok=True)
-            (out_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(out_dir / "tb"), purge_step=start_epoch + 1)
-        progress = _progress_factory(info)
-        for epoch in range(start_epoch, t["epochs"]):
-            start = time.perf_counter()
-            row = {"epoch": epoch + 1, "lr": set_lr(run, recipe, epoch)}
-            try:
-                row.update(
-                    _train_epoch(
-                        run, model, recipe, device, info, epoch, scaler, progress, monitor, stop
-                    )
-                )
-                _check_state(run, epoch + 1)
-            except Preempted as e:
-                raise Preempted(
-                    f"{e}; that epoch is dropped. Last good checkpoint: {folder.last_good()}",
-                    e.signum,
-                ) from e
-            except TrainingError as e:
-                raise TrainingError(
-                    f"{e}; the run stopped. Last good checkpoint: {folder.last_good()}"
-                ) from e
-            row["test_acc"], row["test_samples"], row["per_class_acc"] = evaluate(
-                model, recipe, run.data, device, info
-            )
-            alerts = accuracy_warnings(row["per_class_acc"], f"epoch {epoch + 1}: ")
-            if monitor is not None:
-                monitor.epoch_end(epoch + 1, lambda: _energy_input(run, recipe, device))
-                alerts += monitor.class_warnings(epoch + 1)
-            for warning in alerts:
-                log(f"warning: {warning}")
-            row["seconds"] = time.perf_counter() - start
-            records.append(row)
-            improved = row["test_acc"] > best_acc
-            best_acc = max(best_acc, row["test_acc"])
-            log(
-                f"epoch {epoch + 1}/{t['epochs']}: loss {row['train_loss']:.4f} "
-                f"train acc {row['train_acc']:.4f} test acc {row['test_acc']:.4f} "
-                f"({row['seconds']:.1f} s)"
-            )
-            state = _checkpoint(run, scaler, recipe, records, best_acc, info)
-            folder.save(state, improved, _metrics(records, best_acc))
-            if writer is not None:
-                for key in ("train_loss", "train_acc", "test_acc", "lr"):
-                    writer.add_scalar(key, row[key], epoch + 1)
-                writer.flush()
-        return _metrics(records, best_acc)
+        _start(s, resume)
+        for epoch in range(s.start_epoch, recipe["train"]["epochs"]):
+            _run_epoch(s, epoch)
+        return _metrics(s.records, s.best_acc)
     finally:
-        if writer is not None:
-            writer.close()
-        if monitor is not None:
-            monitor.close()
+        if s.writer is not None:
+            s.writer.close()
+        if s.monitor is not None:
+            s.monitor.close()
+
+
+def _start(s: _Training, resume: bool) -> None:
+    """Build the run on its device, resume it when asked, and open what the epochs write."""
+    t = s.recipe["train"]
+    s.device = pick_device(t["device"], s.info)
+    seed_everything(s.recipe["seed"])
+    s.run = build_run(s.recipe, s.device)
+    s.scaler = torch.amp.GradScaler(
+        "cuda", enabled=t["amp"] == "float16" and s.device.type == "cuda"
+    )
+    if resume:
+        _resume(s)
+    _open_monitor(s)
+    s.model = _trained_model(s)
+    if s.info.is_main:
+        _open_outputs(s)
+    s.progress = _progress_factory(s.info)
+
+
+def _resume(s: _Training) -> None:
+    """Continue after the newest valid checkpoint, logging what the resume changes."""
+    state = _restore(s.run, s.scaler, s.folder, s.recipe)
+    s.records, s.best_acc, s.start_epoch = state["epochs"], state["best_test_acc"], state["epoch"]
+    s.log(f"resuming {s.folder.out} after epoch {s.start_epoch}")
+    for change in resume_changes(state, s.recipe, len(s.run.data.train), s.info):
+        s.log(f"note: {change}")
+
+
+def _open_monitor(s: _Training) -> None:
+    """The recipe's monitor (when ``monitor.every`` is set), its records cut to the epochs done."""
+    m = s.recipe["monitor"]
+    if m["every"] is None:
+        return
+    s.monitor = Monitor(
+        s.run.model,
+        s.run.loss,
+        names=m["names"],
+        every=m["every"],
+        out_dir=s.folder.out / "monitor",
+        reach_eps=m["reach_eps"],
+        write=s.info.is_main,
+    )
+    s.monitor.keep_epochs(s.start_epoch)
+
+
+def _trained_model(s: _Training) -> nn.Module:
+    """The module the steps train: the model, or under DDP its wrapper (statistics synced)."""
+    model = s.run.model
+    if not s.info.enabled:
+        return model
+    if s.recipe["train"]["sync_threshold_stats"]:
+        sync_threshold_stats(model)
+    return nn.parallel.DistributedDataParallel(
+        model,
+        device_ids=[s.device.index] if s.device.type == "cuda" else None,
+        broadcast_buffers=False,  # buffers are averaged at the end of every epoch
+    )
+
+
+def _open_outputs(s: _Training) -> None:
+    """The main process's checkpoint folder, resolved recipe and TensorBoard writer."""
+    out = s.folder.out
+    s.folder.ckpt.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.yaml").write_text(yaml.safe_dump(s.recipe, sort_keys=False))
+    from torch.utils.tensorboard import SummaryWriter
+
+    s.writer = SummaryWriter(str(out / "tb"), purge_step=s.start_epoch + 1)
+
+
+def _run_epoch(s: _Training, epoch: int) -> None:
+    """Epoch ``epoch`` (from 0): train, evaluate, warn, then record, log and checkpoint it."""
+    start = time.perf_counter()
+    row = {"epoch": epoch + 1, "lr": learning_rate(s.run, s.recipe, epoch)}
+    row.update(_train_or_stop(s, epoch))
+    row["test_acc"], row["test_samples"], row["per_class_acc"] = evaluate(
+        s.model, s.recipe, s.run.data, s.device, s.info
+    )
+    _epoch_warnings(s, epoch + 1, row["per_class_acc"])
+    row["seconds"] = time.perf_counter() - start
+    _record(s, row)
+
+
+def _train_or_stop(s: _Training, epoch: int) -> dict:
+    """Train ``epoch`` and check the state it leaves; a stop names the last good checkpoint.
+
+    :raises Preempted: a signal stopped the epoch, which is dropped
+    :raises TrainingError: a non-finite value or a refused loss stopped the run
+    """
+    try:
+        scores = _train_epoch(s, epoch)
+        _check_state(s.run, epoch + 1)
+    except Preempted as e:
+        raise Preempted(
+            f"{e}; that epoch is dropped. Last good checkpoint: {s.folder.last_good()}",
+            e.signum,
+        ) from e
+    except TrainingError as e:
+        raise TrainingError(
+            f"{e}; the run stopped. Last good checkpoint: {s.folder.last_good()}"
+        ) from e
+    return scores
+
+
+def _epoch_warnings(s: _Training, epoch: int, per_class: list[float | None]) -> None:
+    """Log the classes the epoch leaves behind; the monitor closes its epoch and adds its own."""
+    alerts = accuracy_warnings(per_class, f"epoch {epoch}: ")
+    if s.monitor is not None:
+        s.monitor.epoch_end(epoch, lambda: _energy_input(s.run, s.recipe, s.device))
+        alerts += s.monitor.class_warnings(epoch)
+    for warning in alerts:
+        s.log(f"warning: {warning}")
+
+
+def _record(s: _Training, row: dict) -> None:
+    """Keep the epoch's ``row``, log it, checkpoint the run and write its scalars."""
+    s.records.append(row)
+    improved = row["test_acc"] > s.best_acc
+    s.best_acc = max(s.best_acc, row["test_acc"])
+    s.log(
+        f"epoch {row['epoch']}/{s.recipe['train']['epochs']}: loss {row['train_loss']:.4f} "
+        f"train acc {row['train_acc']:.4f} test acc {row['test_acc']:.4f} "
+        f"({row['seconds']:.1f} s)"
+    )
+    state = _checkpoint(s.run, s.scaler, s.recipe, s.records, s.best_acc, s.info)
+    s.folder.save(state, improved, _metrics(s.records, s.best_acc))
+    _write_scalars(s.writer, row)
+
+
+def _write_scalars(writer, row: dict) -> None:
+    """The epoch's losses, accuracies and rate in TensorBoard (the main process only)."""
+    if writer is None:
+        return
+    for key in ("train_loss", "train_acc", "test_acc", "lr"):
+        writer.add_scalar(key, row[key], row["epoch"])
+    writer.flush()
 
 
 def _checkpoint(run: Run, scaler, recipe: dict, records: list[dict], best_acc: float, info) -> dict:
