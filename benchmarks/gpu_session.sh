@@ -18,7 +18,7 @@
 #
 # Files under $OUT:
 #   session.log                 everything printed, the profiler tables included
-#   gpu_tests.xml               JUnit XML of tests/test_cupy_gpu.py + test_cupy_compile.py
+#   gpu_tests.xml               JUnit XML of tests/test_fused_lif_gpu.py + test_fused_lif_compile.py
 #   bench_kernels_<device>.json benchmarks/bench_kernels.py (T 4 8 16, 1.05M and 4.19M)
 #   bench_train_h200.json       benchmarks/bench_train.py, every case, eager
 #   bench_train_h200-compile.json  the same for torch.compile (ResNet19, torch backend)
@@ -43,7 +43,7 @@ stage() {  # stage NAME SECONDS COMMAND...: run, log, report the exit status, go
 { nvidia-smi -L; python3 -c "import torch, cupy; print('torch', torch.__version__, 'cupy', cupy.__version__)"; } 2>&1 | tee -a "$LOG"
 
 stage gpu-tests 150 python3 -m pytest -q -p no:cacheprovider -rfE \
-  tests/test_cupy_gpu.py tests/test_cupy_compile.py --junitxml="$OUT/gpu_tests.xml"
+  tests/test_fused_lif_gpu.py tests/test_fused_lif_compile.py --junitxml="$OUT/gpu_tests.xml"
 stage bench-kernels 120 python3 benchmarks/bench_kernels.py --repeat 10 --out "$OUT"
 stage bench-train 170 python3 benchmarks/bench_train.py --device cuda --batch 64 \
   --steps 10 --warmup 3 --out "$OUT" --tag h200

@@ -5,9 +5,10 @@ import hashlib
 import re
 from pathlib import Path
 
+from helpers import ROOT
+
 from sj_ext.fused_lif import INSTALL_HINT
 
-ROOT = Path(__file__).resolve().parent.parent
 #: SHA-256 of the Apache License 2.0 as https://www.apache.org/licenses/LICENSE-2.0.txt gives it
 APACHE_2 = "cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30"
 #: where an install command may be written: the docs, the code's messages, the scripts, CI

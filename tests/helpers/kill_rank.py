@@ -1,6 +1,6 @@
 """Run ``sj-ext train`` under torchrun; rank 1 SIGKILLs itself once, before evaluating epoch E.
 
-    torchrun ... tests/kill_rank.py MARKER E -- <sj-ext arguments>
+    torchrun ... tests/helpers/kill_rank.py MARKER E -- <sj-ext arguments>
 
 The first incarnation of rank 1 creates MARKER and dies (a real ``kill -9``);
 after torchrun's restart MARKER exists and every rank runs to the end.

@@ -1,6 +1,6 @@
 """Run ``sj-ext train`` and send this very process real signals at its N-th training step.
 
-    python tests/signal_run.py SIGNAL COUNT N -- <sj-ext train arguments>
+    python tests/helpers/signal_run.py SIGNAL COUNT N -- <sj-ext train arguments>
 
 Just before the loss of the N-th training step (counted over the whole run), send
 SIGNAL (``SIGTERM`` or ``SIGINT``) COUNT times: the handlers sj_ext installs are

@@ -11,8 +11,8 @@ import warnings
 
 import pytest
 import torch
-from half_reference import assert_gradient_near_float32
-from neuron_runs import NEURON_CASES, assert_same_records, train_and_eval
+from helpers.half_reference import assert_gradient_near_float32
+from helpers.neuron_runs import NEURON_CASES, assert_same_records, train_and_eval
 from spikingjelly.activation_based import functional, surrogate
 
 import sj_ext.fused_lif as fused
