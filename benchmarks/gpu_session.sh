@@ -1,20 +1,17 @@
 #!/usr/bin/env bash
-# One GPU session for issue 15, in one call: the GPU tests, the kernel benchmark,
-# the training-step benchmark (eager and torch.compile) and a torch.profiler trace
-# of a ResNet19 step, every output under $OUT (at most 8 files come back, flat).
+# Every GPU check in one call: the GPU tests, the kernel benchmark, the training-step
+# benchmark (eager and torch.compile) and a torch.profiler trace of a ResNet19 step;
+# every output under $OUT, flat.
 #
-# Where: the project's device machine (one H200; python3 holds torch, CuPy 13.x,
-# pytest, no SpikingJelly and no loguru; nothing can be downloaded there).
-# Before the call, on this machine, in the repo root (build/ is git-ignored):
+# Needs python3 with torch, CuPy and pytest, and the wheels of SpikingJelly and loguru in
+# build/whl (git-ignored), fetched beforehand, from the repo root:
 #
 #   mkdir -p build/whl && python3 -m pip download --no-deps --only-binary=:all: \
 #     --python-version 3.12 --implementation cp --platform manylinux2014_x86_64 \
 #     -d build/whl spikingjelly==2.0.0 loguru
 #
-# Then run(command="bash benchmarks/gpu_session.sh", carry=["build/whl"], timeout_s=590).
-# Stages run in priority order, each under its own time limit, and a failing stage
-# does not stop the next ones; their budgets add up to 575 s (on an H200 the whole
-# is expected to take 5 to 8 minutes; the start of the machine comes on top).
+# Run from the repo root with build/whl beside it: bash benchmarks/gpu_session.sh.
+# Each stage has its own time limit (575 s in all); a failing stage does not stop the next.
 #
 # Files under $OUT:
 #   session.log                 everything printed, the profiler tables included
