@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import HELPERS, QUICKSTART, ROOT
+from helpers import HELPERS, PROCESS_ENV, QUICKSTART, ROOT
 from torch.utils.data import DataLoader, DistributedSampler
 
 from sj_ext import runfiles
@@ -79,16 +79,11 @@ def test_eval_reproduces_the_recorded_accuracy(quickstart_run, capsys):
     assert f"test acc {metrics['best_test_acc']:.4f}" in capsys.readouterr().out
 
 
-ENV = {  # this checkout's sj_ext, also in scripts (tests/helpers/kill_run.py) and torchrun workers
-    **os.environ,
-    "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    "OMP_NUM_THREADS": "1",
-}
-
-
 def run_cli(*args, script=None):
     cmd = [sys.executable, *([str(script)] if script else ["-m", "sj_ext"]), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=300)
+    return subprocess.run(
+        cmd, capture_output=True, text=True, cwd=ROOT, env=PROCESS_ENV, timeout=300
+    )
 
 
 def test_refuses_to_overwrite_a_run_and_resumes_nothing_missing(tmp_path):
@@ -494,7 +489,12 @@ DDP_SETS = [
 def torchrun(*args, restarts=0):
     cmd = ["torchrun", "--standalone", "--nproc_per_node", "2", "--max-restarts", str(restarts)]
     return subprocess.run(
-        [*cmd, *map(str, args)], capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=300
+        [*cmd, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=PROCESS_ENV,
+        timeout=300,
     )
 
 

@@ -5,6 +5,8 @@ are the tests' fixtures in real file formats, reference computations and the scr
 that the engine tests run as separate processes.
 """
 
+import configparser
+import os
 import struct
 from pathlib import Path
 
@@ -17,6 +19,20 @@ PACKAGE = ROOT / "sj_ext"
 #: the recipe folder and the recipe most tests train
 RECIPES = ROOT / "recipes"
 QUICKSTART = RECIPES / "digits_quickstart.yaml"
+#: the environment of the processes the tests start (scripts, torchrun workers, examples):
+#: this checkout's sj_ext first on the path, one thread
+PROCESS_ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    "OMP_NUM_THREADS": "1",
+}
+
+
+def setup_cfg() -> configparser.ConfigParser:
+    """The repository's setup.cfg, parsed."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    return config
 
 
 def png_size(path: Path) -> tuple[int, int]:
