@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The claims study's DS-ATGO and grouping arms at 3 epochs instead of 1, on the GPU machine, in
 # one call: does every arm train past 97% with a larger budget, and do the 1-epoch verdicts
-# hold? Beside it, the GPU tests (tests/test_cupy_gpu.py, test_cupy_compile.py) as JUnit XML.
+# hold? Beside it, the GPU tests (tests/test_fused_lif_gpu.py, test_fused_lif_compile.py) as
+# JUnit XML.
 #
 # Where: the project's device machine (one H200, 16 cores; python3 holds torch, torchvision,
 # CuPy, pytest; no SpikingJelly, loguru or MNIST, and nothing can be downloaded there).
@@ -48,8 +49,8 @@ for arm in $ARMS; do  # one process per arm and seed group: a stopped sweep leav
       >"/tmp/sweep_${arm}_${seeds// /}.log" 2>&1 &
   done
 done
-timeout 240 python3 -m pytest -q -p no:cacheprovider -rfE tests/test_cupy_gpu.py \
-  tests/test_cupy_compile.py --junitxml="$OUT/gpu_tests.xml" 2>&1 | tail -15 | tee -a "$LOG"
+timeout 240 python3 -m pytest -q -p no:cacheprovider -rfE tests/test_fused_lif_gpu.py \
+  tests/test_fused_lif_compile.py --junitxml="$OUT/gpu_tests.xml" 2>&1 | tail -15 | tee -a "$LOG"
 wait
 echo "=== sweep done $(date -u +%T)" | tee -a "$LOG"
 for f in /tmp/sweep_*.log; do echo "--- $f"; tail -4 "$f"; done 2>&1 | tee -a "$LOG"

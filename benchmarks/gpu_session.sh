@@ -1,24 +1,21 @@
 #!/usr/bin/env bash
-# One GPU session for issue 15, in one call: the GPU tests, the kernel benchmark,
-# the training-step benchmark (eager and torch.compile) and a torch.profiler trace
-# of a ResNet19 step, every output under $OUT (at most 8 files come back, flat).
+# Every GPU check in one call: the GPU tests, the kernel benchmark, the training-step
+# benchmark (eager and torch.compile) and a torch.profiler trace of a ResNet19 step;
+# every output under $OUT, flat.
 #
-# Where: the project's device machine (one H200; python3 holds torch, CuPy 13.x,
-# pytest, no SpikingJelly and no loguru; nothing can be downloaded there).
-# Before the call, on this machine, in the repo root (build/ is git-ignored):
+# Needs python3 with torch, CuPy and pytest, and the wheels of SpikingJelly and loguru in
+# build/whl (git-ignored), fetched beforehand, from the repo root:
 #
 #   mkdir -p build/whl && python3 -m pip download --no-deps --only-binary=:all: \
 #     --python-version 3.12 --implementation cp --platform manylinux2014_x86_64 \
 #     -d build/whl spikingjelly==2.0.0 loguru
 #
-# Then run(command="bash benchmarks/gpu_session.sh", carry=["build/whl"], timeout_s=590).
-# Stages run in priority order, each under its own time limit, and a failing stage
-# does not stop the next ones; their budgets add up to 575 s (on an H200 the whole
-# is expected to take 5 to 8 minutes; the start of the machine comes on top).
+# Run from the repo root with build/whl beside it: bash benchmarks/gpu_session.sh.
+# Each stage has its own time limit (575 s in all); a failing stage does not stop the next.
 #
 # Files under $OUT:
 #   session.log                 everything printed, the profiler tables included
-#   gpu_tests.xml               JUnit XML of tests/test_cupy_gpu.py + test_cupy_compile.py
+#   gpu_tests.xml               JUnit XML of tests/test_fused_lif_gpu.py + test_fused_lif_compile.py
 #   bench_kernels_<device>.json benchmarks/bench_kernels.py (T 4 8 16, 1.05M and 4.19M)
 #   bench_train_h200.json       benchmarks/bench_train.py, every case, eager
 #   bench_train_h200-compile.json  the same for torch.compile (ResNet19, torch backend)
@@ -43,7 +40,7 @@ stage() {  # stage NAME SECONDS COMMAND...: run, log, report the exit status, go
 { nvidia-smi -L; python3 -c "import torch, cupy; print('torch', torch.__version__, 'cupy', cupy.__version__)"; } 2>&1 | tee -a "$LOG"
 
 stage gpu-tests 150 python3 -m pytest -q -p no:cacheprovider -rfE \
-  tests/test_cupy_gpu.py tests/test_cupy_compile.py --junitxml="$OUT/gpu_tests.xml"
+  tests/test_fused_lif_gpu.py tests/test_fused_lif_compile.py --junitxml="$OUT/gpu_tests.xml"
 stage bench-kernels 120 python3 benchmarks/bench_kernels.py --repeat 10 --out "$OUT"
 stage bench-train 170 python3 benchmarks/bench_train.py --device cuda --batch 64 \
   --steps 10 --warmup 3 --out "$OUT" --tag h200

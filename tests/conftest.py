@@ -1,4 +1,7 @@
-"""Fixtures shared by the test modules (pytest finds them here; no test imports another)."""
+"""Fixtures shared by the test modules (pytest finds them here; no test imports another).
+
+The paths, files and helper code the modules share are in the ``helpers`` package beside it.
+"""
 
 import os
 import socket

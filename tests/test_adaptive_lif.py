@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 import torch
-from half_reference import assert_gradient_near_float32
+from helpers.half_reference import assert_gradient_near_float32
 from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from spikingjelly.activation_based.model import parametric_lif_net
 

@@ -1,10 +1,10 @@
 """Per-class collapse warnings: the checks, and the curriculum monitor's per-class records."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import QUICKSTART
 
 from sj_ext.class_health import (
     accuracy_warnings,
@@ -109,7 +109,7 @@ def test_a_starved_class_is_warned_in_the_training_log_and_the_report(tmp_path, 
 
     monkeypatch.setitem(LOSSES._entries, "starving", _starving_loss)
     recipe = load_recipe(
-        Path(__file__).resolve().parent.parent / "recipes" / "digits_quickstart.yaml",
+        QUICKSTART,
         [
             "train.device=cpu",
             "train.epochs=3",

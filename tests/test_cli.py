@@ -7,12 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import QUICKSTART, RECIPES
 
 from sj_ext.cli import build_parser, main, parse_args
-
-ROOT = Path(__file__).resolve().parent.parent
-RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
-QUICKSTART = ROOT / "recipes" / "digits_quickstart.yaml"
 
 
 # ------------------------------------------------------- a bad recipe is refused before torch
@@ -84,13 +81,13 @@ def fresh_clone(tmp_path, monkeypatch):
 
 def test_validate_every_repo_recipe_on_a_fresh_clone(fresh_clone, capsys):
     """Every recipe is valid (exit 0); what this machine lacks is listed, fatal with --strict."""
-    paths = [str(p) for p in RECIPES]
+    paths = [str(p) for p in sorted(RECIPES.glob("*.yaml"))]
     assert main(["validate", *paths]) == 0
     out, err = capsys.readouterr()
     assert err == ""
     for path in paths:
         assert f"{path}: ok" in out or f"{path}: valid; this machine lacks" in out
-    mnist = ROOT / "recipes" / "dsatgo_mnist_cpu.yaml"
+    mnist = RECIPES / "dsatgo_mnist_cpu.yaml"
     assert f"{mnist}: data.root: dataset 'mnist': no data at data" in out
     assert f"{len(paths)} of {len(paths)} recipes valid; " in out.splitlines()[-1]
 

@@ -4,16 +4,14 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import png_size
+from helpers import ROOT, png_size
 from scipy import stats
 
 from sj_ext.compare import compare, figure, markdown, paired_difference, write
 
-ROOT = Path(__file__).resolve().parent.parent
 BASE = [0.90, 0.92, 0.91, 0.93, 0.89]  # the baseline's accuracy at seeds 0..4
 
 

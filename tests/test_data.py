@@ -5,9 +5,9 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from helpers import fixtures
 from torchvision import transforms
 
-from sj_ext.data import fixtures
 from sj_ext.data.files import DatasetDownloadError, DatasetNotFoundError
 from sj_ext.data.neuromorphic import frames_key, per_class_split
 from sj_ext.registry import DATASETS

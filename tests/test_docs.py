@@ -10,11 +10,12 @@ import importlib
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import PACKAGE, ROOT
+
 METHODS = ROOT / "docs" / "methods.md"
 SCANNED = ("sj_ext", "tests", "benchmarks", "recipes", "README.md")
 TEXT_SUFFIXES = {".py", ".yaml", ".yml", ".md", ".cu", ".cuh", ".h", ".cfg", ".toml", ".txt"}
-KERNELS = ROOT / "sj_ext" / "fused_lif" / "kernels"
+KERNELS = PACKAGE / "fused_lif" / "kernels"
 
 CITATION = re.compile(r"docs/methods\.md`*,[\s#]*([^\n]*)")
 DOTTED = re.compile(r"`(sj_ext(?:\.\w+)+)`")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import HELPERS, PROCESS_ENV, QUICKSTART, ROOT
 from torch.utils.data import DataLoader, DistributedSampler
 
 from sj_ext import engine, fused_lif, runfiles
@@ -34,8 +35,6 @@ from sj_ext.engine.trainer import resume_changes, steps_per_epoch
 from sj_ext.recipe import load_recipe
 from sj_ext.registry import LOSSES, MODELS
 
-ROOT = Path(__file__).resolve().parent.parent
-QUICKSTART = ROOT / "recipes" / "digits_quickstart.yaml"
 # a short run: 4 epochs of 6 batches (time is not what these tests measure)
 SHORT = ["train.epochs=4", "train.limit_train_batches=6", "train.device=cpu"]
 DIGITS_TEST_COUNTS = [36, 36, 35, 37, 36, 37, 36, 36, 35, 36]  # the quickstart's test split
@@ -81,16 +80,11 @@ def test_eval_reproduces_the_recorded_accuracy(quickstart_run, capsys):
     assert f"test acc {metrics['best_test_acc']:.4f}" in capsys.readouterr().out
 
 
-ENV = {  # this checkout's sj_ext, also in scripts (tests/kill_run.py) and torchrun workers
-    **os.environ,
-    "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    "OMP_NUM_THREADS": "1",
-}
-
-
 def run_cli(*args, script=None):
     cmd = [sys.executable, *([str(script)] if script else ["-m", "sj_ext"]), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=300)
+    return subprocess.run(
+        cmd, capture_output=True, text=True, cwd=ROOT, env=PROCESS_ENV, timeout=300
+    )
 
 
 def test_refuses_to_overwrite_a_run_and_resumes_nothing_missing(tmp_path):
@@ -148,7 +142,7 @@ def test_kill_minus_9_then_resume_equals_an_uninterrupted_run(tmp_path, uninterr
         "--out",
         str(killed),
         *SHORT_SETS,
-        script=ROOT / "tests" / "kill_run.py",
+        script=HELPERS / "kill_run.py",
     )
     assert k.returncode == -9, k.stderr
     state = load_checkpoint(killed / "checkpoints" / "latest.pt")  # intact, loadable
@@ -304,7 +298,7 @@ def test_one_writer_per_run_folder_and_stale_locks_are_taken_over(tmp_path):
 def test_a_kill_inside_the_best_checkpoint_write_is_repaired_on_resume(tmp_path):
     out = tmp_path / "run"
     args = [str(QUICKSTART), "--out", str(out), *SHORT_SETS]
-    k = run_cli("during", "2", "best.pt", "--", *args, script=ROOT / "tests" / "kill_run.py")
+    k = run_cli("during", "2", "best.pt", "--", *args, script=HELPERS / "kill_run.py")
     assert k.returncode == -9, k.stderr
     ckpt = out / "checkpoints"
     epoch = load_checkpoint(ckpt / "latest.pt")["epoch"]  # the epoch whose best.pt died
@@ -322,7 +316,7 @@ def test_a_kill_inside_the_best_checkpoint_write_is_repaired_on_resume(tmp_path)
 
 def stop_run(out, signame, count, step):
     args = [signame, str(count), str(step), "--", str(QUICKSTART), "--out", str(out)]
-    return run_cli(*args, *SHORT_SETS, script=ROOT / "tests" / "signal_run.py")
+    return run_cli(*args, *SHORT_SETS, script=HELPERS / "signal_run.py")
 
 
 def test_sigterm_stops_cleanly_and_the_printed_command_resumes_exactly(tmp_path, uninterrupted):
@@ -496,7 +490,12 @@ DDP_SETS = [
 def torchrun(*args, restarts=0):
     cmd = ["torchrun", "--standalone", "--nproc_per_node", "2", "--max-restarts", str(restarts)]
     return subprocess.run(
-        [*cmd, *map(str, args)], capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=300
+        [*cmd, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=PROCESS_ENV,
+        timeout=300,
     )
 
 
@@ -530,7 +529,7 @@ def test_torchrun_restart_with_resume_auto_equals_an_uninterrupted_ddp_run(tmp_p
     # same command, which continues from epoch 1's checkpoint. The quickstart's loss has
     # an EMA threshold: only an EMA kept equal on both ranks resumes exactly.
     out, marker = tmp_path / "run", tmp_path / "killed-once"
-    script = ROOT / "tests" / "kill_rank.py"
+    script = HELPERS / "kill_rank.py"
     args = ["train", QUICKSTART, "--out", out, "--resume", "auto", *DDP_SETS]
     r = torchrun(script, marker, "2", "--", *args, restarts=1)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -10,8 +10,7 @@ import ast
 from pathlib import Path
 
 import pytest
-
-PACKAGE = Path(__file__).resolve().parents[1] / "sj_ext"
+from helpers import PACKAGE
 
 #: low to high; a module's layer is that of its longest listed prefix
 LAYERS = [
@@ -28,7 +27,6 @@ LAYERS = [
         "data.files",
         "data.spec",
         "data.subset",
-        "data.fixtures",
         "models.layout",
         "loss.common",
         "report_axes",

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+from helpers import QUICKSTART
 from spikingjelly.activation_based import functional, layer, neuron, surrogate
 
 from sj_ext.energy import estimate_energy
@@ -16,8 +17,6 @@ from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF
 from sj_ext.recipe import RecipeError, load_recipe, resolve, safe_load
 from sj_ext.surrogate import DynamicRect
 
-ROOT = Path(__file__).resolve().parent.parent
-QUICKSTART = ROOT / "recipes" / "digits_quickstart.yaml"
 ALL = f"monitor.names=[{', '.join(MONITORS)}]"
 SHORT = [
     "train.epochs=2",

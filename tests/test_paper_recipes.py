@@ -2,18 +2,16 @@
 on small files in the real formats, network blocked) through the ``sj-ext`` command."""
 
 import json
-from pathlib import Path
 
 import pytest
+from helpers import RECIPES, fixtures
 
 from sj_ext.cli import main
-from sj_ext.data import fixtures
 from sj_ext.recipe import load_recipe
 
 # no download, and torchvision accepts our random CIFAR files (fixtures of tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("no_network", "cifar_files_without_md5")
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 # recipe -> what the paper fixes: dataset, model, neuron, loss (and its threshold), T
 PAPERS = {

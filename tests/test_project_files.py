@@ -1,24 +1,18 @@
 """The files around the code: licence, contributing guide, ignored folders, install spellings."""
 
-import configparser
 import hashlib
 import re
 from pathlib import Path
 
+from helpers import ROOT, setup_cfg
+
 from sj_ext.fused_lif import INSTALL_HINT
 
-ROOT = Path(__file__).resolve().parent.parent
 #: SHA-256 of the Apache License 2.0 as https://www.apache.org/licenses/LICENSE-2.0.txt gives it
 APACHE_2 = "cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30"
 #: where an install command may be written: the docs, the code's messages, the scripts, CI
 SCANNED = ("README.md", "CONTRIBUTING.md", "setup.cfg", "docs", "sj_ext", "benchmarks", "tests")
 SUFFIXES = {".md", ".py", ".cfg", ".sh", ".txt"}
-
-
-def setup_cfg() -> configparser.ConfigParser:
-    config = configparser.ConfigParser()
-    config.read(ROOT / "setup.cfg")
-    return config
 
 
 def scanned_texts() -> dict[Path, str]:

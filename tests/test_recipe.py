@@ -1,16 +1,13 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from helpers import QUICKSTART, ROOT
 
 from sj_ext.cli import main
 from sj_ext.recipe import RecipeError, apply_overrides, flatten, load_recipe, resolve
-
-ROOT = Path(__file__).resolve().parent.parent
-QUICKSTART = ROOT / "recipes" / "digits_quickstart.yaml"
 
 
 def quickstart() -> dict:

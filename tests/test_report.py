@@ -6,7 +6,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from helpers import png_size
+from helpers import QUICKSTART, png_size
 
 from sj_ext.cli import main
 from sj_ext.engine import train
@@ -16,8 +16,6 @@ from sj_ext.report import FIGURES, ReportError, load_run, write_report
 from sj_ext.report_figures import CAPTIONS, EPOCH_AXIS, figures, layer_label
 from sj_ext.runfiles import append_record
 
-ROOT = Path(__file__).resolve().parent.parent
-QUICKSTART = ROOT / "recipes" / "digits_quickstart.yaml"
 SHORT = [
     "train.epochs=2",
     "train.limit_train_batches=3",

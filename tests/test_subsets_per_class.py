@@ -1,10 +1,10 @@
 """data.train_samples / data.test_samples (fixed subsets) and per-class test accuracy."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import QUICKSTART
 from torch.utils.data import Dataset, TensorDataset
 
 from sj_ext.cli import main
@@ -15,7 +15,6 @@ from sj_ext.engine.distributed import DistInfo
 from sj_ext.engine.trainer import build_run, evaluate
 from sj_ext.recipe import RecipeError, load_recipe
 
-QUICKSTART = Path(__file__).resolve().parent.parent / "recipes" / "digits_quickstart.yaml"
 CPU = ["train.device=cpu"]
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import QUICKSTART
 
 import sj_ext.sweep
 from sj_ext.cli import main
@@ -13,8 +14,6 @@ from sj_ext.recipe import RecipeError
 from sj_ext.runfiles import append_record
 from sj_ext.sweep import SweepError, load_grid, monitor_summary, recipe_digest
 
-ROOT = Path(__file__).resolve().parent.parent
-QUICKSTART = ROOT / "recipes" / "digits_quickstart.yaml"
 RUN_KEYS = {
     "name", "method", "recipe", "overrides", "seed", "T", "epochs", "train_samples",
     "test_samples", "device", "final_test_acc", "best_test_acc", "per_class_acc", "seconds",

@@ -1,7 +1,38 @@
-"""Helpers shared by test modules (imported as ``helpers``: pytest puts tests/ on the path)."""
+"""Helpers shared by test modules (imported as ``helpers``: pytest puts tests/ on the path).
 
+The paths every test module uses are defined here once; the modules of this package
+are the tests' fixtures in real file formats, reference computations and the scripts
+that the engine tests run as separate processes.
+"""
+
+import configparser
+import os
 import struct
 from pathlib import Path
+
+#: this package, where the scripts the tests run as processes live (kill_run.py, ...)
+HELPERS = Path(__file__).resolve().parent
+#: the repository's root
+ROOT = HELPERS.parents[1]
+#: the sj_ext package's source
+PACKAGE = ROOT / "sj_ext"
+#: the recipe folder and the recipe most tests train
+RECIPES = ROOT / "recipes"
+QUICKSTART = RECIPES / "digits_quickstart.yaml"
+#: the environment of the processes the tests start (scripts, torchrun workers, examples):
+#: this checkout's sj_ext first on the path, one thread
+PROCESS_ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    "OMP_NUM_THREADS": "1",
+}
+
+
+def setup_cfg() -> configparser.ConfigParser:
+    """The repository's setup.cfg, parsed."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    return config
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """Run ``sj-ext train`` and send this very process real signals at its N-th training step.
 
-    python tests/signal_run.py SIGNAL COUNT N -- <sj-ext train arguments>
+    python tests/helpers/signal_run.py SIGNAL COUNT N -- <sj-ext train arguments>
 
 Just before the loss of the N-th training step (counted over the whole run), send
 SIGNAL (``SIGTERM`` or ``SIGINT``) COUNT times: the handlers sj_ext installs are
@@ -11,23 +11,19 @@ import os
 import signal
 import sys
 
+from nth_call import before_nth_call  # this folder: sys.path[0]
+
 from sj_ext import cli
 from sj_ext.engine import trainer
 
 signum, count, step = signal.Signals[sys.argv[1]], int(sys.argv[2]), int(sys.argv[3])
 args = sys.argv[sys.argv.index("--") + 1 :]
-real_checked_loss = trainer._checked_loss
-steps = 0
 
 
-def checked_loss(*a, **k):
-    global steps
-    steps += 1
-    if steps == step:
-        for _ in range(count):
-            os.kill(os.getpid(), signum)
-    return real_checked_loss(*a, **k)
+def send():
+    for _ in range(count):
+        os.kill(os.getpid(), signum)
 
 
-trainer._checked_loss = checked_loss
+before_nth_call(trainer, "_checked_loss", step, send)
 sys.exit(cli.main(["train", *args]))

@@ -10,8 +10,8 @@ import importlib.util
 
 import pytest
 import torch
-from half_reference import assert_gradient_near_float32
-from neuron_runs import NEURON_CASES, assert_same_records, train_and_eval
+from helpers.half_reference import assert_gradient_near_float32
+from helpers.neuron_runs import NEURON_CASES, assert_same_records, train_and_eval
 from spikingjelly.activation_based import functional, surrogate
 from spikingjelly.activation_based.model import parametric_lif_net
 
@@ -82,7 +82,7 @@ def test_half_precision_fixed_thresholds_give_the_same_spikes(cls, cfg, dtype):
     ids=["plif-soft", "hard"],
 )
 def test_half_precision_gradients_match_float32_off_rounding_close_decisions(cfg, dtype):
-    """Issue 15: both backends against float32 (tests/half_reference.py), then each other."""
+    """Both backends against float32 (tests/helpers/half_reference.py), then each other."""
     torch.manual_seed(2)
     x = torch.randn(4, 4, 8, 16, 16, device=CUDA).to(dtype)
     grads = [

@@ -1,11 +1,11 @@
-"""Tiny datasets written in the real on-disk formats, for tests and smoke runs.
+"""Tiny datasets written in the real on-disk formats, for the tests.
 
 Each ``write_*`` function puts a few random samples under ``root`` exactly
 where and how the dataset builders of :mod:`sj_ext.data` (through torchvision
 and tonic) read the real data, so a recipe can run end to end without the
 real files::
 
-    from sj_ext.data import fixtures
+    from helpers import fixtures          # tests/ on sys.path, as pytest puts it
     fixtures.write_cifar(root, num_classes=10)
     # sj-ext train recipes/dsatgo_cifar10.yaml --set data.root=ROOT ...
 

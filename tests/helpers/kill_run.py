@@ -1,6 +1,6 @@
 """Run ``sj-ext train`` and SIGKILL the process at a chosen checkpoint write.
 
-    python tests/kill_run.py after|during N [NAME] -- <sj-ext train arguments>
+    python tests/helpers/kill_run.py after|during N [NAME] -- <sj-ext train arguments>
 
 ``after N``: right after the N-th ``NAME`` (default ``latest.pt``) is in place.
 ``during N``: in the middle of writing the N-th ``NAME`` (half its bytes in the

@@ -1,6 +1,6 @@
 """Run ``sj-ext train`` under torchrun; rank 1 SIGKILLs itself once, before evaluating epoch E.
 
-    torchrun ... tests/kill_rank.py MARKER E -- <sj-ext arguments>
+    torchrun ... tests/helpers/kill_rank.py MARKER E -- <sj-ext arguments>
 
 The first incarnation of rank 1 creates MARKER and dies (a real ``kill -9``);
 after torchrun's restart MARKER exists and every rank runs to the end.
@@ -11,24 +11,20 @@ import signal
 import sys
 from pathlib import Path
 
+from nth_call import before_nth_call  # this folder: sys.path[0]
+
 from sj_ext import cli
 from sj_ext.engine import trainer
 
 marker, epoch = Path(sys.argv[1]), int(sys.argv[2])
 args = sys.argv[sys.argv.index("--") + 1 :]
-real_evaluate = trainer.evaluate
-calls = 0
 
 
-def evaluate(*a, **k):
-    global calls
-    calls += 1
-    if calls == epoch:
-        marker.touch()
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real_evaluate(*a, **k)
+def die():
+    marker.touch()
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 if os.environ["RANK"] == "1" and not marker.exists():
-    trainer.evaluate = evaluate
+    before_nth_call(trainer, "evaluate", epoch, die)
 sys.exit(cli.main(args))

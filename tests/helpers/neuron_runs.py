@@ -1,6 +1,6 @@
 """Runs of the sj_ext neurons recorded for comparison: backend against backend, device against host.
 
-Shared by tests/test_cupy_kernels.py (the CPU harness) and tests/test_cupy_gpu.py (CUDA).
+Shared by tests/test_fused_lif_kernels.py (the CPU harness) and tests/test_fused_lif_gpu.py (CUDA).
 """
 
 import torch

@@ -11,8 +11,8 @@ import warnings
 
 import pytest
 import torch
-from half_reference import assert_gradient_near_float32
-from neuron_runs import NEURON_CASES, assert_same_records, train_and_eval
+from helpers.half_reference import assert_gradient_near_float32
+from helpers.neuron_runs import NEURON_CASES, assert_same_records, train_and_eval
 from spikingjelly.activation_based import functional, surrogate
 
 import sj_ext.fused_lif as fused
@@ -327,7 +327,7 @@ def test_building_on_cpu_and_the_errors_of_a_cupy_forward():
 
 
 def test_bfloat16_kernels_match_torch_and_float32(on_host):
-    """PLIF, soft reset, DynamicRect (issue 15): both adjoints in float32 from the same forward."""
+    """PLIF, soft reset, DynamicRect: both adjoints in float32 from the same forward."""
     torch.manual_seed(2)
     x = torch.randn(4, 2, 8, 16, 16).to(torch.bfloat16)
     grads = []
