@@ -33,7 +33,7 @@ over ``[T, N, *]``. The options come in one
 import torch
 
 from ..surrogate import DynamicSurrogateBase, has_closed_form, spike_derivative
-from .params import LIFParameters, parameters_from
+from .params import LIFParameters
 
 __all__ = [
     "lif_charge",
@@ -153,7 +153,7 @@ def needs_stats(threshold, surrogate_function) -> bool:
     return threshold is None or isinstance(surrogate_function, DynamicSurrogateBase)
 
 
-def fire_and_reset(h: torch.Tensor, threshold, params: LIFParameters | None = None, **options):
+def fire_and_reset(h: torch.Tensor, threshold, params: LIFParameters):
     r"""Fire the charged membrane ``h`` (``[N, *]``) and reset it.
 
     :param threshold: ``None`` for the adaptive :math:`f_c(\mu_t + \sigma_t)`,
@@ -161,12 +161,11 @@ def fire_and_reset(h: torch.Tensor, threshold, params: LIFParameters | None = No
         ``h``: the running threshold of this step in evaluation mode)
     :param params: ``f_c``, ``stats``, ``stats_group`` (:func:`membrane_stats`),
         ``surrogate_function``, ``v_reset``, ``detach_reset`` are read
-        (``**options``: the same as keywords, deprecated)
     :return: ``(spike, v_next, v_th, sigma)``; ``v_th`` a detached tensor
         broadcastable to ``h``; ``sigma`` the detached :math:`\sigma_t`, or
         ``None`` when neither the threshold nor the surrogate needs it
     """
-    p = parameters_from(params, options, "fire_and_reset")
+    p = params
     sigma = None
     if needs_stats(threshold, p.surrogate_function):
         mu, sigma = membrane_stats(h, p.stats, p.stats_group)

@@ -51,7 +51,7 @@ from itertools import product
 import torch
 
 from .adaptive_lif import lif_charge
-from .params import LIFParameters, parameters_from
+from .params import LIFParameters
 
 __all__ = [
     "WINDOWS",
@@ -297,9 +297,7 @@ def chain_length(params: LIFParameters) -> int:
     return 1 if params.projection == "none" or count == 1 else count
 
 
-def grouped_charge(
-    x: torch.Tensor, v: torch.Tensor, k, params: LIFParameters | None = None, **options
-):
+def grouped_charge(x: torch.Tensor, v: torch.Tensor, k, params: LIFParameters):
     r"""Charge every group in order: :math:`h^g_t` from :math:`\Omega(h^{g-1}_t, u^g_{t-1})`.
 
     :param x: input current ``[N, *]``
@@ -307,10 +305,10 @@ def grouped_charge(
     :param k: ``1/tau`` (float, or a 0-d tensor for a learnable tau)
     :param params: the grid (``dims`` non-negative and checked, :func:`check_grid`;
         ``()``: one group), ``window``, ``projection``, ``theta``, ``decay_input``
-        and ``v_reset`` are read (``**options``: the same as keywords, deprecated)
+        and ``v_reset`` are read
     :return: the charged membrane :math:`h_t` ``[N, *]`` in the layer's layout
     """
-    p = parameters_from(params, options, "grouped_charge")
+    p = params
     project = resolve_projection(p.projection, p.theta)
     if chain_length(p) == 1:
         return lif_charge(x, v, k, p.decay_input, p.v_reset)

@@ -24,10 +24,9 @@ The fields, by the equation they enter (``docs/methods.md``, Notation):
 """
 
 import math
-import warnings
 from dataclasses import dataclass
 
-__all__ = ["LIFParameters", "parameters_from"]
+__all__ = ["LIFParameters"]
 
 
 @dataclass(frozen=True)
@@ -46,22 +45,3 @@ class LIFParameters:
     window: str = "block"
     projection: object = "none"
     theta: float = math.pi / 4
-
-
-def parameters_from(params: LIFParameters | None, options: dict, who: str) -> LIFParameters:
-    """``params``, or (deprecated) the keyword options of the functions before ``LIFParameters``.
-
-    :raises TypeError: for both at once, or for neither
-    """
-    if params is not None and options:
-        raise TypeError(f"{who}: pass LIFParameters or keyword options, not both")
-    if params is not None:
-        return params
-    if not options:
-        raise TypeError(f"{who}: missing the LIFParameters")
-    warnings.warn(
-        f"{who}(..., **options) is deprecated; pass sj_ext.functional.LIFParameters(**options)",
-        DeprecationWarning,
-        stacklevel=3,
-    )
-    return LIFParameters(**options)
