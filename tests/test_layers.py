@@ -16,9 +16,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sj_ext"
 
 #: low to high; a module's layer is that of its longest listed prefix
 LAYERS = [
-    # foundations: the registries, run files, pure helpers, the kernel source, the parameters
+    # foundations: the registries, the options' choices, run files, pure helpers, the kernel
+    # source, the parameters
     (
         "registry",
+        "options",
         "schema",
         "safe_yaml",
         "runfiles",

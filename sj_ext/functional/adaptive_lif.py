@@ -32,6 +32,7 @@ over ``[T, N, *]``. The options come in one
 
 import torch
 
+from ..options import STATS, Stats, check_choice
 from ..surrogate import DynamicSurrogateBase, has_closed_form, spike_derivative
 from .params import LIFParameters
 
@@ -46,8 +47,6 @@ __all__ = [
     "backward_dtype",
 ]
 
-STATS = ("layer", "channel")
-
 
 def lif_charge(x, v, k, decay_input: bool, v_reset: float | None):
     """SpikingJelly's LIF charge with ``k = 1/tau`` (a float, or a tensor for PLIF)."""
@@ -57,7 +56,7 @@ def lif_charge(x, v, k, decay_input: bool, v_reset: float | None):
     return v - (v - v_rest) * k + x
 
 
-def membrane_stats(h: torch.Tensor, stats: str, group=None) -> tuple[torch.Tensor, torch.Tensor]:
+def membrane_stats(h: torch.Tensor, stats: Stats, group=None) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Detached :math:`(\mu_t, \sigma_t)` of one step's membrane ``h`` (``[N, *]``).
 
     ``'layer'``: 0-d tensors over every element. ``'channel'``: ``[1, C, 1, ...]``
@@ -68,17 +67,16 @@ def membrane_stats(h: torch.Tensor, stats: str, group=None) -> tuple[torch.Tenso
     of the whole distributed batch (as ``SyncBatchNorm`` does). float16 and
     bfloat16 membranes are reduced in float32 and the results cast back.
     """
+    check_choice("stats", stats, STATS)
     if stats == "layer":
         dims, count = None, h.numel()
-    elif stats == "channel":
+    else:
         if h.dim() < 2:
             raise ValueError(
                 f"stats='channel' needs [N, C, *] inputs per step, got {tuple(h.shape)}"
             )
         dims = [d for d in range(h.dim()) if d != 1]
         count = h.numel() // h.shape[1]
-    else:
-        raise ValueError(f"stats must be one of {STATS}, got {stats!r}")
     if count < 2:
         raise ValueError(
             f"stats={stats!r} over a membrane of shape {tuple(h.shape)} has {count} element per "

@@ -50,12 +50,11 @@ from itertools import product
 
 import torch
 
+from ..options import PROJECTIONS, WINDOWS, Window, check_choice
 from .adaptive_lif import lif_charge
 from .params import LIFParameters
 
 __all__ = [
-    "WINDOWS",
-    "PROJECTIONS",
     "check_grid",
     "fitting_grid",
     "group_views",
@@ -69,9 +68,6 @@ __all__ = [
     "chain_length",
     "grouped_charge",
 ]
-
-WINDOWS = ("block", "dilated")
-PROJECTIONS = ("sine", "add", "none")
 
 
 # ------------------------------------------------------------------------------------ the grid
@@ -150,10 +146,9 @@ def check_grid(
     return tuple(norm)
 
 
-def _grid_view(x: torch.Tensor, dims, groups, window: str):
+def _grid_view(x: torch.Tensor, dims, groups, window: Window):
     """``x`` with every grouped dim split in two, and the positions of the grid axes."""
-    if window not in WINDOWS:
-        raise ValueError(f"window must be one of {WINDOWS}, got {window!r}")
+    check_choice("window", window, WINDOWS)
     spec = dict(zip(dims, groups, strict=True))
     shape, axes = [], []
     for d, size in enumerate(x.shape):

@@ -21,10 +21,17 @@ The fields, by the equation they enter (``docs/methods.md``, Notation):
   ``[N, *]``, non-negative and checked; ``()``: ungrouped), ``groups`` (the
   grid), ``window`` (``'block'`` / ``'dilated'``), ``projection`` (``'sine'``,
   ``'add'``, ``'none'`` or a callable ``(rec, own) -> tensor``) and ``theta``.
+
+The choices of ``stats``, ``window`` and ``projection`` and their defaults are
+those of :mod:`sj_ext.options`; the neurons' arguments take their defaults
+from these fields (:class:`sj_ext.neuron.base.LIFArguments`).
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from ..options import DEFAULT_STATS, DEFAULT_WINDOW, Projection, Stats, Window
 
 __all__ = ["LIFParameters"]
 
@@ -38,10 +45,10 @@ class LIFParameters:
     surrogate_function: object = None  # needed to fire (not to charge)
     detach_reset: bool = False
     f_c: float = 1.0
-    stats: str = "layer"
+    stats: Stats = DEFAULT_STATS
     stats_group: object = None
     dims: tuple[int, ...] = ()
     groups: tuple[int, ...] = ()
-    window: str = "block"
-    projection: object = "none"
+    window: Window = DEFAULT_WINDOW
+    projection: Projection | Callable = "none"  # no chain of groups: a plain LIF
     theta: float = math.pi / 4

@@ -42,12 +42,11 @@ from spikingjelly.activation_based.neuron import BaseNode
 
 from .. import fused_lif as fused
 from ..functional import LIFParameters, lif_multi_step, lif_step
-from ..functional.adaptive_lif import STATS
+from ..options import BACKENDS, STATS, STEP_MODES, check_choice
 from ..surrogate import DynamicSurrogateBase
 
-__all__ = ["RunningThresholdLIFBase", "BACKENDS", "set_backend", "sync_threshold_stats"]
+__all__ = ["RunningThresholdLIFBase", "set_backend", "sync_threshold_stats"]
 
-BACKENDS = ("torch", "cupy")
 _warned: set[str] = set()  # the beyond-trained-steps warnings given (once per message)
 
 
@@ -79,14 +78,11 @@ class RunningThresholdLIFBase(BaseNode):
     ):
         if not (isinstance(tau, int | float) and math.isfinite(tau) and tau > 1.0):
             raise ValueError(f"tau must be a finite number > 1, got {tau!r}")
-        if stats not in STATS:
-            raise ValueError(f"stats must be one of {STATS}, got {stats!r}")
+        check_choice("stats", stats, STATS)
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must lie in [0, 1], got {momentum!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if step_mode not in ("s", "m"):
-            raise ValueError(f"step_mode must be 's' or 'm', got {step_mode!r}")
+        check_choice("backend", backend, BACKENDS)
+        check_choice("step_mode", step_mode, STEP_MODES)
         super().__init__(
             float(v_threshold),
             None if v_reset is None else float(v_reset),
@@ -362,8 +358,7 @@ def set_backend(net: nn.Module, backend: str) -> int:
     :return: the number of neurons switched
     :raises ValueError: for an unknown backend
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    check_choice("backend", backend, BACKENDS)
     nodes = [m for m in net.modules() if isinstance(m, RunningThresholdLIFBase)]
     for node in nodes:
         node.backend = backend

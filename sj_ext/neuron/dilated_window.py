@@ -6,14 +6,13 @@ from dataclasses import replace
 from spikingjelly.activation_based import surrogate
 
 from ..functional import LIFParameters, chain_length
-from ..functional.grouping import WINDOWS, check_grid, fitting_grid, resolve_projection
+from ..functional.grouping import check_grid, fitting_grid, resolve_projection
+from ..options import THRESHOLDS, WINDOWS, check_choice
 from ..registry import NEURONS
 from ..surrogate import DynamicRect
 from .base import RunningThresholdLIFBase
 
 __all__ = ["DilatedWindowLIF"]
-
-THRESHOLDS = ("fixed", "adaptive")  # indexed by the node's ``adaptive``
 
 
 def _divides(step_shape, dims, groups) -> bool:
@@ -144,10 +143,8 @@ class DilatedWindowLIF(RunningThresholdLIFBase):
         backend: str = "torch",
         store_v_seq: bool = False,
     ):
-        if threshold not in THRESHOLDS:
-            raise ValueError(f"threshold must be one of {THRESHOLDS}, got {threshold!r}")
-        if window not in WINDOWS:
-            raise ValueError(f"window must be one of {WINDOWS}, got {window!r}")
+        check_choice("threshold", threshold, THRESHOLDS)
+        check_choice("window", window, WINDOWS)
         resolve_projection(projection)  # raises on an unknown name
         if not (isinstance(theta, int | float) and math.isfinite(theta)):
             raise ValueError(f"theta must be a finite number, got {theta!r}")
@@ -186,7 +183,7 @@ class DilatedWindowLIF(RunningThresholdLIFBase):
     @property
     def threshold(self) -> str:
         """``'adaptive'`` or ``'fixed'``: the constructor argument, read from ``adaptive``."""
-        return THRESHOLDS[self.adaptive]
+        return THRESHOLDS[self.adaptive]  # ordered (fixed, adaptive)
 
     def extra_repr(self):
         projection = getattr(self.projection, "__name__", None) or repr(self.projection)
