@@ -251,7 +251,7 @@ def unpartition(x_groups: torch.Tensor, dims, groups, window: str) -> torch.Tens
 
 
 # ---------------------------------------------------------------------------------- projections
-def sine_projection(rec: torch.Tensor, own: torch.Tensor, theta: float = math.pi / 4):
+def sine_projection(rec: torch.Tensor, own: torch.Tensor, theta: float = LIFParameters.theta):
     r""":math:`\Omega_{sine}(r, o) = 2 \sin(\theta\, r \cos(\theta\, o))`."""
     return 2.0 * torch.sin(theta * rec * torch.cos(theta * own))
 
@@ -261,7 +261,7 @@ def add_projection(rec: torch.Tensor, own: torch.Tensor):
     return rec + own
 
 
-def resolve_projection(projection, theta: float = math.pi / 4) -> Callable | None:
+def resolve_projection(projection, theta: float = LIFParameters.theta) -> Callable | None:
     r"""``'sine'`` / ``'add'`` / ``'none'`` / a callable ``(rec, own) -> tensor`` to a callable.
 
     ``'none'`` (:math:`\Omega_{none}(r, o) = o`) gives ``None``: the groups are
