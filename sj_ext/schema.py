@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from .options import BACKENDS, DEFAULT_BACKEND
 from .registry import did_you_mean
 from .runfiles import MONITORS
 from .safe_yaml import YamlInputError, read_text
@@ -93,7 +94,7 @@ SCHEMA: dict = {
     "neuron": {
         "name": Field(STR, help="neuron registry name"),
         "args": Field(DICT, {}),
-        "backend": Field(STR, "torch", ("torch", "cupy")),
+        "backend": Field(STR, DEFAULT_BACKEND, BACKENDS),
         "surrogate": {
             "name": Field(OPT_STR, None, help="surrogate registry name; null = the neuron's own"),
             "args": Field(DICT, {}),

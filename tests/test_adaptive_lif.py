@@ -10,6 +10,7 @@ from helpers.half_reference import assert_gradient_near_float32
 from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from spikingjelly.activation_based.model import parametric_lif_net
 
+from sj_ext.functional import LIFParameters
 from sj_ext.neuron import AdaptiveThresholdLIF
 from sj_ext.surrogate import DynamicATan, DynamicRect
 
@@ -302,6 +303,19 @@ def test_drops_into_spikingjelly_model():
     assert len(nodes) == 4 and all(n.running_threshold.shape == (3,) for n in nodes)
     out.sum().backward()
     assert all(n.w.grad is not None for n in nodes)
+
+
+def test_the_node_hands_its_attributes_to_the_functions_in_one_object():
+    node = AdaptiveThresholdLIF(tau=3.0, v_reset=None, stats="channel", detach_reset=True)
+    node.f_c = 0.7  # an attribute changed after construction takes effect
+    assert node.lif_parameters((2, 5)) == LIFParameters(
+        decay_input=True,
+        v_reset=None,
+        surrogate_function=node.surrogate_function,
+        detach_reset=True,
+        f_c=0.7,
+        stats="channel",
+    )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import torch
 from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from spikingjelly.activation_based.model import parametric_lif_net
 
-from sj_ext.functional import LIFParameters, lif_step
+from sj_ext.functional import LIFParameters, lif_multi_step, lif_step, run_steps
 from sj_ext.functional.grouping import (
     group_views,
     merge_groups,
@@ -657,3 +657,58 @@ def test_wrong_projection_shape_and_rank_are_clear_errors():
         node(torch.randn(2, 3, 4, 4))
     with pytest.raises(ValueError, match=r"\[T, N, \*\]"):
         DilatedWindowLIF(step_mode="m")(torch.tensor(1.0))
+
+
+# ----------------------------------------------------------------------------------------------
+# What the node hands to the functions, and the threshold kind it keeps.
+def test_the_node_hands_its_attributes_to_the_functions_in_one_object():
+    node = DilatedWindowLIF(groups=(2, 3), window="block", projection="add", threshold="adaptive")
+    node.f_c = 0.7  # an attribute changed after construction takes effect
+    params = node.lif_parameters((4, 3, 6, 6))
+    assert params == LIFParameters(
+        decay_input=True,
+        v_reset=0.0,
+        surrogate_function=node.surrogate_function,
+        detach_reset=False,
+        f_c=0.7,
+        stats="layer",
+        stats_group=None,
+        dims=(2, 3),
+        groups=(2, 3),
+        window="block",
+        projection="add",
+        theta=node.theta,
+    )
+    flat = node.lif_parameters((4, 10))  # no map to group: ungrouped
+    assert (flat.dims, flat.groups) == ((), ())
+
+
+def test_the_threshold_kind_is_kept_once():
+    for kind, adaptive in (("fixed", False), ("adaptive", True)):
+        node = DilatedWindowLIF(threshold=kind)
+        assert (node.threshold, node.adaptive) == (kind, adaptive)
+        assert f"threshold={kind}" in repr(node)
+    node = DilatedWindowLIF(threshold="fixed")
+    node.adaptive = True  # the one fact: the kind follows it
+    assert node.threshold == "adaptive"
+    with pytest.raises(AttributeError):
+        node.threshold = "fixed"
+
+
+def test_an_unchained_grid_runs_the_adjoint_loop_equal_to_autograd_of_the_steps():
+    """projection='none' over a grid is one autograd node whose backward is autograd's."""
+    torch.manual_seed(1)
+    x = torch.randn(5, 2, 4, 4, 4, dtype=DT, requires_grad=True)
+    v = torch.zeros(2, 4, 4, 4, dtype=DT)
+    params = LIFParameters(
+        surrogate_function=surrogate.ATan(), dims=(2, 3), groups=(2, 2), projection="none"
+    )
+    spikes, *_ = lif_multi_step(x, v, 0.5, 1.0, params)
+    assert type(spikes.grad_fn).__name__ == "_AdjointLIFBackward"
+    (grad,) = torch.autograd.grad((spikes * torch.arange(4, dtype=DT)).sum(), x)
+    steps, *_ = run_steps(
+        lambda xt, vt, threshold: lif_step(xt, vt, 0.5, threshold, params), x, v, 1.0
+    )
+    (want,) = torch.autograd.grad((steps * torch.arange(4, dtype=DT)).sum(), x)
+    assert torch.equal(spikes, steps)
+    torch.testing.assert_close(grad, want, rtol=1e-12, atol=1e-12)

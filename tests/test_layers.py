@@ -2,11 +2,12 @@
 
 Read from the source (``ast``), so the rule holds for every module whether a
 test imports it or not. Imports inside functions are not counted: they are
-the command line's per-command imports and the deprecated aliases, which load
-their replacement only when an old name is used.
+the command line's per-command imports; what a module loads when it runs is
+checked for the functional layer, the one below the kernels and the neurons.
 """
 
 import ast
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,11 @@ from helpers import PACKAGE
 
 #: low to high; a module's layer is that of its longest listed prefix
 LAYERS = [
-    # foundations: the registries, run files, pure helpers, the kernel source, the parameters
+    # foundations: the registries, the options' choices, run files, pure helpers, the kernel
+    # source, the parameters
     (
         "registry",
+        "options",
         "schema",
         "safe_yaml",
         "runfiles",
@@ -36,7 +39,7 @@ LAYERS = [
     ),
     ("surrogate",),
     ("functional",),  # the torch reference of every equation
-    ("fused_lif", "cupy"),  # the kernels, checked against it
+    ("fused_lif",),  # the kernels, checked against it
     ("neuron",),  # SpikingJelly node shells over both
     ("models", "data", "loss", "optim"),  # the registered components
     ("monitor", "energy", "report", "report_figures", "preflight"),  # what the methods do
@@ -105,3 +108,16 @@ def test_no_module_imports_a_higher_layer(name):
         if layer_of(target) > layer_of(name)
     )
     assert upward == [], f"sj_ext.{name} (layer {layer_of(name)}) imports {upward}"
+
+
+def test_the_functional_layer_loads_no_neuron_and_no_kernel(run_python):
+    out = run_python(
+        textwrap.dedent(
+            """
+        import sys
+        import sj_ext.functional
+        print(sorted(m for m in sys.modules if m.startswith(("sj_ext.neuron", "sj_ext.fused_lif"))))
+        """
+        )
+    )
+    assert out.strip() == "[]"

@@ -16,7 +16,6 @@ from scipy.optimize import minimize_scalar
 from scipy.special import lambertw
 from spikingjelly.activation_based.functional import temporal_efficient_training_cross_entropy
 
-from sj_ext.functional import curriculum
 from sj_ext.functional.curriculum import superloss, superloss_sigma
 from sj_ext.functional.tet import tet_loss
 from sj_ext.loss import ConfidenceAwareLoss, TETLoss, TimeMeanCrossEntropy
@@ -416,9 +415,3 @@ def test_the_registered_mse_is_the_plif_papers_firing_rate_loss():
     rates = spikes.mean(0)
     hand = [sum((rates[i, c] - float(c == y[i])) ** 2 for c in range(4)) / 4 for i in range(5)]
     torch.testing.assert_close(per, torch.stack(hand))
-
-
-def test_tet_loss_in_curriculum_is_a_deprecated_alias():
-    with pytest.warns(DeprecationWarning, match="sj_ext.functional.tet_loss"):
-        old = curriculum.tet_loss
-    assert old is tet_loss

@@ -9,6 +9,7 @@ records, a count by hand, the run it replaces), not only that it runs.
 """
 
 import copy
+import dataclasses
 import inspect
 import pickle
 
@@ -19,6 +20,7 @@ from spikingjelly.activation_based.op_counter import DispatchCounterMode, SynOpC
 from torch import nn
 
 from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF, set_backend
+from sj_ext.neuron.base import LIFArguments
 
 NODES = {
     "adaptive": (AdaptiveThresholdLIF, dict(learnable_tau=True)),
@@ -209,6 +211,18 @@ def test_extra_repr_names_every_argument(make_node):
         assert f"{name}=" in text, name
     assert "(learnable)" in text
     assert "surrogate_function" in repr(node)
+
+
+def test_every_node_takes_the_shared_arguments_declared_once(make_node):
+    """LIFArguments' fields open every node's signature; a wrong keyword names the node."""
+    cls = type(make_node())
+    shared = [f.name for f in dataclasses.fields(LIFArguments)]
+    assert list(inspect.signature(cls).parameters)[: len(shared)] == shared
+    assert cls(3.0).tau == 3.0  # tau by position, as LIFNode's
+    with pytest.raises(TypeError, match=rf"{cls.__name__}\(\): .*'taux'"):
+        cls(taux=3.0)
+    with pytest.raises(TypeError, match=cls.__name__):
+        cls(3.0, True)  # the others by keyword only
 
 
 def test_supported_backends_per_step_mode(make_node):

@@ -4,8 +4,6 @@ The LIF options travel in one :class:`LIFParameters`; :func:`lif_step` and
 :func:`lif_multi_step` are the one step and the time loop of both neurons.
 """
 
-import warnings
-
 from .adaptive_lif import (
     fire_and_reset,
     lif_charge,
@@ -51,26 +49,3 @@ __all__ = [
     "tet_loss",
     "unpartition",
 ]
-
-_RENAMED = {  # deprecated name -> its replacement (removed in the next release)
-    "adaptive_lif_step": lif_step,
-    "grouped_lif_step": lif_step,
-    "adaptive_lif_multi_step": lif_multi_step,
-    "grouped_lif_multi_step": lif_multi_step,
-}
-
-
-def __getattr__(name: str):
-    if name == "set_backend":  # a neuron tool: sj_ext.neuron.set_backend
-        from ..neuron import set_backend as replacement
-    elif name in _RENAMED:
-        replacement = _RENAMED[name]
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(
-        f"sj_ext.functional.{name} is deprecated; use {replacement.__module__.rsplit('.', 1)[0]}"
-        f".{replacement.__name__}",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return replacement

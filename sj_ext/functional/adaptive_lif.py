@@ -32,8 +32,9 @@ over ``[T, N, *]``. The options come in one
 
 import torch
 
+from ..options import STATS, Stats, check_choice
 from ..surrogate import DynamicSurrogateBase, has_closed_form, spike_derivative
-from .params import LIFParameters, parameters_from
+from .params import LIFParameters
 
 __all__ = [
     "lif_charge",
@@ -46,8 +47,6 @@ __all__ = [
     "backward_dtype",
 ]
 
-STATS = ("layer", "channel")
-
 
 def lif_charge(x, v, k, decay_input: bool, v_reset: float | None):
     """SpikingJelly's LIF charge with ``k = 1/tau`` (a float, or a tensor for PLIF)."""
@@ -57,7 +56,7 @@ def lif_charge(x, v, k, decay_input: bool, v_reset: float | None):
     return v - (v - v_rest) * k + x
 
 
-def membrane_stats(h: torch.Tensor, stats: str, group=None) -> tuple[torch.Tensor, torch.Tensor]:
+def membrane_stats(h: torch.Tensor, stats: Stats, group=None) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Detached :math:`(\mu_t, \sigma_t)` of one step's membrane ``h`` (``[N, *]``).
 
     ``'layer'``: 0-d tensors over every element. ``'channel'``: ``[1, C, 1, ...]``
@@ -68,17 +67,16 @@ def membrane_stats(h: torch.Tensor, stats: str, group=None) -> tuple[torch.Tenso
     of the whole distributed batch (as ``SyncBatchNorm`` does). float16 and
     bfloat16 membranes are reduced in float32 and the results cast back.
     """
+    check_choice("stats", stats, STATS)
     if stats == "layer":
         dims, count = None, h.numel()
-    elif stats == "channel":
+    else:
         if h.dim() < 2:
             raise ValueError(
                 f"stats='channel' needs [N, C, *] inputs per step, got {tuple(h.shape)}"
             )
         dims = [d for d in range(h.dim()) if d != 1]
         count = h.numel() // h.shape[1]
-    else:
-        raise ValueError(f"stats must be one of {STATS}, got {stats!r}")
     if count < 2:
         raise ValueError(
             f"stats={stats!r} over a membrane of shape {tuple(h.shape)} has {count} element per "
@@ -153,7 +151,7 @@ def needs_stats(threshold, surrogate_function) -> bool:
     return threshold is None or isinstance(surrogate_function, DynamicSurrogateBase)
 
 
-def fire_and_reset(h: torch.Tensor, threshold, params: LIFParameters | None = None, **options):
+def fire_and_reset(h: torch.Tensor, threshold, params: LIFParameters):
     r"""Fire the charged membrane ``h`` (``[N, *]``) and reset it.
 
     :param threshold: ``None`` for the adaptive :math:`f_c(\mu_t + \sigma_t)`,
@@ -161,12 +159,11 @@ def fire_and_reset(h: torch.Tensor, threshold, params: LIFParameters | None = No
         ``h``: the running threshold of this step in evaluation mode)
     :param params: ``f_c``, ``stats``, ``stats_group`` (:func:`membrane_stats`),
         ``surrogate_function``, ``v_reset``, ``detach_reset`` are read
-        (``**options``: the same as keywords, deprecated)
     :return: ``(spike, v_next, v_th, sigma)``; ``v_th`` a detached tensor
         broadcastable to ``h``; ``sigma`` the detached :math:`\sigma_t`, or
         ``None`` when neither the threshold nor the surrogate needs it
     """
-    p = parameters_from(params, options, "fire_and_reset")
+    p = params
     sigma = None
     if needs_stats(threshold, p.surrogate_function):
         mu, sigma = membrane_stats(h, p.stats, p.stats_group)

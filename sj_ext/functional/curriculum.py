@@ -13,16 +13,12 @@ For per-sample base losses :math:`\ell_i`, a threshold :math:`\tau` and :math:`\
     L_i &= (\ell_i - \tau)\,\sigma_i^* + \lambda (\log \sigma_i^*)^2 .
 
 The readings of the sources (thresholds, clamp, base losses): ``docs/methods.md``, CL-SNN.
-``tet_loss`` moved to :mod:`sj_ext.functional.tet`; its name here is a deprecated alias.
 """
 
 import math
-import warnings
 
 import torch
 from torch import Tensor
-
-from . import tet
 
 __all__ = ["lambert_w0", "superloss_sigma", "superloss"]
 
@@ -143,16 +139,3 @@ def superloss(loss: Tensor, tau: Tensor | float, lam: float = 1.0) -> tuple[Tens
     """
     sigma = superloss_sigma(loss, tau, lam)
     return (loss - tau) * sigma + lam * sigma.log().square(), sigma
-
-
-def __getattr__(name: str):
-    """Deprecated aliases (they go in the next release): ``tet_loss`` is in :mod:`.tet`."""
-    if name == "tet_loss":
-        warnings.warn(
-            "sj_ext.functional.curriculum.tet_loss is deprecated: use "
-            "sj_ext.functional.tet_loss (sj_ext.functional.tet)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return tet.tet_loss
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

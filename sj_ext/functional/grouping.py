@@ -50,12 +50,11 @@ from itertools import product
 
 import torch
 
+from ..options import PROJECTIONS, WINDOWS, Window, check_choice
 from .adaptive_lif import lif_charge
-from .params import LIFParameters, parameters_from
+from .params import LIFParameters
 
 __all__ = [
-    "WINDOWS",
-    "PROJECTIONS",
     "check_grid",
     "fitting_grid",
     "group_views",
@@ -69,9 +68,6 @@ __all__ = [
     "chain_length",
     "grouped_charge",
 ]
-
-WINDOWS = ("block", "dilated")
-PROJECTIONS = ("sine", "add", "none")
 
 
 # ------------------------------------------------------------------------------------ the grid
@@ -150,10 +146,9 @@ def check_grid(
     return tuple(norm)
 
 
-def _grid_view(x: torch.Tensor, dims, groups, window: str):
+def _grid_view(x: torch.Tensor, dims, groups, window: Window):
     """``x`` with every grouped dim split in two, and the positions of the grid axes."""
-    if window not in WINDOWS:
-        raise ValueError(f"window must be one of {WINDOWS}, got {window!r}")
+    check_choice("window", window, WINDOWS)
     spec = dict(zip(dims, groups, strict=True))
     shape, axes = [], []
     for d, size in enumerate(x.shape):
@@ -256,7 +251,7 @@ def unpartition(x_groups: torch.Tensor, dims, groups, window: str) -> torch.Tens
 
 
 # ---------------------------------------------------------------------------------- projections
-def sine_projection(rec: torch.Tensor, own: torch.Tensor, theta: float = math.pi / 4):
+def sine_projection(rec: torch.Tensor, own: torch.Tensor, theta: float = LIFParameters.theta):
     r""":math:`\Omega_{sine}(r, o) = 2 \sin(\theta\, r \cos(\theta\, o))`."""
     return 2.0 * torch.sin(theta * rec * torch.cos(theta * own))
 
@@ -266,7 +261,7 @@ def add_projection(rec: torch.Tensor, own: torch.Tensor):
     return rec + own
 
 
-def resolve_projection(projection, theta: float = math.pi / 4) -> Callable | None:
+def resolve_projection(projection, theta: float = LIFParameters.theta) -> Callable | None:
     r"""``'sine'`` / ``'add'`` / ``'none'`` / a callable ``(rec, own) -> tensor`` to a callable.
 
     ``'none'`` (:math:`\Omega_{none}(r, o) = o`) gives ``None``: the groups are
@@ -297,9 +292,7 @@ def chain_length(params: LIFParameters) -> int:
     return 1 if params.projection == "none" or count == 1 else count
 
 
-def grouped_charge(
-    x: torch.Tensor, v: torch.Tensor, k, params: LIFParameters | None = None, **options
-):
+def grouped_charge(x: torch.Tensor, v: torch.Tensor, k, params: LIFParameters):
     r"""Charge every group in order: :math:`h^g_t` from :math:`\Omega(h^{g-1}_t, u^g_{t-1})`.
 
     :param x: input current ``[N, *]``
@@ -307,10 +300,10 @@ def grouped_charge(
     :param k: ``1/tau`` (float, or a 0-d tensor for a learnable tau)
     :param params: the grid (``dims`` non-negative and checked, :func:`check_grid`;
         ``()``: one group), ``window``, ``projection``, ``theta``, ``decay_input``
-        and ``v_reset`` are read (``**options``: the same as keywords, deprecated)
+        and ``v_reset`` are read
     :return: the charged membrane :math:`h_t` ``[N, *]`` in the layer's layout
     """
-    p = parameters_from(params, options, "grouped_charge")
+    p = params
     project = resolve_projection(p.projection, p.theta)
     if chain_length(p) == 1:
         return lif_charge(x, v, k, p.decay_input, p.v_reset)

@@ -41,21 +41,14 @@ from torch.autograd.function import once_differentiable
 from ..surrogate import has_closed_form, spike_derivative
 from .adaptive_lif import backward_dtype, fire_and_reset, neuron_reset
 from .grouping import chain_length, grouped_charge
-from .params import LIFParameters, parameters_from
+from .params import LIFParameters
 
 __all__ = ["lif_step", "run_steps", "lif_multi_step"]
 
 _warned: set[type] = set()  # the surrogates warned about (once per class)
 
 
-def lif_step(
-    x: torch.Tensor,
-    v: torch.Tensor,
-    k,
-    threshold=None,
-    params: LIFParameters | None = None,
-    **options,
-):
+def lif_step(x: torch.Tensor, v: torch.Tensor, k, threshold, params: LIFParameters):
     r"""One step: :func:`~sj_ext.functional.grouping.grouped_charge`, then fire and reset at once.
 
     :param x: input current ``[N, *]``
@@ -65,15 +58,14 @@ def lif_step(
         over the whole charged :math:`h_t` (``stats='layer'``) or per channel of
         ``[N, C, *]`` (``stats='channel'``), otherwise the threshold (a float, or a
         tensor broadcastable to ``x``: a running threshold in evaluation mode)
-    :param params: the options (``**options``: the same as keywords, deprecated)
+    :param params: the options
     :return: ``(spike, v_next, h, v_th, sigma)``; ``h`` the charged membrane,
         ``v_th`` a detached tensor broadcastable to ``x``, ``sigma`` the detached
         :math:`\sigma_t` or ``None`` when neither the threshold nor the surrogate
         needs it
     """
-    p = parameters_from(params, options, "lif_step")
-    h = grouped_charge(x, v, k, p)
-    spike, v_next, v_th, sigma = fire_and_reset(h, threshold, p)
+    h = grouped_charge(x, v, k, params)
+    spike, v_next, v_th, sigma = fire_and_reset(h, threshold, params)
     return spike, v_next, h, v_th, sigma
 
 
@@ -162,14 +154,7 @@ class _AdjointLIF(torch.autograd.Function):
         return grad_x, grad_u.to(dtype), None if grad_k is None else grad_k.to(dtype), None, None
 
 
-def lif_multi_step(
-    x_seq: torch.Tensor,
-    v: torch.Tensor,
-    k,
-    thresholds=None,
-    params: LIFParameters | None = None,
-    **options,
-):
+def lif_multi_step(x_seq: torch.Tensor, v: torch.Tensor, k, thresholds, params: LIFParameters):
     r""":func:`lif_step` over a sequence.
 
     :param x_seq: input currents ``[T, N, *]``
@@ -177,8 +162,7 @@ def lif_multi_step(
     :param k: ``1/tau`` (float, or a 0-d tensor for a learnable tau)
     :param thresholds: ``None`` (adaptive), a float (fixed), or a tensor
         ``[T]`` / ``[T, 1, C, 1, ...]`` of per-step thresholds (evaluation mode)
-    :param params: the options (``**options``: the same as keywords, deprecated);
-        ``dims`` index the per-step tensor ``[N, *]``
+    :param params: the options; ``dims`` index the per-step tensor ``[N, *]``
     :return: ``(spike_seq [T, N, *], v_T [N, *], v_th_seq, sigma_seq)``; the
         last two are ``[T]`` (layer statistics) or ``[T, 1, C, 1, ...]``
         (channel statistics), detached; ``sigma_seq`` is ``None`` when neither
@@ -190,7 +174,7 @@ def lif_multi_step(
     groups, ``spiking=False``, a surrogate without a closed form, a plain
     callable) autograd differentiates it step by step.
     """
-    p = parameters_from(params, options, "lif_multi_step")
+    p = params
     sg = p.surrogate_function
     if getattr(sg, "spiking", False) and chain_length(p) == 1:
         if has_closed_form(sg):

@@ -21,13 +21,19 @@ The fields, by the equation they enter (``docs/methods.md``, Notation):
   ``[N, *]``, non-negative and checked; ``()``: ungrouped), ``groups`` (the
   grid), ``window`` (``'block'`` / ``'dilated'``), ``projection`` (``'sine'``,
   ``'add'``, ``'none'`` or a callable ``(rec, own) -> tensor``) and ``theta``.
+
+The choices of ``stats``, ``window`` and ``projection`` and their defaults are
+those of :mod:`sj_ext.options`; the neurons' arguments take their defaults
+from these fields (:class:`sj_ext.neuron.base.LIFArguments`).
 """
 
 import math
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["LIFParameters", "parameters_from"]
+from ..options import DEFAULT_STATS, DEFAULT_WINDOW, Projection, Stats, Window
+
+__all__ = ["LIFParameters"]
 
 
 @dataclass(frozen=True)
@@ -39,29 +45,10 @@ class LIFParameters:
     surrogate_function: object = None  # needed to fire (not to charge)
     detach_reset: bool = False
     f_c: float = 1.0
-    stats: str = "layer"
+    stats: Stats = DEFAULT_STATS
     stats_group: object = None
     dims: tuple[int, ...] = ()
     groups: tuple[int, ...] = ()
-    window: str = "block"
-    projection: object = "none"
+    window: Window = DEFAULT_WINDOW
+    projection: Projection | Callable = "none"  # no chain of groups: a plain LIF
     theta: float = math.pi / 4
-
-
-def parameters_from(params: LIFParameters | None, options: dict, who: str) -> LIFParameters:
-    """``params``, or (deprecated) the keyword options of the functions before ``LIFParameters``.
-
-    :raises TypeError: for both at once, or for neither
-    """
-    if params is not None and options:
-        raise TypeError(f"{who}: pass LIFParameters or keyword options, not both")
-    if params is not None:
-        return params
-    if not options:
-        raise TypeError(f"{who}: missing the LIFParameters")
-    warnings.warn(
-        f"{who}(..., **options) is deprecated; pass sj_ext.functional.LIFParameters(**options)",
-        DeprecationWarning,
-        stacklevel=3,
-    )
-    return LIFParameters(**options)

@@ -23,18 +23,16 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import layer
 
+from ..options import WINDOWS, Window, check_choice
 from ..registry import MODELS
 
 __all__ = ["alternating_windows", "GroupingRNN", "FeatureBatchNorm"]
 
-WINDOWS = ("block", "dilated")
 
-
-def alternating_windows(first: str, count: int, alternate: bool = True) -> list[str]:
+def alternating_windows(first: Window, count: int, alternate: bool = True) -> list[Window]:
     """``count`` windows alternating between ``'block'`` and ``'dilated'``, from ``first``
     (every one ``first`` when not ``alternate``)."""
-    if first not in WINDOWS:
-        raise ValueError(f"model.args.first_window must be one of {WINDOWS}, got {first!r}")
+    check_choice("model.args.first_window", first, WINDOWS)
     order = cycle(WINDOWS if first == "block" else WINDOWS[::-1]) if alternate else cycle([first])
     return [next(order) for _ in range(count)]
 

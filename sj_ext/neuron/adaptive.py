@@ -1,12 +1,21 @@
 r"""``AdaptiveThresholdLIF``: the DS-ATGO neuron as a SpikingJelly 2.0 node."""
 
+from dataclasses import dataclass
+
 import torch
 
 from ..registry import NEURONS
 from ..surrogate import DynamicRect
-from .base import RunningThresholdLIFBase
+from .base import LIFArguments, RunningThresholdLIFBase, takes_arguments
 
-__all__ = ["AdaptiveThresholdLIF"]
+__all__ = ["AdaptiveThresholdLIF", "AdaptiveThresholdLIFArguments"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdaptiveThresholdLIFArguments(LIFArguments):
+    """:class:`AdaptiveThresholdLIF`'s arguments: every node's and ``adaptive``."""
+
+    adaptive: bool = True
 
 
 @NEURONS.register("adaptive_lif")
@@ -42,6 +51,9 @@ class AdaptiveThresholdLIF(RunningThresholdLIFBase):
     ``AdaptiveThresholdLIF(tau=1.25, decay_input=False)``; add
     ``learnable_tau=True`` for its learnable decay.
 
+    The arguments, declared in :class:`AdaptiveThresholdLIFArguments` (``tau`` by
+    position or keyword, the others by keyword):
+
     :param tau: membrane time constant (> 1); the initial one if learnable
     :param decay_input: whether the input is scaled by ``1/tau``
     :param learnable_tau: PLIF: ``1/tau = sigmoid(w)`` with ``w`` learnable
@@ -66,46 +78,9 @@ class AdaptiveThresholdLIF(RunningThresholdLIFBase):
     a surrogate without a width rule).
     """
 
-    def __init__(
-        self,
-        tau: float = 2.0,
-        decay_input: bool = True,
-        learnable_tau: bool = False,
-        v_threshold: float = 1.0,
-        v_reset: float | None = 0.0,
-        adaptive: bool = True,
-        f_c: float = 1.0,
-        momentum: float = 0.1,
-        stats: str = "layer",
-        surrogate_function=None,
-        detach_reset: bool = False,
-        step_mode: str = "s",
-        backend: str = "torch",
-        store_v_seq: bool = False,
-    ):
-        super().__init__(
-            tau=tau,
-            decay_input=decay_input,
-            learnable_tau=learnable_tau,
-            v_threshold=v_threshold,
-            v_reset=v_reset,
-            adaptive=adaptive,
-            f_c=f_c,
-            momentum=momentum,
-            stats=stats,
-            surrogate_function=DynamicRect() if surrogate_function is None else surrogate_function,
-            detach_reset=detach_reset,
-            step_mode=step_mode,
-            backend=backend,
-            store_v_seq=store_v_seq,
-        )
-
-    def extra_repr(self):
-        return (
-            f"{super().extra_repr()}, tau={self._tau_repr()}, decay_input={self.decay_input}, "
-            f"adaptive={self.adaptive}, f_c={self.f_c}, momentum={self.momentum}, "
-            f"stats={self.stats}, backend={self.backend}"
-        )
+    @takes_arguments(AdaptiveThresholdLIFArguments)
+    def __init__(self, args: AdaptiveThresholdLIFArguments):
+        super().__init__(args, adaptive=args.adaptive, default_surrogate=DynamicRect)
 
     # ---------------------------------------------------------------- forward
     def _check_rank(self, x: torch.Tensor, time_dims: int):

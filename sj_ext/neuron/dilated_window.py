@@ -1,19 +1,31 @@
 r"""``DilatedWindowLIF``: multi-receptive-field grouping (Yao et al.) as a SpikingJelly 2.0 node."""
 
 import math
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 from spikingjelly.activation_based import surrogate
 
 from ..functional import LIFParameters, chain_length
-from ..functional.grouping import WINDOWS, check_grid, fitting_grid, resolve_projection
+from ..functional.grouping import check_grid, fitting_grid, resolve_projection
+from ..options import THRESHOLDS, WINDOWS, Projection, Threshold, Window, check_choice
 from ..registry import NEURONS
 from ..surrogate import DynamicRect
-from .base import RunningThresholdLIFBase
+from .base import LIFArguments, RunningThresholdLIFBase, takes_arguments
 
-__all__ = ["DilatedWindowLIF"]
+__all__ = ["DilatedWindowLIF", "DilatedWindowLIFArguments"]
 
-THRESHOLDS = ("fixed", "adaptive")  # indexed by the node's ``adaptive``
+
+@dataclass(frozen=True, kw_only=True)
+class DilatedWindowLIFArguments(LIFArguments):
+    """:class:`DilatedWindowLIF`'s arguments: every node's, the grid, projection, threshold."""
+
+    groups: int | Sequence[int] = (2, 2)
+    window: Window = LIFParameters.window
+    dims: int | Sequence[int] | None = None
+    projection: Projection | Callable = "sine"
+    theta: float = LIFParameters.theta
+    threshold: Threshold = "fixed"
 
 
 def _divides(step_shape, dims, groups) -> bool:
@@ -88,6 +100,9 @@ class DilatedWindowLIF(RunningThresholdLIFBase):
     input ``LIFNode`` takes, grouped (for the monitors' per-group rates) only
     where the default grid fits.
 
+    The arguments, declared in :class:`DilatedWindowLIFArguments` (``tau`` by
+    position or keyword, the others by keyword):
+
     :param tau: membrane time constant (> 1); the initial one if learnable
     :param decay_input: whether the input is scaled by ``1/tau``
     :param learnable_tau: PLIF: ``1/tau = sigmoid(w)`` with ``w`` learnable
@@ -122,81 +137,42 @@ class DilatedWindowLIF(RunningThresholdLIFBase):
     threshold or dynamic surrogate; else ``None``).
     """
 
-    def __init__(
-        self,
-        tau: float = 2.0,
-        decay_input: bool = True,
-        learnable_tau: bool = False,
-        v_threshold: float = 1.0,
-        v_reset: float | None = 0.0,
-        groups=(2, 2),
-        window: str = "dilated",
-        dims=None,
-        projection="sine",
-        theta: float = math.pi / 4,
-        threshold: str = "fixed",
-        f_c: float = 1.0,
-        momentum: float = 0.1,
-        stats: str = "layer",
-        surrogate_function=None,
-        detach_reset: bool = False,
-        step_mode: str = "s",
-        backend: str = "torch",
-        store_v_seq: bool = False,
-    ):
-        if threshold not in THRESHOLDS:
-            raise ValueError(f"threshold must be one of {THRESHOLDS}, got {threshold!r}")
-        if window not in WINDOWS:
-            raise ValueError(f"window must be one of {WINDOWS}, got {window!r}")
-        resolve_projection(projection)  # raises on an unknown name
-        if not (isinstance(theta, int | float) and math.isfinite(theta)):
-            raise ValueError(f"theta must be a finite number, got {theta!r}")
-        dims = None if dims is None else _as_tuple(dims, "dims")
+    @takes_arguments(DilatedWindowLIFArguments)
+    def __init__(self, args: DilatedWindowLIFArguments):
+        check_choice("threshold", args.threshold, THRESHOLDS)
+        check_choice("window", args.window, WINDOWS)
+        resolve_projection(args.projection)  # raises on an unknown name
+        if not (isinstance(args.theta, int | float) and math.isfinite(args.theta)):
+            raise ValueError(f"theta must be a finite number, got {args.theta!r}")
+        dims = None if args.dims is None else _as_tuple(args.dims, "dims")
         n_dims = 2 if dims is None else len(dims)
+        groups = args.groups
         groups = (groups,) * n_dims if isinstance(groups, int) else _as_tuple(groups, "groups")
         if len(groups) != n_dims or any(g < 1 for g in groups):
             raise ValueError(
                 f"groups={groups} must hold one integer >= 1 per grouped dim "
                 f"(dims={dims}: {n_dims} dims)"
             )
-        if surrogate_function is None:
-            surrogate_function = DynamicRect() if threshold == "adaptive" else surrogate.Sigmoid()
-        super().__init__(
-            tau=tau,
-            decay_input=decay_input,
-            learnable_tau=learnable_tau,
-            v_threshold=v_threshold,
-            v_reset=v_reset,
-            adaptive=threshold == "adaptive",
-            f_c=f_c,
-            momentum=momentum,
-            stats=stats,
-            surrogate_function=surrogate_function,
-            detach_reset=detach_reset,
-            step_mode=step_mode,
-            backend=backend,
-            store_v_seq=store_v_seq,
-        )
+        adaptive = args.threshold == "adaptive"
+        default_surrogate = DynamicRect if adaptive else surrogate.Sigmoid
+        super().__init__(args, adaptive=adaptive, default_surrogate=default_surrogate)
         self.groups = groups
-        self.window = window
+        self.window = args.window
         self.dims = dims
-        self.projection = projection
-        self.theta = float(theta)
+        self.projection = args.projection
+        self.theta = float(args.theta)
 
     @property
     def threshold(self) -> str:
         """``'adaptive'`` or ``'fixed'``: the constructor argument, read from ``adaptive``."""
-        return THRESHOLDS[self.adaptive]
+        return THRESHOLDS[self.adaptive]  # ordered (fixed, adaptive)
 
-    def extra_repr(self):
-        projection = getattr(self.projection, "__name__", None) or repr(self.projection)
-        return (
-            f"{super().extra_repr()}, tau={self._tau_repr()}, decay_input={self.decay_input}, "
-            f"groups={self.groups}, window={self.window}, dims={self.dims}, "
-            f"projection={projection}, theta={self.theta:.4g}, threshold={self.threshold}, "
-            f"f_c={self.f_c}, momentum={self.momentum}, stats={self.stats}, "
-            f"backend={self.backend}"
-        )
+    def _shown(self, name: str) -> str:
+        if name == "projection":
+            return getattr(self.projection, "__name__", None) or repr(self.projection)
+        if name == "theta":
+            return f"{self.theta:.4g}"
+        return super()._shown(name)
 
     # ---------------------------------------------------------------- forward
     def grid_for(self, step_shape) -> tuple[tuple[int, ...], tuple[int, ...]]:
