@@ -5,7 +5,7 @@
         [--out benchmarks/results] [--tag cpu-2core]
 
 After every optimizer step the engine checks that no parameter or buffer of the
-model and loss holds NaN or inf (``sj_ext.engine.trainer._check_step``: the
+model and loss holds NaN or inf (``sj_ext.app.engine.trainer._check_step``: the
 largest magnitude of every tensor in one reduction, one sync). Each case builds
 a recipe's model, loss and optimizer (``build_run``; the shipped digits stand in
 for the dataset, the inputs are random of the case's shape) and times:
@@ -38,10 +38,10 @@ from pathlib import Path
 import torch
 from spikingjelly.activation_based import functional
 
-from sj_ext.engine.build import build_run
-from sj_ext.engine.distributed import DistInfo
-from sj_ext.engine.trainer import _check_step
-from sj_ext.recipe import load_recipe
+from sj_ext.app.engine.build import build_run
+from sj_ext.app.engine.distributed import DistInfo
+from sj_ext.app.engine.trainer import _check_step
+from sj_ext.app.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 ON_DIGITS = ["data.name=digits", "data.root=null", "data.args={}"]

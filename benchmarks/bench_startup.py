@@ -7,7 +7,7 @@ Every case runs in a fresh interpreter with ``DIR`` (default: this checkout) fir
 on ``sys.path``, so a worktree of an older commit is timed the same way
 (``git worktree add /tmp/old REV``, then ``--repo /tmp/old``):
 
-* ``import sj_ext.report`` -- reading run folders;
+* ``import sj_ext.app.report`` -- reading run folders;
 * ``sj-ext --version``;
 * ``sj-ext report RUN`` -- only with ``--run`` (a finished run folder), into a temporary folder;
 * ``sj-ext validate recipes/digits_quickstart.yaml --recipe-only`` -- needs every builder
@@ -69,7 +69,7 @@ def cases(run: str | None, scratch: str) -> dict[str, tuple[list[str], int]]:
         argv = ["sj-ext", "train", str(path), "--out", f"{scratch}/run"]
         refused[f"sj-ext train {kind} recipe (refused)"] = (argv, 2)
     found = {
-        "import sj_ext.report": (["import", "sj_ext.report"], 0),
+        "import sj_ext.app.report": (["import", "sj_ext.app.report"], 0),
         "sj-ext --version": (["sj-ext", "--version"], 0),
         "sj-ext validate --recipe-only": (
             ["sj-ext", "validate", "recipes/digits_quickstart.yaml", "--recipe-only"],

@@ -3,7 +3,7 @@
     python benchmarks/claims_mechanisms.py [RESULTS] [--out PREFIX]
 
 Reads a sweep's results file (default ``benchmarks/results/claims_mnist_runs.json``:
-every run carries its monitors' summary, :func:`sj_ext.sweep.monitor_summary`) and
+every run carries its monitors' summary, :func:`sj_ext.app.sweep.monitor_summary`) and
 writes ``PREFIX.json`` and ``PREFIX.md`` (default
 ``benchmarks/results/claims_mnist_mechanisms``). Every figure is the mean over the
 arm's seeds.
@@ -31,7 +31,7 @@ import json
 import statistics
 from pathlib import Path
 
-from sj_ext.runfiles import write_json
+from sj_ext.app.runfiles import write_json
 
 DEEPEST = 2  # layers counted as "deep" for the gradient reach
 

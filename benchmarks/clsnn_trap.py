@@ -2,12 +2,12 @@
 
     python benchmarks/clsnn_trap.py --root DATA [--logit-scale 1|10] [--seed 0]
 
-Trains ``recipes/clsnn_mnist.yaml`` through the engine (``sj_ext.engine.train``) on a fixed
+Trains ``recipes/clsnn_mnist.yaml`` through the engine (``sj_ext.app.engine.train``) on a fixed
 subset of the real MNIST (``sj-ext data mnist --root DATA`` writes it): 4800 training /
 2000 test images, T = 4, batch 16, 32 conv channels, one epoch (300 Adam steps), with the
 curriculum monitor every 25 batches. Prints, per sampled batch, each class's weight ratio
 (its share of the loss weight over its share of the batch: the class's mean sigma* over
-the batch's, 1 = plain averaging; ``sj_ext.class_health``), then the per-class test
+the batch's, 1 = plain averaging; ``sj_ext.app.class_health``), then the per-class test
 accuracy, and writes both as JSON (default
 ``benchmarks/results/clsnn_trap_s<scale>.json``). See docs/methods.md, The firing-rate trap (MNIST).
 """
@@ -16,9 +16,9 @@ import argparse
 import json
 from pathlib import Path
 
-from sj_ext.engine import train
-from sj_ext.monitor import read_records
-from sj_ext.recipe import load_recipe
+from sj_ext.app.engine import train
+from sj_ext.app.monitor import read_records
+from sj_ext.app.recipe import load_recipe
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "clsnn_mnist.yaml"
 SETTINGS = [

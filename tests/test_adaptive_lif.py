@@ -349,7 +349,8 @@ def test_import_does_not_need_torchaudio():
     code = (
         "import sys; sys.modules['torchaudio'] = None\n"
         "import sj_ext, sj_ext.neuron, sj_ext.surrogate, sj_ext.functional, sj_ext.loss\n"
-        "import sj_ext.recipe, sj_ext.engine, sj_ext.cli, sj_ext.monitor, sj_ext.report\n"
+        "import sj_ext.app.recipe, sj_ext.app.engine, sj_ext.app.cli\n"
+        "import sj_ext.app.monitor, sj_ext.app.report\n"
         "print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -6,14 +6,14 @@ import pytest
 import torch
 from helpers import QUICKSTART
 
-from sj_ext.class_health import (
+from sj_ext.app.class_health import (
     accuracy_warnings,
     class_rates,
     summed_class_rates,
     weight_warnings,
 )
+from sj_ext.app.monitor import Monitor
 from sj_ext.loss import ConfidenceAwareLoss
-from sj_ext.monitor import Monitor
 
 
 def test_accuracy_collapse_is_flagged_only_past_chance():
@@ -102,10 +102,10 @@ def _starving_loss(num_classes: int):
 
 
 def test_a_starved_class_is_warned_in_the_training_log_and_the_report(tmp_path, monkeypatch):
-    from sj_ext.engine import train
-    from sj_ext.recipe import load_recipe
+    from sj_ext.app.engine import train
+    from sj_ext.app.recipe import load_recipe
+    from sj_ext.app.report import write_report
     from sj_ext.registry import LOSSES
-    from sj_ext.report import write_report
 
     monkeypatch.setitem(LOSSES._entries, "starving", _starving_loss)
     recipe = load_recipe(

@@ -9,7 +9,7 @@ import torch
 import yaml
 from helpers import QUICKSTART, RECIPES
 
-from sj_ext.cli import build_parser, main, parse_args
+from sj_ext.app.cli import build_parser, main, parse_args
 
 
 # ------------------------------------------------------- a bad recipe is refused before torch
@@ -55,7 +55,7 @@ def test_a_bad_recipe_is_refused_before_torch_loads(tmp_path, run_python, comman
     argv = [a.format(path=path, tmp=tmp_path) for a in COMMANDS[command]]
     code = (
         "import contextlib, io, re, sys\n"
-        "from sj_ext.cli import main\n"
+        "from sj_ext.app.cli import main\n"
         "err = io.StringIO()\n"
         "with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):\n"
         f"    status = main({argv!r})\n"
@@ -128,7 +128,7 @@ def test_validate_still_refuses_an_invalid_recipe_among_valid_ones(tmp_path, cap
 def test_the_resume_hint_is_printed_only_when_a_checkpoint_exists(
     tmp_path, monkeypatch, capsys, checkpoint
 ):
-    import sj_ext.engine
+    import sj_ext.app.engine
 
     out = tmp_path / "run"
 
@@ -138,7 +138,7 @@ def test_the_resume_hint_is_printed_only_when_a_checkpoint_exists(
             (folder / "checkpoints" / "latest.pt").write_bytes(b"")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sj_ext.engine, "train", interrupted_train)
+    monkeypatch.setattr(sj_ext.app.engine, "train", interrupted_train)
     assert main(["train", str(QUICKSTART), "--out", str(out)]) == 130
     err = capsys.readouterr().err
     assert ("continue with: sj-ext train" in err) == checkpoint

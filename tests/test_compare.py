@@ -10,7 +10,7 @@ import pytest
 from helpers import ROOT, png_size
 from scipy import stats
 
-from sj_ext.compare import compare, figure, markdown, paired_difference, write
+from sj_ext.app.compare import compare, figure, markdown, paired_difference, write
 
 BASE = [0.90, 0.92, 0.91, 0.93, 0.89]  # the baseline's accuracy at seeds 0..4
 
@@ -282,7 +282,7 @@ def test_compare_loads_no_torch(tmp_path, results, run_python):
     path = tmp_path / "sweep.json"
     path.write_text(json.dumps(results))
     code = (
-        "import sys; from sj_ext.cli import main; "
+        "import sys; from sj_ext.app.cli import main; "
         f"assert main(['compare', {str(path)!r}]) == 0; "
         "print(sorted(m for m in ('torch', 'spikingjelly') if m in sys.modules))"
     )

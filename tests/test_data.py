@@ -8,8 +8,8 @@ import torch
 from helpers import fixtures
 from torchvision import transforms
 
-from sj_ext.data.files import DatasetDownloadError, DatasetNotFoundError
-from sj_ext.data.neuromorphic import frames_key, per_class_split
+from sj_ext.app.data.files import DatasetDownloadError, DatasetNotFoundError
+from sj_ext.app.data.neuromorphic import frames_key, per_class_split
 from sj_ext.registry import DATASETS
 
 # no download, and torchvision accepts our random CIFAR files (fixtures of tests/conftest.py)

@@ -18,21 +18,22 @@ import torch
 from helpers import HELPERS, PROCESS_ENV, QUICKSTART, ROOT
 from torch.utils.data import DataLoader, DistributedSampler
 
-from sj_ext import engine, fused_lif, runfiles
-from sj_ext.cli import main
-from sj_ext.engine import TrainingError, build_run, train
-from sj_ext.engine.build import time_major_input
-from sj_ext.engine.checkpoint import (
+from sj_ext import fused_lif
+from sj_ext.app import engine, runfiles
+from sj_ext.app.cli import main
+from sj_ext.app.engine import TrainingError, build_run, train
+from sj_ext.app.engine.build import time_major_input
+from sj_ext.app.engine.checkpoint import (
     CheckpointError,
     load_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from sj_ext.engine.distributed import DistInfo
-from sj_ext.engine.runfolder import RunLock
-from sj_ext.engine.trainer import resume_changes, steps_per_epoch
-from sj_ext.recipe import load_recipe
+from sj_ext.app.engine.distributed import DistInfo
+from sj_ext.app.engine.runfolder import RunLock
+from sj_ext.app.engine.trainer import resume_changes, steps_per_epoch
+from sj_ext.app.recipe import load_recipe
 from sj_ext.registry import LOSSES, MODELS
 
 # a short run: 4 epochs of 6 batches (time is not what these tests measure)
@@ -592,7 +593,7 @@ def test_train_channels_last_sets_the_memory_format_of_model_and_inputs(on):
 
 
 def test_a_run_saved_before_a_key_existed_resumes_when_the_key_keeps_its_default(tmp_path):
-    from sj_ext.engine.runfolder import refuse_incompatible
+    from sj_ext.app.engine.runfolder import refuse_incompatible
 
     recipe = load_recipe(QUICKSTART, ["train.device=cpu"])
     saved = json.loads(json.dumps(recipe))

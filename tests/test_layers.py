@@ -1,63 +1,78 @@
-"""The house's layering: no module of sj_ext imports, at its top level, one of a higher layer.
+"""The house's shape: two parts, each in layers, and no import that runs back up or round.
 
-Read from the source (``ast``), so the rule holds for every module whether a
-test imports it or not. Imports inside functions are not counted: they are
-the command line's per-command imports; what a module loads when it runs is
-checked for the functional layer, the one below the kernels and the neurons.
+``sj_ext`` holds the plugin (what goes upstream into SpikingJelly: equations,
+kernels, neurons, surrogates, losses, models); ``sj_ext.app`` holds the
+training application (recipes, engine, data, monitors, report, command line).
+The plugin never imports the application; inside each part a module imports
+only from its own layer or below; no chain of imports comes back to where it
+started. Read from the source (``ast``), every import counted, those inside
+functions too, so the rules hold for every module whether a test imports it or not.
 """
 
 import ast
-import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import PACKAGE
 
-#: low to high; a module's layer is that of its longest listed prefix
-LAYERS = [
-    # foundations: the registries, the options' choices, run files, pure helpers, the kernel
-    # source, the parameters
+PACKAGE = Path(__file__).resolve().parents[1] / "sj_ext"
+
+#: low to high; a module's layer is that of its longest listed prefix (names without ``sj_ext.``)
+PLUGIN = [
+    # foundations: the registries, the option lists, the parameters, the kernel source
     (
         "registry",
         "options",
-        "schema",
-        "safe_yaml",
-        "runfiles",
-        "class_health",
         "functional.params",
         "functional.tet",
         "fused_lif.source",
-        "data.files",
-        "data.spec",
-        "data.subset",
         "models.layout",
         "loss.common",
-        "report_axes",
-        "engine.errors",
-        "engine.signals",
-        "engine.distributed",
     ),
     ("surrogate",),
     ("functional",),  # the torch reference of every equation
     ("fused_lif",),  # the kernels, checked against it
     ("neuron",),  # SpikingJelly node shells over both
-    ("models", "data", "loss", "optim"),  # the registered components
-    ("monitor", "energy", "report", "report_figures", "preflight"),  # what the methods do
-    ("recipe",),  # names -> objects
-    ("engine",),
-    ("sweep", "compare"),
-    ("cli", "__main__"),
+    ("models", "loss"),  # the registered components
 ]
+APP = [
+    # foundations: recipe schema, safe YAML, run files, pure helpers
+    (
+        "app.schema",
+        "app.safe_yaml",
+        "app.runfiles",
+        "app.class_health",
+        "app.data.files",
+        "app.data.spec",
+        "app.data.subset",
+        "app.report.axes",
+        "app.engine.errors",
+        "app.engine.signals",
+        "app.engine.distributed",
+    ),
+    ("app.data", "app.optim"),  # the application's registered components
+    ("app.monitor", "app.energy", "app.report", "app.preflight"),  # what the methods do
+    ("app.recipe",),  # names -> objects
+    ("app.engine",),
+    ("app.sweep", "app.compare"),
+    ("app.cli",),
+]
+#: every module's layer: the plugin's below the application's, which builds on all of it
+LAYERS = PLUGIN + APP + [("__main__",)]
 
 
 def layer_of(module: str) -> int:
-    """The layer of ``module`` (dotted, without ``sj_ext.``); the package root is a foundation."""
-    best, layer = -1, 0
+    """The layer of ``module`` (dotted, without ``sj_ext.``); a package root is a foundation."""
+    best, layer = -1, len(PLUGIN) if in_app(module) else 0
     for number, prefixes in enumerate(LAYERS):
         for prefix in prefixes:
             if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
                 best, layer = len(prefix), number
     return layer
+
+
+def in_app(module: str) -> bool:
+    """Whether ``module`` is of the application (``python -m sj_ext`` runs its command line)."""
+    return module in ("app", "__main__") or module.startswith("app.")
 
 
 def modules() -> dict[str, Path]:
@@ -69,12 +84,12 @@ def modules() -> dict[str, Path]:
     return found
 
 
-def top_level_imports(name: str, path: Path, known) -> set[str]:
-    """The sj_ext modules the module body of ``name`` imports (resolved, no ``sj_ext.``)."""
+def imports(name: str, path: Path, known) -> set[str]:
+    """The sj_ext modules that ``name`` imports anywhere (resolved, without ``sj_ext.``)."""
     package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     package = [p for p in package if p]
     found = set()
-    for node in ast.parse(path.read_text()).body:
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names if a.name.startswith("sj_ext")]
             found |= {t.removeprefix("sj_ext").lstrip(".") for t in targets}
@@ -92,32 +107,92 @@ def top_level_imports(name: str, path: Path, known) -> set[str]:
     return found - {"", name}
 
 
+def graph() -> dict[str, set[str]]:
+    known = modules()
+    return {name: imports(name, path, known) & set(known) for name, path in known.items()}
+
+
+def circles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in edges.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return found
+
+
 def test_every_module_is_placed_and_the_map_names_no_missing_module():
     known = modules()
     prefixes = [p for layer in LAYERS for p in layer]
     missing = [p for p in prefixes if not any(m == p or m.startswith(p + ".") for m in known)]
+    placed = [m for m in known if any(m == p or m.startswith(p + ".") for p in prefixes)]
     assert missing == []
+    assert sorted(set(known) - set(placed)) == ["", "app"]
+
+
+def test_the_two_parts_are_two_folders():
+    known = modules()
+    assert {m for m in known if in_app(m)} >= {"app.cli", "app.recipe", "app.engine", "app.report"}
+    assert not any(in_app(p) for layer in PLUGIN for p in layer)
+    assert all(in_app(p) for layer in APP + LAYERS[-1:] for p in layer)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in modules() if not in_app(n)))
+def test_the_plugin_imports_nothing_of_the_application(name):
+    known = modules()
+    into_app = sorted(t for t in imports(name, known[name], known) if in_app(t))
+    assert into_app == [], f"sj_ext.{name} (plugin) imports the application: {into_app}"
 
 
 @pytest.mark.parametrize("name", sorted(modules()))
 def test_no_module_imports_a_higher_layer(name):
     known = modules()
     upward = sorted(
-        target
-        for target in top_level_imports(name, known[name], known)
-        if layer_of(target) > layer_of(name)
+        target for target in imports(name, known[name], known) if layer_of(target) > layer_of(name)
     )
     assert upward == [], f"sj_ext.{name} (layer {layer_of(name)}) imports {upward}"
 
 
-def test_the_functional_layer_loads_no_neuron_and_no_kernel(run_python):
-    out = run_python(
-        textwrap.dedent(
-            """
-        import sys
-        import sj_ext.functional
-        print(sorted(m for m in sys.modules if m.startswith(("sj_ext.neuron", "sj_ext.fused_lif"))))
-        """
-        )
-    )
-    assert out.strip() == "[]"
+def test_no_chain_of_imports_comes_back_round():
+    assert circles(graph()) == []
+
+
+def test_the_circle_finder_finds_a_circle():
+    edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert circles(edges) == [["a", "b", "c"]]
+    assert circles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_equations_load_without_the_neurons():
+    """``sj_ext.functional`` (the torch reference) imports no neuron, kernel or application."""
+    edges = graph()
+    seen, todo = set(), ["functional"]
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(edges.get(node, ()))
+    reached = sorted(m for m in seen if m.startswith(("neuron", "fused_lif", "app")))
+    assert reached == []

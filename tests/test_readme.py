@@ -166,7 +166,7 @@ def test_the_readme_shows_what_ci_runs_with_the_same_pins():
     assert pins((ROOT / "setup.cfg").read_text()).items() <= pins(CI).items()
     quickstart = [c for c in shown if c.startswith("sj-ext train")]
     assert quickstart and all((ROOT / c.split()[2]).is_file() for c in quickstart)
-    assert "sj-ext = sj_ext.cli:main" in setup_cfg()["options.entry_points"]["console_scripts"]
+    assert "sj-ext = sj_ext.app.cli:main" in setup_cfg()["options.entry_points"]["console_scripts"]
 
 
 def test_the_pinned_versions_are_ones_setup_cfg_allows():

@@ -6,8 +6,8 @@ import pytest
 import yaml
 from helpers import QUICKSTART, ROOT
 
-from sj_ext.cli import main
-from sj_ext.recipe import RecipeError, apply_overrides, flatten, load_recipe, resolve
+from sj_ext.app.cli import main
+from sj_ext.app.recipe import RecipeError, apply_overrides, flatten, load_recipe, resolve
 
 
 def quickstart() -> dict:
@@ -256,7 +256,7 @@ def test_a_grid_file_with_a_key_given_twice_exits_2(tmp_path, capsys):
 
 
 def test_merged_keys_may_be_overridden_as_yaml_intends():
-    from sj_ext.safe_yaml import load
+    from sj_ext.app.safe_yaml import load
 
     texts = [  # the second merges a mapping before that mapping's own entries are read
         "base: &b {x: 1, y: 2}\nrun:\n  <<: *b\n  x: 3\nlater: {<<: *b}\n",
@@ -358,7 +358,7 @@ def test_validate_names_what_this_machine_lacks(tmp_path, capsys, monkeypatch):
 
 
 def test_validate_says_the_dataset_files_are_missing_as_the_builder_would(tmp_path, capsys):
-    from sj_ext.data.files import DatasetNotFoundError
+    from sj_ext.app.data.files import DatasetNotFoundError
     from sj_ext.registry import DATASETS
 
     with pytest.raises(DatasetNotFoundError) as built:
@@ -418,7 +418,7 @@ REGISTERED = {
 }
 
 
-@pytest.mark.parametrize("module", ["sj_ext.engine", "sj_ext.recipe"])
+@pytest.mark.parametrize("module", ["sj_ext.app.engine", "sj_ext.app.recipe"])
 def test_importing_the_engine_or_the_recipes_fills_every_registry(module, run_python):
     code = (
         f"import json, {module}\n"

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from helpers import QUICKSTART, png_size
 
-from sj_ext.cli import main
-from sj_ext.engine import train
-from sj_ext.monitor import MONITORS, Monitor, MonitorFileWarning
-from sj_ext.recipe import load_recipe
-from sj_ext.report import FIGURES, ReportError, load_run, write_report
-from sj_ext.report_figures import CAPTIONS, EPOCH_AXIS, figures, layer_label
-from sj_ext.runfiles import append_record
+from sj_ext.app.cli import main
+from sj_ext.app.engine import train
+from sj_ext.app.monitor import MONITORS, Monitor, MonitorFileWarning
+from sj_ext.app.recipe import load_recipe
+from sj_ext.app.report import FIGURES, ReportError, load_run, write_report
+from sj_ext.app.report.figures import CAPTIONS, EPOCH_AXIS, figures, layer_label
+from sj_ext.app.runfiles import append_record
 
 SHORT = [
     "train.epochs=2",
@@ -245,11 +245,11 @@ def test_every_plot_over_training_shares_one_epoch_axis(named_run):
 
 
 def test_reports_and_the_version_load_neither_torch_nor_the_neurons(tmp_path, run_python):
-    """``import sj_ext.report``, ``sj-ext --version`` and ``sj-ext report`` read files only."""
+    """``import sj_ext.app.report``, ``sj-ext --version`` and ``sj-ext report`` read files only."""
     code = (
         "import sys\n"
-        "import sj_ext.report\n"
-        "from sj_ext.cli import main\n"
+        "import sj_ext.app.report\n"
+        "from sj_ext.app.cli import main\n"
         "try:\n"
         "    main(['--version'])\n"
         "except SystemExit:\n"

@@ -7,13 +7,13 @@ import torch
 from helpers import QUICKSTART
 from torch.utils.data import Dataset, TensorDataset
 
-from sj_ext.cli import main
-from sj_ext.data import DataSpec
-from sj_ext.data.subset import dataset_labels, fixed_subset
-from sj_ext.engine import train
-from sj_ext.engine.distributed import DistInfo
-from sj_ext.engine.trainer import build_run, evaluate
-from sj_ext.recipe import RecipeError, load_recipe
+from sj_ext.app.cli import main
+from sj_ext.app.data import DataSpec
+from sj_ext.app.data.subset import dataset_labels, fixed_subset
+from sj_ext.app.engine import train
+from sj_ext.app.engine.distributed import DistInfo
+from sj_ext.app.engine.trainer import build_run, evaluate
+from sj_ext.app.recipe import RecipeError, load_recipe
 
 CPU = ["train.device=cpu"]
 

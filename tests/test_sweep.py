@@ -8,11 +8,11 @@ import pytest
 import yaml
 from helpers import QUICKSTART
 
-import sj_ext.sweep
-from sj_ext.cli import main
-from sj_ext.recipe import RecipeError
-from sj_ext.runfiles import append_record
-from sj_ext.sweep import SweepError, load_grid, monitor_summary, recipe_digest
+import sj_ext.app.sweep
+from sj_ext.app.cli import main
+from sj_ext.app.recipe import RecipeError
+from sj_ext.app.runfiles import append_record
+from sj_ext.app.sweep import SweepError, load_grid, monitor_summary, recipe_digest
 
 RUN_KEYS = {
     "name", "method", "recipe", "overrides", "seed", "T", "epochs", "train_samples",
@@ -91,13 +91,13 @@ def test_the_json_holds_every_run_and_a_recomputable_summary(swept):
 def test_a_rerun_skips_finished_runs_and_resumes_unfinished_ones(swept, monkeypatch, capsys):
     tmp, args, first = swept
     calls = []
-    real_train = sj_ext.sweep.train
+    real_train = sj_ext.app.sweep.train
 
     def spy(recipe, out, resume=False, log=print):
         calls.append((Path(out).parent.name, Path(out).name, resume))
         return real_train(recipe, out, resume=resume, log=log)
 
-    monkeypatch.setattr(sj_ext.sweep, "train", spy)
+    monkeypatch.setattr(sj_ext.app.sweep, "train", spy)
     assert main(args) == 0
     assert calls == []  # all four finished: nothing trains
     assert json.loads((tmp / "r.json").read_text())["runs"] == first["runs"]
@@ -138,7 +138,7 @@ def test_the_results_file_alone_skips_finished_runs(swept, tmp_path, monkeypatch
     """A fresh clone has the committed results file but no run folders: nothing retrains."""
     tmp, args, first = swept
     (tmp_path / "r.json").write_text((tmp / "r.json").read_text())
-    monkeypatch.setattr(sj_ext.sweep, "train", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(sj_ext.app.sweep, "train", lambda *a, **k: pytest.fail("trained again"))
     fresh = ["sweep", args[1], "--out", str(tmp_path / "runs"), "--json", str(tmp_path / "r.json")]
     assert main(fresh) == 0
     assert json.loads((tmp_path / "r.json").read_text())["runs"] == first["runs"]

@@ -1,7 +1,7 @@
 """Tiny datasets written in the real on-disk formats, for the tests.
 
 Each ``write_*`` function puts a few random samples under ``root`` exactly
-where and how the dataset builders of :mod:`sj_ext.data` (through torchvision
+where and how the dataset builders of :mod:`sj_ext.app.data` (through torchvision
 and tonic) read the real data, so a recipe can run end to end without the
 real files::
 

@@ -12,8 +12,8 @@ import os
 import signal
 import sys
 
-from sj_ext import cli, runfiles
-from sj_ext.engine import runfolder
+from sj_ext.app import cli, runfiles
+from sj_ext.app.engine import runfolder
 
 mode, count = sys.argv[1], int(sys.argv[2])
 split = sys.argv.index("--")

@@ -13,8 +13,8 @@ import sys
 
 from nth_call import before_nth_call  # this folder: sys.path[0]
 
-from sj_ext import cli
-from sj_ext.engine import trainer
+from sj_ext.app import cli
+from sj_ext.app.engine import trainer
 
 signum, count, step = signal.Signals[sys.argv[1]], int(sys.argv[2]), int(sys.argv[3])
 args = sys.argv[sys.argv.index("--") + 1 :]

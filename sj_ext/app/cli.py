@@ -12,7 +12,7 @@
 Options go before or after the positional arguments. Each sub-command imports
 what it needs when it runs: ``--version``, ``report`` and ``compare`` never load
 torch, the recipe registries or the engine, and ``train``, ``eval`` and
-``validate`` check a recipe's schema (:mod:`sj_ext.schema`) before they load
+``validate`` check a recipe's schema (:mod:`sj_ext.app.schema`) before they load
 them, so a misspelt or hostile recipe is refused at once.
 
 Exit status: 0 on success, 2 for a bad recipe or command line, 1 when a run fails,
@@ -31,7 +31,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from . import __version__
+from .. import __version__
 
 
 class OutFolderError(OSError):
@@ -101,9 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder (default: RUN_DIR/report, or RUN_DIR/report_vs_<B>)",
     )
     w = sub.add_parser("sweep", help="run a grid of recipes x seeds; summary JSON + table")
-    w.add_argument(
-        "grid", metavar="GRID.yaml", help="the grid (see benchmarks/claims_mnist.yaml)"
-    )
+    w.add_argument("grid", metavar="GRID.yaml", help="the grid (see benchmarks/claims_mnist.yaml)")
     w.add_argument("--set", dest="overrides", **overrides)
     w.add_argument("--out", metavar="DIR", help="sweep folder (default: runs/sweep/<grid name>)")
     w.add_argument(

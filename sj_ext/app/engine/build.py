@@ -14,11 +14,11 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional
 
+from ...models.layout import to_channels_last
+from ...registry import DATASETS, LOSSES, MODELS, NEURONS, OPTIMIZERS, SCHEDULES, SURROGATES
 from ..data import DataSpec, encode, to_time_major
 from ..data.subset import fixed_subset
-from ..models.layout import to_channels_last
 from ..recipe import RecipeError
-from ..registry import DATASETS, LOSSES, MODELS, NEURONS, OPTIMIZERS, SCHEDULES, SURROGATES
 from . import distributed
 from .errors import TrainingError
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from .registry import OPTIMIZERS, SCHEDULES
+from ..registry import OPTIMIZERS, SCHEDULES
 
 __all__ = ["sgd", "adam", "adamw", "cosine", "constant"]
 

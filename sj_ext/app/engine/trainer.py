@@ -16,7 +16,7 @@ Run folder layout::
                                  (:mod:`.checkpoint`)
     OUT/.lock                    held by the process writing the folder
     OUT/tb/                      TensorBoard events
-    OUT/monitor/<name>.jsonl     monitor records (``monitor.every`` set; see :mod:`sj_ext.monitor`)
+    OUT/monitor/<name>.jsonl     monitor records (``monitor.every`` set; :mod:`sj_ext.app.monitor`)
 """
 
 import math
@@ -33,9 +33,9 @@ from spikingjelly.activation_based import functional
 from torch.nn.utils import get_total_norm
 from torch.utils.data import DataLoader, DistributedSampler, Subset, default_collate
 
+from ...neuron import sync_threshold_stats
 from ..class_health import accuracy_warnings
 from ..monitor import Monitor
-from ..neuron import sync_threshold_stats
 from . import distributed
 from .build import (
     Run,

@@ -1,7 +1,7 @@
 r"""``sj-ext report RUN [RUN_B]``: the figures of the papers, for your runs.
 
 :func:`write_report` reads run folders (``metrics.json``, ``recipe.yaml`` and
-the monitor records ``monitor/<name>.jsonl`` of :mod:`sj_ext.monitor`) and
+the monitor records ``monitor/<name>.jsonl`` of :mod:`sj_ext.app.monitor`) and
 writes PNG figures (matplotlib, Agg canvas) and one ``report.md`` showing
 them. With two runs every figure overlays or sets side by side both (e.g. a
 fixed against an adaptive threshold). A run without a monitor's records has
@@ -21,7 +21,7 @@ Figures (:data:`FIGURES`):
   with the default :math:`a_0 = v_0 = 1` all but equals :math:`\sigma_t` near 1
   (the caption says so);
 * ``grad_reach.png`` -- per layer and step, the fraction of neurons whose
-  surrogate gradient is non-zero (:mod:`sj_ext.monitor`);
+  surrogate gradient is non-zero (:mod:`sj_ext.app.monitor`);
 * ``group_rate.png`` -- per grouped layer, firing rate per group (rows) and
   step (columns), last epoch;
 * ``curriculum.png`` -- confidence :math:`\sigma^*_i` against per-sample loss
@@ -29,12 +29,12 @@ Figures (:data:`FIGURES`):
   samples (:math:`\ell_i < \tau`); mean :math:`\sigma^*` of easy and hard samples;
 
 and in ``report.md`` a table of operations and energy per inference (SNN
-beside the same network as an ANN, :mod:`sj_ext.energy`) from the last
+beside the same network as an ANN, :mod:`sj_ext.app.energy`) from the last
 epoch's ``energy`` record. A missing or empty folder, a missing, truncated,
 empty or wrongly typed ``metrics.json``, or a damaged ``recipe.yaml`` raises
 :class:`ReportError` naming the file; a damaged monitor line or record is
 skipped with a warning naming file and line. The figures are drawn by
-:mod:`sj_ext.report_figures`: layers are named by their module path in the net
+:mod:`sj_ext.app.report.figures`: layers are named by their module path in the net
 (``layer2.0.residual.2 (AdaptiveThresholdLIF)``), and panels that compare one
 quantity across layers or runs share their y range.
 """
@@ -46,11 +46,11 @@ from pathlib import Path
 
 import yaml
 
-from .class_health import accuracy_warnings, weight_warnings
-from .report_figures import CAPTIONS, FIGURES, figures, per_epoch_class_rates
-from .runfiles import MonitorFileWarning, read_records
-from .safe_yaml import YamlInputError, read_text
-from .safe_yaml import load as load_yaml
+from ..class_health import accuracy_warnings, weight_warnings
+from ..runfiles import MonitorFileWarning, read_records
+from ..safe_yaml import YamlInputError, read_text
+from ..safe_yaml import load as load_yaml
+from .figures import CAPTIONS, FIGURES, figures, per_epoch_class_rates
 
 __all__ = ["FIGURES", "ReportError", "RunRecords", "load_run", "write_report"]
 
@@ -171,7 +171,7 @@ def load_run(path: str | Path, label: str | None = None) -> RunRecords:
     """Read a run folder written by ``sj-ext train``.
 
     Damaged monitor lines or records are skipped with a
-    :class:`~sj_ext.monitor.MonitorFileWarning` naming file and line (or record).
+    :class:`~sj_ext.app.monitor.MonitorFileWarning` naming file and line (or record).
 
     :raises ReportError: the folder is missing; ``metrics.json`` is missing,
         truncated, not valid JSON, holds no finished epoch or a wrongly typed
@@ -258,7 +258,7 @@ def _energy(runs) -> list[str]:
 
 
 def _class_warnings(runs) -> list[str]:
-    """The collapse warnings (:mod:`sj_ext.class_health`) of each run's last epoch."""
+    """The collapse warnings (:mod:`sj_ext.app.class_health`) of each run's last epoch."""
     found = []
     for run in runs:
         last = run.metrics["epochs"][-1]

@@ -1,6 +1,6 @@
 r"""The figures of ``sj-ext report``: one function per figure, all on one epoch axis.
 
-Each figure function takes the runs (:class:`sj_ext.report.RunRecords`) and
+Each figure function takes the runs (:class:`sj_ext.app.report.RunRecords`) and
 returns ``None`` (no run has the records it draws) or ``(figure, labels of
 the runs it shows)``; :func:`figures` lists them by file name, :data:`CAPTIONS`
 gives each its heading and caption in ``report.md``. Adding a figure is a
@@ -18,8 +18,8 @@ y range, and heatmaps of one quantity their colour range, so that they compare.
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from .class_health import WEIGHT_RATIO_MIN, summed_class_rates
-from .report_axes import (
+from ..class_health import WEIGHT_RATIO_MIN, summed_class_rates
+from .axes import (
     EPOCH_AXIS,
     epoch_axis,
     figure,

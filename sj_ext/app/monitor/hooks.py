@@ -1,8 +1,8 @@
 """The :class:`Monitor`: hooks on a network's neurons, their surrogates and the loss.
 
 On a sampled batch it attaches forward hooks, reads what :mod:`.measures`
-turns into records, appends them through :mod:`sj_ext.runfiles` and removes the
-hooks; what each monitor records is described in :mod:`sj_ext.monitor`.
+turns into records, appends them through :mod:`sj_ext.app.runfiles` and removes the
+hooks; what each monitor records is described in :mod:`sj_ext.app.monitor`.
 """
 
 from contextlib import contextmanager
@@ -12,10 +12,10 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based.neuron import BaseNode
 
+from ...functional.adaptive_lif import surrogate_derivative
+from ...functional.grouping import group_views
+from ...neuron.base import RunningThresholdLIFBase
 from ..class_health import accuracy_warnings, class_rates, summed_class_rates, weight_warnings
-from ..functional.adaptive_lif import surrogate_derivative
-from ..functional.grouping import group_views
-from ..neuron.base import RunningThresholdLIFBase
 from ..runfiles import MONITORS, append_record, keep_epochs
 from .measures import Recorder, curriculum_record, floats, is_grouped, threshold_entry
 
@@ -322,7 +322,7 @@ class Monitor:
     def class_warnings(self, epoch: int) -> list[str]:
         """Collapse warnings from the curriculum samples of the epoch just ended, then reset.
 
-        See :mod:`sj_ext.class_health`; the per-class accuracy here is on the
+        See :mod:`sj_ext.app.class_health`; the per-class accuracy here is on the
         sampled training batches.
         """
         rates, self._class_records = summed_class_rates(self._class_records), []

@@ -7,8 +7,8 @@ recipe file, applies ``--set`` overrides (:func:`apply_overrides`) and checks
 all of that (:func:`check_schema`); ``args`` mappings are free-form here.
 This module imports only PyYAML and the foundations (no torch, no builder), so
 a misspelt or hostile recipe is refused in a fraction of a second;
-:mod:`sj_ext.recipe` then checks the names and ``args`` against the builders.
-Files are parsed by :mod:`sj_ext.safe_yaml` (bounded size, values and depth).
+:mod:`sj_ext.app.recipe` then checks the names and ``args`` against the builders.
+Files are parsed by :mod:`sj_ext.app.safe_yaml` (bounded size, values and depth).
 """
 
 import copy
@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from .options import BACKENDS, DEFAULT_BACKEND
-from .registry import did_you_mean
+from ..options import BACKENDS, DEFAULT_BACKEND
+from ..registry import did_you_mean
 from .runfiles import MONITORS
 from .safe_yaml import YamlInputError, read_text
 from .safe_yaml import load as safe_load
@@ -278,7 +278,7 @@ def apply_overrides(recipe: dict, overrides: list[str], source: str = "<recipe>"
 def read_recipe(path: str | Path, overrides: list[str] = ()) -> dict:
     """Read a YAML recipe, apply ``--set`` overrides, and :func:`check_schema` it.
 
-    :raises RecipeError: the file cannot be read, is refused by :mod:`sj_ext.safe_yaml`,
+    :raises RecipeError: the file cannot be read, is refused by :mod:`sj_ext.app.safe_yaml`,
         is not valid YAML, or fails the schema
     """
     source = str(path)

@@ -1,4 +1,4 @@
-r"""The drawing kit of the report's figures (:mod:`sj_ext.report_figures`).
+r"""The drawing kit of the report's figures (:mod:`sj_ext.app.report.figures`).
 
 Selecting records (the last epoch's, the layers the runs name), labelling layers,
 and laying out axes: every plot over training shares the x axis :data:`EPOCH_AXIS`

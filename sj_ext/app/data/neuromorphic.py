@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..registry import DATASETS
+from ...registry import DATASETS
 from .files import download_or_raise, file_check, not_found, require_root
 from .spec import DataSpec
 
@@ -289,7 +289,7 @@ def _event_spec(
     roll: int,
     cache_dir,
 ):
-    """``(dataset, indices)`` pairs for train and test -> a :class:`~sj_ext.data.DataSpec`."""
+    """``(dataset, indices)`` pairs for train and test -> a :class:`~sj_ext.app.data.DataSpec`."""
     (train_events, train_idx), (test_events, test_idx) = train, test
     if cache_dir is None:
         cache_dir = Path(train_events.location_on_system) / "frames"

@@ -1,6 +1,6 @@
 r"""``sj-ext compare RESULTS.json``: each arm of a sweep against a baseline, paired by seed.
 
-A sweep's results file (:mod:`sj_ext.sweep`) holds one run object per arm
+A sweep's results file (:mod:`sj_ext.app.sweep`) holds one run object per arm
 (configuration ``name``) and ``seed``. A *claim* asks whether some arms beat a
 baseline arm::
 

@@ -28,7 +28,7 @@ __all__ = [
     "keep_epochs",
 ]
 
-#: the monitors a run records, each into ``OUT/monitor/<name>.jsonl`` (see :mod:`sj_ext.monitor`)
+#: the monitors a run records, each into ``OUT/monitor/<name>.jsonl`` (:mod:`sj_ext.app.monitor`)
 MONITORS = ("firing_rate", "threshold", "grad_reach", "group_rate", "curriculum", "energy")
 
 

@@ -1,30 +1,29 @@
 """Recipes: YAML (pure data) -> a checked, fully resolved nested dict.
 
 A recipe names everything it builds; the registries of :mod:`sj_ext.registry`
-turn the names into objects (importing this module imports :mod:`sj_ext.data`,
+turn the names into objects (importing this module imports :mod:`sj_ext.app.data`,
 :mod:`~sj_ext.models`, :mod:`~sj_ext.neuron`, :mod:`~sj_ext.surrogate`,
-:mod:`~sj_ext.loss` and :mod:`~sj_ext.optim`, which fill them). First
-:mod:`sj_ext.schema` (no torch) checks the keys, types and ranges:
-:data:`~sj_ext.schema.SCHEMA` lists every key, its type and its default;
+:mod:`~sj_ext.loss` and :mod:`~sj_ext.app.optim`, which fill them). First
+:mod:`sj_ext.app.schema` (no torch) checks the keys, types and ranges:
+:data:`~sj_ext.app.schema.SCHEMA` lists every key, its type and its default;
 ``args`` mappings are free-form there and checked here against the named
 builder's signature. Keys every recipe has, with fixed meanings:
 ``data.root``, ``data.batch_size``, ``data.T`` (time steps), ``train.epochs``,
 ``train.limit_train_batches`` / ``train.limit_eval_batches`` (cap batches per
 epoch; null = all), ``data.train_samples`` / ``data.test_samples`` (a fixed
 subset of a split, the same for every seed; null = all), ``train.device``
-('auto' | 'cpu' | 'cuda'), ``seed``. :data:`~sj_ext.schema.RANGES` bounds the numbers
+('auto' | 'cpu' | 'cuda'), ``seed``. :data:`~sj_ext.app.schema.RANGES` bounds the numbers
 (``optim.lr`` finite and positive, ``data.T`` at most ``MAX_T``, ...); each
 dataset's own argument checks run too. Files are parsed by
-:mod:`sj_ext.safe_yaml` (bounded size, values and depth).
+:mod:`sj_ext.app.safe_yaml` (bounded size, values and depth).
 """
 
 import inspect
 import re
 from pathlib import Path
 
-# every package registers its builders where they are defined, on import
-from . import data, loss, models, neuron, optim, surrogate  # noqa: F401
-from .registry import (
+from .. import loss, models, neuron, surrogate  # noqa: F401
+from ..registry import (
     DATASETS,
     LOSSES,
     MODELS,
@@ -33,6 +32,9 @@ from .registry import (
     SCHEDULES,
     SURROGATES,
 )
+
+# every package registers its builders where they are defined, on import
+from . import data, optim  # noqa: F401
 from .safe_yaml import load as safe_load
 from .schema import (
     SCHEMA,

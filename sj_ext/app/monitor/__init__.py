@@ -54,10 +54,10 @@ nothing depends on a recipe's names. The monitors (:data:`MONITORS`):
     \sigma^*_i`, that share over the class's sample share (``weight_ratio``; 1
     = what plain averaging gives), mean :math:`\sigma^*` and the batch accuracy.
     :meth:`Monitor.class_warnings` turns an epoch's samples into collapse
-    warnings (:mod:`sj_ext.class_health`).
+    warnings (:mod:`sj_ext.app.class_health`).
 ``energy``
     once per epoch, synaptic operations and energy per inference of the SNN
-    beside the same network as an ANN (:func:`sj_ext.energy.estimate_energy`)
+    beside the same network as an ANN (:func:`sj_ext.app.energy.estimate_energy`)
     on the first test samples; written by :meth:`Monitor.epoch_end`.
 
 Records: ``{"epoch": e (1-based), "batch": i (0-based), "progress": e - 1 +

@@ -7,7 +7,7 @@ Every number is written as a Python float rounded to 6 significant digits
 import torch
 import torch.nn as nn
 
-from ..neuron.base import RunningThresholdLIFBase
+from ...neuron.base import RunningThresholdLIFBase
 
 __all__ = ["floats", "per_step", "is_grouped", "Recorder", "threshold_entry", "curriculum_record"]
 

@@ -4,15 +4,15 @@
 building anything: CUDA for ``train.device: cuda`` and for the CuPy backend,
 CuPy itself for ``neuron.backend: cupy``, and the dataset's files under
 ``data.root`` (the very check the dataset's builder runs first,
-:func:`sj_ext.data.files.check_files`; skipped when ``data.args.download`` is set).
+:func:`sj_ext.app.data.files.check_files`; skipped when ``data.args.download`` is set).
 """
 
 import importlib.util
 
 import torch
 
+from ..fused_lif import INSTALL_HINT
 from .data.files import DatasetNotFoundError, check_files
-from .fused_lif import INSTALL_HINT
 
 __all__ = ["missing_here"]
 

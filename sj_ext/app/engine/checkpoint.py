@@ -6,7 +6,7 @@ SHA-256 digests the file may have. A write lists the old and the new digest
 while the file is being replaced and the new one alone afterwards, so a crash
 at any moment leaves a file its sidecar accepts; a damaged file (truncated,
 garbage, changed bytes inside a tensor) fails :func:`load_checkpoint`. Files are
-written through :mod:`sj_ext.runfiles` (``atomic_write`` and ``write_json`` are
+written through :mod:`sj_ext.app.runfiles` (``atomic_write`` and ``write_json`` are
 re-exported here).
 
 A checkpoint holds tensors and plain Python data only (numpy's random state is
