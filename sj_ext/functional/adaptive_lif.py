@@ -163,13 +163,12 @@ def fire_and_reset(h: torch.Tensor, threshold, params: LIFParameters):
         broadcastable to ``h``; ``sigma`` the detached :math:`\sigma_t`, or
         ``None`` when neither the threshold nor the surrogate needs it
     """
-    p = params
     sigma = None
-    if needs_stats(threshold, p.surrogate_function):
-        mu, sigma = membrane_stats(h, p.stats, p.stats_group)
+    if needs_stats(threshold, params.surrogate_function):
+        mu, sigma = membrane_stats(h, params.stats, params.stats_group)
     if threshold is None:
-        v_th = p.f_c * (mu + sigma)
+        v_th = params.f_c * (mu + sigma)
     else:
         v_th = torch.as_tensor(threshold, dtype=h.dtype, device=h.device)
-    spike = surrogate_spike(p.surrogate_function, h - v_th, sigma)
-    return spike, neuron_reset(h, spike, v_th, p.v_reset, p.detach_reset), v_th, sigma
+    spike = surrogate_spike(params.surrogate_function, h - v_th, sigma)
+    return spike, neuron_reset(h, spike, v_th, params.v_reset, params.detach_reset), v_th, sigma

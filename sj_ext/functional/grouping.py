@@ -303,24 +303,23 @@ def grouped_charge(x: torch.Tensor, v: torch.Tensor, k, params: LIFParameters):
         and ``v_reset`` are read
     :return: the charged membrane :math:`h_t` ``[N, *]`` in the layer's layout
     """
-    p = params
-    project = resolve_projection(p.projection, p.theta)
-    if chain_length(p) == 1:
-        return lif_charge(x, v, k, p.decay_input, p.v_reset)
+    project = resolve_projection(params.projection, params.theta)
+    if chain_length(params) == 1:
+        return lif_charge(x, v, k, params.decay_input, params.v_reset)
     charged = []
     for x_g, own in zip(
-        split_groups(x, p.dims, p.groups, p.window),
-        split_groups(v, p.dims, p.groups, p.window),
+        split_groups(x, params.dims, params.groups, params.window),
+        split_groups(v, params.dims, params.groups, params.window),
         strict=True,
     ):
         if charged:
             m = project(charged[-1], own)
             if m.shape != own.shape:
                 raise ValueError(
-                    f"projection {p.projection!r} returned shape {tuple(m.shape)} for groups of "
-                    f"shape {tuple(own.shape)}"
+                    f"projection {params.projection!r} returned shape {tuple(m.shape)} "
+                    f"for groups of shape {tuple(own.shape)}"
                 )
         else:
             m = own
-        charged.append(lif_charge(x_g, m, k, p.decay_input, p.v_reset))
-    return merge_groups(charged, p.dims, p.groups, p.window)
+        charged.append(lif_charge(x_g, m, k, params.decay_input, params.v_reset))
+    return merge_groups(charged, params.dims, params.groups, params.window)

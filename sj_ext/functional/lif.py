@@ -174,14 +174,13 @@ def lif_multi_step(x_seq: torch.Tensor, v: torch.Tensor, k, thresholds, params: 
     groups, ``spiking=False``, a surrogate without a closed form, a plain
     callable) autograd differentiates it step by step.
     """
-    p = params
-    sg = p.surrogate_function
-    if getattr(sg, "spiking", False) and chain_length(p) == 1:
+    sg = params.surrogate_function
+    if getattr(sg, "spiking", False) and chain_length(params) == 1:
         if has_closed_form(sg):
-            return _AdjointLIF.apply(x_seq, v, k, thresholds, p)
+            return _AdjointLIF.apply(x_seq, v, k, thresholds, params)
         _warn_no_closed_form(sg)
     spikes, v, _, v_th_seq, sigma_seq = run_steps(
-        partial(lif_step, k=k, params=p), x_seq, v, thresholds
+        partial(lif_step, k=k, params=params), x_seq, v, thresholds
     )
     return spikes, v, v_th_seq, sigma_seq
 
