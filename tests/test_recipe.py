@@ -282,7 +282,8 @@ def test_an_alias_bomb_is_refused_in_bounded_memory(tmp_path):
     path.write_text(alias_bomb(10, 10))
     limited = (
         "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)); "
-        "from sj_ext.app import safe_yaml; data = safe_yaml.load(safe_yaml.read_text(sys.argv[1])); "
+        "from sj_ext.app import safe_yaml; "
+        "data = safe_yaml.load(safe_yaml.read_text(sys.argv[1])); "
         "print('parsed', len(str(data)))"
     )
     out = subprocess.run(
