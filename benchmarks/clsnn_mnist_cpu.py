@@ -1,25 +1,31 @@
 """The headline figure: CL-SNN on the whole real MNIST with the recipe narrowed for a 2-core CPU.
 
-    python benchmarks/clsnn_mnist_cpu.py [--run runs/headline] [--threads 2]
-    python benchmarks/clsnn_mnist_cpu.py --run runs/headline --summarise
+    python benchmarks/clsnn_mnist_cpu.py [--seeds 0 1 2] [--threads 2]
+    python benchmarks/clsnn_mnist_cpu.py --summarise --runs runs/headline runs/headline_seed1
 
-Trains ``recipes/clsnn_mnist_cpu.yaml`` into ``--run`` with ``sj-ext train`` (the
-data first: ``python -m sj_ext data mnist --root data``), or, with ``--summarise``,
-reads a run folder that has finished. Writes
-``benchmarks/results/clsnn_mnist_cpu.json``: the final test accuracy (the test set
-read by the last epoch's evaluation; the per-epoch figures are the engine's
-log), the accuracy per class, the images trained and tested, each epoch's
-seconds and the run's wall time, from the run folder's first file
-(``recipe.yaml``) to its last (``metrics.json``).
+Trains ``recipes/clsnn_mnist_cpu.yaml`` once per seed with ``sj-ext train --set
+seed=S`` into ``runs/clsnn_mnist_cpu/seed<S>`` (the data first: ``python -m sj_ext
+data mnist --root data``), one run after the other, or, with ``--summarise``, reads
+run folders that have finished (``--runs``; each run's seed is its recipe's).
+Writes ``benchmarks/results/clsnn_mnist_cpu.json``: per run, the seed, the final
+test accuracy (the test set read by the last epoch's evaluation; the per-epoch
+figures are the engine's log), the accuracy per class, the images trained and
+tested, each epoch's seconds and the run's wall time, from the run folder's first
+file (``recipe.yaml``) to its last (``metrics.json``); over the runs, the mean,
+sample standard deviation, least and most of the final test accuracy and of the
+wall time.
 """
 
 import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "recipes/clsnn_mnist_cpu.yaml"
@@ -31,7 +37,8 @@ def summary(run: Path) -> dict:
     epochs = metrics["epochs"]
     wall = (run / "metrics.json").stat().st_mtime - (run / "recipe.yaml").stat().st_mtime
     return {
-        "recipe": RECIPE,
+        "run": str(run.relative_to(ROOT) if run.is_relative_to(ROOT) else run),
+        "seed": yaml.safe_load((run / "recipe.yaml").read_text())["seed"],
         "final_test_acc": metrics["final_test_acc"],
         "final_per_class_acc": metrics["final_per_class_acc"],
         "epochs": len(epochs),
@@ -40,29 +47,50 @@ def summary(run: Path) -> dict:
         "test_acc_per_epoch": [e["test_acc"] for e in epochs],
         "seconds_per_epoch": [round(e["seconds"], 1) for e in epochs],
         "wall_minutes": round(wall / 60, 1),
-        "cpu": f"{os.cpu_count()} cores, {platform.machine()}",
     }
+
+
+def spread(values: list[float]) -> dict:
+    """Mean, sample standard deviation (None for one value), least and most."""
+    sd = statistics.stdev(values) if len(values) > 1 else None
+    return {"mean": statistics.fmean(values), "sd": sd, "min": min(values), "max": max(values)}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", default="runs/headline", help="run folder")
-    parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of the run")
-    parser.add_argument("--summarise", action="store_true", help="read a finished run only")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds to train")
+    parser.add_argument("--runs", nargs="+", help="run folders (default: one per seed)")
+    parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of the runs")
+    parser.add_argument("--summarise", action="store_true", help="read finished runs only")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/clsnn_mnist_cpu.json"))
     args = parser.parse_args(argv)
-    run = ROOT / args.run
+    runs = [ROOT / r for r in args.runs or [f"runs/clsnn_mnist_cpu/seed{s}" for s in args.seeds]]
     if not args.summarise:
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-        command = [sys.executable, "-m", "sj_ext", "train", RECIPE, "--out", str(run)]
-        subprocess.run(command, check=True, env=env, cwd=ROOT)
-    result = summary(run)
-    result["threads"] = args.threads
+        for seed, run in zip(args.seeds, runs, strict=True):
+            command = [sys.executable, "-m", "sj_ext", "train", RECIPE, "--set", f"seed={seed}"]
+            subprocess.run([*command, "--out", str(run)], check=True, env=env, cwd=ROOT)
+    rows = [summary(run) for run in runs]
+    result = {
+        "recipe": RECIPE,
+        "cpu": f"{os.cpu_count()} cores, {platform.machine()}",
+        "threads": args.threads,
+        "final_test_acc": spread([r["final_test_acc"] for r in rows]),
+        "wall_minutes": spread([r["wall_minutes"] for r in rows]),
+        "runs": rows,
+    }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    for r in rows:
+        print(
+            f"seed {r['seed']}: final test accuracy {100 * r['final_test_acc']:.2f}% after "
+            f"{r['epochs']} epochs of {r['train_images_per_epoch']} images, "
+            f"{r['wall_minutes']} min wall"
+        )
+    acc = result["final_test_acc"]
+    sd = "" if acc["sd"] is None else f" ± {100 * acc['sd']:.2f}"
     print(
-        f"{RECIPE}: final test accuracy {100 * result['final_test_acc']:.2f}% after "
-        f"{result['epochs']} epochs of {result['train_images_per_epoch']} images, "
-        f"{result['wall_minutes']} min wall on {result['cpu']} ({args.threads} threads)"
+        f"{RECIPE}: {100 * acc['mean']:.2f}%{sd} over {len(rows)} seed(s), on {result['cpu']} "
+        f"({args.threads} threads); wall {result['wall_minutes']['max']} min at most"
     )
     return 0
 

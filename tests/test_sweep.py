@@ -16,9 +16,9 @@ from sj_ext.app.sweep import SweepError, load_grid, monitor_summary, recipe_dige
 
 RUN_KEYS = {
     "name", "method", "recipe", "overrides", "seed", "T", "epochs", "train_samples",
-    "test_samples", "device", "final_test_acc", "best_test_acc", "per_class_acc", "seconds",
-    "seconds_per_epoch", "spikes_per_image", "synops_per_image", "monitors", "recipe_sha256",
-    "run_dir",
+    "test_samples", "device", "final_test_acc", "best_test_acc", "best_val_acc", "per_class_acc",
+    "seconds", "seconds_per_epoch", "spikes_per_image", "synops_per_image", "monitors",
+    "recipe_sha256", "run_dir",
 }  # fmt: skip
 SHARED = {
     "train.epochs": 1,

@@ -375,8 +375,9 @@ def _run(args, recipe: dict | None = None) -> int:
             metrics = train(recipe, out if args.resume is True else _writable(out), args.resume)
             if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
                 return 0
+            split = "test" if metrics["best_val_acc"] is None else "val"
             print(
-                f"best test acc {metrics['best_test_acc']:.4f}, final "
+                f"best {split} acc {metrics[f'best_{split}_acc']:.4f}, final test acc "
                 f"{metrics['final_test_acc']:.4f}; run folder {out}"
             )
         else:

@@ -11,7 +11,9 @@ builder's signature. Keys every recipe has, with fixed meanings:
 ``data.root``, ``data.batch_size``, ``data.T`` (time steps), ``train.epochs``,
 ``train.limit_train_batches`` / ``train.limit_eval_batches`` (cap batches per
 epoch; null = all), ``data.train_samples`` / ``data.test_samples`` (a fixed
-subset of a split, the same for every seed; null = all), ``train.device``
+subset of a split, the same for every seed; null = all), ``data.val_samples`` (a
+fixed validation split carved from the training split: each epoch evaluates it and
+the test set is read once, after the last epoch), ``train.device``
 ('auto' | 'cpu' | 'cuda'), ``seed``. :data:`~sj_ext.app.schema.RANGES` bounds the numbers
 (``optim.lr`` finite and positive, ``data.T`` at most ``MAX_T``, ...); each
 dataset's own argument checks run too. Files are parsed by

@@ -17,7 +17,9 @@ import warnings
 from pathlib import Path
 
 __all__ = [
+    "EVAL_KEYS",
     "MONITORS",
+    "held_out_split",
     "MonitorFileWarning",
     "atomic_write",
     "write_json",
@@ -30,6 +32,21 @@ __all__ = [
 
 #: the monitors a run records, each into ``OUT/monitor/<name>.jsonl`` (:mod:`sj_ext.app.monitor`)
 MONITORS = ("firing_rate", "threshold", "grad_reach", "group_rate", "curriculum", "energy")
+
+
+#: the keys of an epoch record (``metrics.json``) that hold an evaluation of each split:
+#: accuracy, samples, accuracy per class. Every epoch evaluates the validation split
+#: when the run has one (``data.val_samples``), else the test set; a validation run
+#: evaluates the test set once, after its last epoch.
+EVAL_KEYS = {
+    "test": ("test_acc", "test_samples", "per_class_acc"),
+    "val": ("val_acc", "val_samples", "val_per_class_acc"),
+}
+
+
+def held_out_split(record: dict) -> str:
+    """The split an epoch record was evaluated on every epoch: ``'val'`` or ``'test'``."""
+    return "val" if EVAL_KEYS["val"][0] in record else "test"
 
 
 class MonitorFileWarning(UserWarning):

@@ -85,6 +85,13 @@ SCHEMA: dict = {
             OPT_INT, None, help="a fixed class-stratified subset of the training split; null = all"
         ),
         "test_samples": Field(OPT_INT, None, help="the same for the test split; null = all"),
+        "val_samples": Field(
+            OPT_INT,
+            None,
+            help="a fixed class-stratified validation split carved from the training split "
+            "(the same for every seed): each epoch evaluates it, the test set is read once, "
+            "after the last epoch; null = none (each epoch evaluates the test set)",
+        ),
         "args": Field(DICT, {}, help="dataset-specific arguments"),
     },
     "model": {
@@ -196,6 +203,7 @@ RANGES: dict[str, tuple] = {
     "data.num_workers": (lambda v: v >= 0, "must be >= 0"),
     "data.train_samples": (lambda v: v >= 1, "must be >= 1 or null (all)"),
     "data.test_samples": (lambda v: v >= 1, "must be >= 1 or null (all)"),
+    "data.val_samples": (lambda v: v >= 1, "must be >= 1 or null (none)"),
     "optim.lr": (lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0"),
     "optim.weight_decay": (lambda v: math.isfinite(v) and v >= 0, "must be finite and >= 0"),
     "schedule.warmup_epochs": (lambda v: v >= 0, "must be >= 0"),

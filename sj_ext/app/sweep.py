@@ -20,11 +20,12 @@ latest checkpoint, so a killed sweep continues where it stopped.
 After every run the JSON file is rewritten: ``{"grid", "runs": [...],
 "summary": [...]}``; a run object holds ``name, method, recipe, overrides``
 (all applied), ``seed, T, epochs, train_samples, test_samples`` (the counts of
-the last epoch), ``device, final_test_acc, best_test_acc, per_class_acc`` (the
+the last epoch), ``device, final_test_acc, best_test_acc, best_val_acc`` (one of the
+two bests is null: :func:`sj_ext.app.engine.train`), ``per_class_acc`` (the
 last epoch's), ``seconds`` (training + evaluation, summed over epochs) and
 ``run_dir``; a summary object per configuration holds ``name, method, n`` and
 the mean, the sample standard deviation (:math:`\frac{1}{n-1}`; ``None`` for
-``n = 1``) of ``final_test_acc`` and ``best_test_acc``, and the mean
+``n = 1``) of ``final_test_acc`` and ``best_test_acc`` (``None`` for validation runs), and the mean
 ``seconds``. The same table as markdown (mean ± std in %) is printed and
 written beside the JSON (``.md``).
 """
@@ -313,6 +314,7 @@ def _record(job: Job, metrics: dict) -> dict:
         "device": _device(job.recipe),
         "final_test_acc": metrics["final_test_acc"],
         "best_test_acc": metrics["best_test_acc"],
+        "best_val_acc": metrics["best_val_acc"],
         "per_class_acc": last.get("per_class_acc"),
         "seconds": seconds,
         "seconds_per_epoch": seconds / len(metrics["epochs"]),
@@ -324,7 +326,10 @@ def _record(job: Job, metrics: dict) -> dict:
     }
 
 
-def _mean_std(values: list[float]) -> dict:
+def _mean_std(values: list[float | None]) -> dict | None:
+    """Mean and sample std; None when a value is None (a validation run has no best test acc)."""
+    if None in values:
+        return None
     return {
         "mean": statistics.fmean(values),
         "std": statistics.stdev(values) if len(values) > 1 else None,
@@ -349,7 +354,9 @@ def summarise(runs: list[dict]) -> list[dict]:
     return summary
 
 
-def _pct(stat: dict) -> str:
+def _pct(stat: dict | None) -> str:
+    if stat is None:
+        return "–"
     std = "" if stat["std"] is None else f" ± {100 * stat['std']:.2f}"
     return f"{100 * stat['mean']:.2f}{std}"
 

@@ -20,6 +20,8 @@ class DataSpec:
     num_classes: int
     in_channels: int
     layout: str = "static"
+    #: carved from ``train`` by the engine (``data.val_samples``); builders leave it None
+    val: Dataset | None = None
 
     def __post_init__(self):
         if self.layout not in LAYOUTS:

@@ -17,7 +17,7 @@ from spikingjelly.activation_based import functional
 from ...models.layout import to_channels_last
 from ...registry import DATASETS, LOSSES, MODELS, NEURONS, OPTIMIZERS, SCHEDULES, SURROGATES
 from ..data import DataSpec, encode, to_time_major
-from ..data.subset import fixed_subset
+from ..data.subset import fixed_subset, split_off
 from ..recipe import RecipeError
 from . import distributed
 from .errors import TrainingError
@@ -87,8 +87,11 @@ class Run:
 
 
 def _subsets(data: DataSpec, d: dict) -> None:
-    """Cut the splits to ``data.train_samples`` / ``data.test_samples`` (fixed, seeded)."""
+    """Carve the validation split (``data.val_samples``) from the training split, then cut
+    the splits to ``data.train_samples`` / ``data.test_samples`` (all fixed, seeded)."""
     try:
+        if d["val_samples"] is not None:
+            data.train, data.val = split_off(data.train, d["val_samples"], "data.val_samples")
         data.train = fixed_subset(data.train, d["train_samples"], "data.train_samples")
         data.test = fixed_subset(data.test, d["test_samples"], "data.test_samples")
     except ValueError as e:

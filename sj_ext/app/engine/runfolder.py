@@ -4,7 +4,8 @@ Checkpoints (``OUT/checkpoints``, each with a ``.sha256`` sidecar, see :mod:`.ch
 
     latest.pt     the last completed epoch
     previous.pt   the epoch before (resume falls back to it when latest.pt is damaged)
-    best.pt       the epoch with the best test accuracy so far
+    best.pt       the epoch with the best accuracy so far on the split every epoch
+                  evaluates (the validation split when the run has one, else the test set)
 
 Every epoch end writes the new ``latest.pt`` to a temporary file, then moves
 ``latest.pt`` to ``previous.pt`` and the new file to ``latest.pt``, then writes
@@ -231,8 +232,9 @@ class RunFolder:
             failed[path] = str(e)
             return None
 
-    def reconcile(self, state: dict, metrics: dict) -> None:
-        """On resume: ``metrics.json`` from the resumed records; ``best.pt`` at their best epoch.
+    def reconcile(self, state: dict, metrics: dict, split: str) -> None:
+        """On resume: ``metrics.json`` from the resumed records; ``best.pt`` at their best epoch
+        (the best accuracy on ``split``, the split every epoch evaluates).
 
         ``best.pt`` is rewritten from ``state`` when ``state`` is the best epoch (a kill
         between the ``latest.pt`` and ``best.pt`` writes).
@@ -241,7 +243,7 @@ class RunFolder:
             return
         self._guarded(state["epoch"], lambda: write_json(self.metrics, metrics))
         best_epoch = next(
-            r["epoch"] for r in state["epochs"] if r["test_acc"] == state["best_test_acc"]
+            r["epoch"] for r in state["epochs"] if r[f"{split}_acc"] == state["best_acc"]
         )
         held = self._try(self.best, {})
         if held is not None and held["epoch"] == best_epoch:

@@ -6,9 +6,13 @@ registries (:mod:`sj_ext.registry`) by the names in the recipe (:mod:`.build`).
 Run folder layout::
 
     OUT/recipe.yaml              the resolved recipe
-    OUT/metrics.json             {"epochs": [...], "best_test_acc", "final_test_acc",
-                                  "final_per_class_acc"}; each epoch record has
-                                 "test_acc", "per_class_acc" (C floats, null: no sample)
+    OUT/metrics.json             {"epochs": [...], "best_test_acc", "best_val_acc",
+                                  "final_test_acc", "final_per_class_acc"}; each epoch
+                                 record has "test_acc", "test_samples", "per_class_acc"
+                                 (C floats, null: no sample), or with a validation split
+                                 (``data.val_samples``) "val_acc", "val_samples",
+                                 "val_per_class_acc", and the test keys in the last
+                                 epoch only: the test set is read once, at the end
     OUT/checkpoints/latest.pt    model, optimizer, scaler, epoch, RNG states,
     OUT/checkpoints/best.pt      the epoch records, the recipe and the process count (also
                                  previous.pt, and a .sha256 per checkpoint: see
@@ -36,6 +40,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset, default_col
 from ...neuron import sync_threshold_stats
 from ..class_health import accuracy_warnings
 from ..monitor import Monitor
+from ..runfiles import EVAL_KEYS
 from . import distributed
 from .build import (
     Run,
@@ -54,16 +59,24 @@ from .signals import StopSignals
 __all__ = ["TrainingError", "Preempted", "Run", "build_run", "train", "evaluate_checkpoint"]
 
 
+def eval_split(data) -> str:
+    """The split every epoch evaluates: ``'val'`` when the run has one, else ``'test'``."""
+    return "test" if data.val is None else "val"
+
+
 @torch.no_grad()
-def evaluate(model, recipe, data, device, info) -> tuple[float, int, list[float | None]]:
-    """Test accuracy over the test set, split across processes: ``(acc, count, per_class)``.
+def evaluate(
+    model, recipe, data, device, info, split: str = "test"
+) -> tuple[float, int, list[float | None]]:
+    """Accuracy over ``data``'s ``split`` ('test' or 'val'), split across processes:
+    ``(acc, count, per_class)``.
 
     ``acc`` = correct / count over all processes; ``per_class[c]`` = correct / count
     over the samples of class ``c`` (``data.num_classes`` entries; ``None`` for a class
-    with no test sample evaluated).
+    with no sample evaluated).
     """
     model.eval()
-    test = data.test
+    test = getattr(data, split)
     if info.enabled:
         test = Subset(test, range(info.rank, len(test), info.world_size))
     loader = DataLoader(
@@ -100,8 +113,9 @@ def _average_buffers(model: nn.Module, info, device) -> None:
 
 
 def _energy_input(run: Run, recipe: dict, device: torch.device) -> torch.Tensor:
-    """The first ``data.batch_size`` test samples, time-major (read without a loader: no RNG)."""
-    test = run.data.test
+    """The first ``data.batch_size`` samples of the evaluated split (:func:`eval_split`),
+    time-major (read without a loader: no RNG)."""
+    test = getattr(run.data, eval_split(run.data))
     x, _ = default_collate([test[i] for i in range(min(recipe["data"]["batch_size"], len(test)))])
     return time_major_input(x.to(device), recipe, run.data)
 
@@ -314,7 +328,8 @@ def _restore(run: Run, scaler, folder: RunFolder, recipe: dict) -> dict:
     run.optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
-    folder.reconcile(state, _metrics(state["epochs"], state["best_test_acc"]))
+    split = eval_split(run.data)
+    folder.reconcile(state, _metrics(state["epochs"], state["best_acc"], split), split)
     return state
 
 
@@ -349,7 +364,7 @@ def _train(recipe, folder: RunFolder, resume: bool, info, stop, log) -> dict:
         _start(s, resume)
         for epoch in range(s.start_epoch, recipe["train"]["epochs"]):
             _run_epoch(s, epoch)
-        return _metrics(s.records, s.best_acc)
+        return _metrics(s.records, s.best_acc, eval_split(s.run.data))
     finally:
         if s.writer is not None:
             s.writer.close()
@@ -378,7 +393,7 @@ def _start(s: _Training, resume: bool) -> None:
 def _resume(s: _Training) -> None:
     """Continue after the newest valid checkpoint, logging what the resume changes."""
     state = _restore(s.run, s.scaler, s.folder, s.recipe)
-    s.records, s.best_acc, s.start_epoch = state["epochs"], state["best_test_acc"], state["epoch"]
+    s.records, s.best_acc, s.start_epoch = state["epochs"], state["best_acc"], state["epoch"]
     s.log(f"resuming {s.folder.out} after epoch {s.start_epoch}")
     for change in resume_changes(state, s.recipe, len(s.run.data.train), s.info):
         s.log(f"note: {change}")
@@ -426,16 +441,22 @@ def _open_outputs(s: _Training) -> None:
 
 
 def _run_epoch(s: _Training, epoch: int) -> None:
-    """Epoch ``epoch`` (from 0): train, evaluate, warn, then record, log and checkpoint it."""
+    """Epoch ``epoch`` (from 0): train, evaluate, warn, then record, log and checkpoint it.
+
+    The epoch evaluates the validation split when the run has one, and the test set
+    after the last epoch only; else the test set.
+    """
     start = time.perf_counter()
     row = {"epoch": epoch + 1, "lr": learning_rate(s.run, s.recipe, epoch)}
     row.update(_train_or_stop(s, epoch))
-    row["test_acc"], row["test_samples"], row["per_class_acc"] = evaluate(
-        s.model, s.recipe, s.run.data, s.device, s.info
-    )
-    _epoch_warnings(s, epoch + 1, row["per_class_acc"])
+    split = eval_split(s.run.data)
+    last = epoch + 1 == s.recipe["train"]["epochs"]
+    for name in [split] + (["test"] if split == "val" and last else []):
+        scores = evaluate(s.model, s.recipe, s.run.data, s.device, s.info, name)
+        row.update(zip(EVAL_KEYS[name], scores, strict=True))
+    _epoch_warnings(s, epoch + 1, row[EVAL_KEYS[split][2]], split)
     row["seconds"] = time.perf_counter() - start
-    _record(s, row)
+    _record(s, row, split)
 
 
 def _train_or_stop(s: _Training, epoch: int) -> dict:
@@ -459,9 +480,10 @@ def _train_or_stop(s: _Training, epoch: int) -> dict:
     return scores
 
 
-def _epoch_warnings(s: _Training, epoch: int, per_class: list[float | None]) -> None:
+def _epoch_warnings(s: _Training, epoch: int, per_class: list[float | None], split: str) -> None:
     """Log the classes the epoch leaves behind; the monitor closes its epoch and adds its own."""
-    alerts = accuracy_warnings(per_class, f"epoch {epoch}: ")
+    what = "test accuracy" if split == "test" else "validation accuracy"
+    alerts = accuracy_warnings(per_class, f"epoch {epoch}: ", what)
     if s.monitor is not None:
         s.monitor.epoch_end(epoch, lambda: _energy_input(s.run, s.recipe, s.device))
         alerts += s.monitor.class_warnings(epoch)
@@ -469,27 +491,35 @@ def _epoch_warnings(s: _Training, epoch: int, per_class: list[float | None]) -> 
         s.log(f"warning: {warning}")
 
 
-def _record(s: _Training, row: dict) -> None:
-    """Keep the epoch's ``row``, log it, checkpoint the run and write its scalars."""
+def _record(s: _Training, row: dict, split: str) -> None:
+    """Keep the epoch's ``row``, log it, checkpoint the run and write its scalars.
+
+    ``best.pt`` follows the accuracy on ``split``, the split every epoch evaluates.
+    """
     s.records.append(row)
-    improved = row["test_acc"] > s.best_acc
-    s.best_acc = max(s.best_acc, row["test_acc"])
+    acc = row[EVAL_KEYS[split][0]]
+    improved = acc > s.best_acc
+    s.best_acc = max(s.best_acc, acc)
+    scores = " ".join(f"{k[:-4]} acc {row[k]:.4f}" for k in _ACCURACIES if k in row)
     s.log(
         f"epoch {row['epoch']}/{s.recipe['train']['epochs']}: loss {row['train_loss']:.4f} "
-        f"train acc {row['train_acc']:.4f} test acc {row['test_acc']:.4f} "
-        f"({row['seconds']:.1f} s)"
+        f"{scores} ({row['seconds']:.1f} s)"
     )
     state = _checkpoint(s.run, s.scaler, s.recipe, s.records, s.best_acc, s.info)
-    s.folder.save(state, improved, _metrics(s.records, s.best_acc))
+    s.folder.save(state, improved, _metrics(s.records, s.best_acc, split))
     _write_scalars(s.writer, row)
+
+
+_ACCURACIES = ("train_acc", "val_acc", "test_acc")
 
 
 def _write_scalars(writer, row: dict) -> None:
     """The epoch's losses, accuracies and rate in TensorBoard (the main process only)."""
     if writer is None:
         return
-    for key in ("train_loss", "train_acc", "test_acc", "lr"):
-        writer.add_scalar(key, row[key], row["epoch"])
+    for key in ("train_loss", *_ACCURACIES, "lr"):
+        if key in row:
+            writer.add_scalar(key, row[key], row["epoch"])
     writer.flush()
 
 
@@ -502,7 +532,7 @@ def _checkpoint(run: Run, scaler, recipe: dict, records: list[dict], best_acc: f
         "scaler": scaler.state_dict(),
         "epoch": records[-1]["epoch"],
         "epochs": records,
-        "best_test_acc": best_acc,
+        "best_acc": best_acc,  # on the split every epoch evaluates
         "recipe": recipe,
         "rng": rng_state(),
         "world_size": info.world_size,
@@ -553,12 +583,18 @@ def _quiet(*args, **kwargs):
     pass
 
 
-def _metrics(records: list[dict], best_acc: float) -> dict:
+def _metrics(records: list[dict], best_acc: float, split: str) -> dict:
+    """``metrics.json``: the records; the best accuracy on ``split`` (the other best is null:
+    with a validation split the test set has no best, being read once); the last epoch's
+    test accuracy (null until a validation run's last epoch) and accuracy per class."""
+    last = records[-1] if records else {}
+    best = best_acc if records else None
     return {
         "epochs": records,
-        "best_test_acc": best_acc if records else None,
-        "final_test_acc": records[-1]["test_acc"] if records else None,
-        "final_per_class_acc": records[-1].get("per_class_acc") if records else None,
+        "best_test_acc": best if split == "test" else None,
+        "best_val_acc": best if split == "val" else None,
+        "final_test_acc": last.get("test_acc"),
+        "final_per_class_acc": last.get("per_class_acc"),
     }
 
 

@@ -9,7 +9,8 @@ no such figure; only ``metrics.json`` (one finished epoch) is required.
 
 Figures (:data:`FIGURES`):
 
-* ``training_curves.png`` -- training loss; training and test accuracy per epoch;
+* ``training_curves.png`` -- training loss; training and held-out accuracy per epoch
+  (the validation split's when the run has one, else the test set's);
 * ``firing_rate.png`` -- heatmap of the firing rate :math:`r_t` per layer (rows)
   and time step (columns), averaged over the last epoch's sampled batches;
   the mean rate of every layer over training;
@@ -47,7 +48,7 @@ from pathlib import Path
 import yaml
 
 from ..class_health import accuracy_warnings, weight_warnings
-from ..runfiles import MonitorFileWarning, read_records
+from ..runfiles import EVAL_KEYS, MonitorFileWarning, held_out_split, read_records
 from ..safe_yaml import YamlInputError, read_text
 from ..safe_yaml import load as load_yaml
 from .figures import CAPTIONS, FIGURES, figures, per_epoch_class_rates
@@ -88,7 +89,7 @@ _KEYS = {  # what the figures read from each monitor's records, and what each mu
         "assumptions": _is(list),
     },
 }
-_EPOCH_KEYS = {"epoch": _is(int), "train_loss": _number, "train_acc": _number, "test_acc": _number}
+_EPOCH_KEYS = {"epoch": _is(int), "train_loss": _number, "train_acc": _number}
 
 
 class ReportError(RuntimeError):
@@ -131,9 +132,12 @@ def _read_metrics(path: Path) -> dict:
         raise ReportError(f"{path}: holds no finished epoch")
     for number, row in enumerate(epochs, 1):
         problem = _problem(row, _EPOCH_KEYS) if isinstance(row, dict) else "is not a mapping"
+        if not problem:
+            key = EVAL_KEYS[held_out_split(row)][0]
+            problem = _problem(row, {key: _number})
         if problem:
             raise ReportError(f"{path}: epoch record {number} {problem}")
-    for key in ("best_test_acc", "final_test_acc"):
+    for key in ("best_test_acc", "best_val_acc", "final_test_acc"):
         if not _number_or_null(metrics.get(key)):
             raise ReportError(f"{path}: {key!r} is {type(metrics[key]).__name__}, not a number")
     return metrics
@@ -204,9 +208,17 @@ def _section(recipe: dict, key: str) -> dict:
     return section if isinstance(section, dict) else {}
 
 
+def _best(metrics: dict) -> str:
+    """The best accuracy of the split every epoch evaluated; ``(val)``: a validation split."""
+    if metrics.get("best_val_acc") is not None:
+        return f"{_fmt(metrics['best_val_acc'])} (val)"
+    return _fmt(metrics.get("best_test_acc"))
+
+
 def _summary(runs) -> list[str]:
     lines = [
-        "| run | folder | model | neuron | loss | T | epochs | best test acc | final test acc |",
+        "| run | folder | model | neuron | loss | T | epochs | best held-out acc "
+        "| final test acc |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
@@ -219,7 +231,7 @@ def _summary(runs) -> list[str]:
         m = run.metrics
         lines.append(
             f"| {run.label} | `{run.path}` | {name('model')} | {name('neuron')} | {name('loss')} "
-            f"| {T} | {len(m['epochs'])} | {_fmt(m.get('best_test_acc'))} "
+            f"| {T} | {len(m['epochs'])} | {_best(m)} "
             f"| {_fmt(m.get('final_test_acc'))} |"
         )
     return lines
@@ -263,7 +275,9 @@ def _class_warnings(runs) -> list[str]:
     for run in runs:
         last = run.metrics["epochs"][-1]
         where = f"{run.label}, epoch {last['epoch']}: "
-        found += accuracy_warnings(last.get("per_class_acc"), where)
+        split = "test" if "per_class_acc" in last else held_out_split(last)
+        what = "test accuracy" if split == "test" else "validation accuracy"
+        found += accuracy_warnings(last.get(EVAL_KEYS[split][2]), where, what)
         weights = per_epoch_class_rates(run)
         if weights:
             epoch = max(weights)

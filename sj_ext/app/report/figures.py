@@ -19,6 +19,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from ..class_health import WEIGHT_RATIO_MIN, summed_class_rates
+from ..runfiles import EVAL_KEYS, held_out_split
 from .axes import (
     EPOCH_AXIS,
     epoch_axis,
@@ -62,7 +63,9 @@ def _training_curves(runs, epochs: int):
         done = [r["epoch"] for r in rows]
         color = f"C{i}"
         loss_ax.plot(done, [r["train_loss"] for r in rows], color=color, label=run.label)
-        acc_ax.plot(done, [r["test_acc"] for r in rows], color=color, label=f"{run.label} test")
+        split = held_out_split(rows[0])
+        acc = [r[EVAL_KEYS[split][0]] for r in rows]
+        acc_ax.plot(done, acc, color=color, label=f"{run.label} {split}")
         acc_ax.plot(
             done, [r["train_acc"] for r in rows], ":", color=color, label=f"{run.label} train"
         )
@@ -256,26 +259,24 @@ def _class_lines(ax, epochs: list[int], rows: list[list], title: str, ylabel: st
 def _classes(runs, epochs: int):
     panels = []
     for run in runs:
-        acc = [
-            (r["epoch"], r["per_class_acc"])
-            for r in run.metrics["epochs"]
-            if r.get("per_class_acc")
-        ]
+        split = held_out_split(run.metrics["epochs"][0])
+        key = EVAL_KEYS[split][2]
+        acc = [(r["epoch"], r[key]) for r in run.metrics["epochs"] if r.get(key)]
         weights = per_epoch_class_rates(run)
         if acc or weights:
-            panels.append((run, acc, weights))
+            panels.append((run, split, acc, weights))
     if not panels:
         return None
     fig, axes = figure(len(panels), 2, width=5.0)
-    for row, (run, acc, weights) in enumerate(panels):
+    for row, (run, split, acc, weights) in enumerate(panels):
         acc_ax, weight_ax = axes[row, 0], axes[row, 1]
         if acc:
             _class_lines(
                 acc_ax,
                 [e for e, _ in acc],
                 [a for _, a in acc],
-                f"{run.label}: test accuracy per class",
-                "test accuracy",
+                f"{run.label}: {split} accuracy per class",
+                f"{split} accuracy",
             )
             acc_ax.legend(fontsize=6, ncol=2, title="class", title_fontsize=6)
         if weights:
@@ -292,7 +293,7 @@ def _classes(runs, epochs: int):
             epoch_axis(ax, epochs)
     for column in axes.T:
         share_y(list(column))
-    return fig, [run.label for run, _, _ in panels]
+    return fig, [panel[0].label for panel in panels]
 
 
 def figures(runs) -> dict:
