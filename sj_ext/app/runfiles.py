@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 __all__ = [
+    "ACCURACY_NAMES",
     "EVAL_KEYS",
     "MONITORS",
     "held_out_split",
@@ -42,6 +43,8 @@ EVAL_KEYS = {
     "test": ("test_acc", "test_samples", "per_class_acc"),
     "val": ("val_acc", "val_samples", "val_per_class_acc"),
 }
+#: each split's accuracy in words, for warnings and labels
+ACCURACY_NAMES = {"test": "test accuracy", "val": "validation accuracy"}
 
 
 def held_out_split(record: dict) -> str:

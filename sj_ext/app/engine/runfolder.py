@@ -25,7 +25,7 @@ import socket
 from pathlib import Path
 
 from ..recipe import RESUMABLE_CHANGES, RecipeError, flatten, schema_defaults
-from ..runfiles import write_json
+from ..runfiles import EVAL_KEYS, write_json
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, set_aside
 from .errors import TrainingError
 
@@ -243,7 +243,7 @@ class RunFolder:
             return
         self._guarded(state["epoch"], lambda: write_json(self.metrics, metrics))
         best_epoch = next(
-            r["epoch"] for r in state["epochs"] if r[f"{split}_acc"] == state["best_acc"]
+            r["epoch"] for r in state["epochs"] if r[EVAL_KEYS[split][0]] == state["best_acc"]
         )
         held = self._try(self.best, {})
         if held is not None and held["epoch"] == best_epoch:

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset, default_col
 from ...neuron import sync_threshold_stats
 from ..class_health import accuracy_warnings
 from ..monitor import Monitor
-from ..runfiles import EVAL_KEYS
+from ..runfiles import ACCURACY_NAMES, EVAL_KEYS
 from . import distributed
 from .build import (
     Run,
@@ -76,11 +76,11 @@ def evaluate(
     with no sample evaluated).
     """
     model.eval()
-    test = getattr(data, split)
+    dataset = getattr(data, split)
     if info.enabled:
-        test = Subset(test, range(info.rank, len(test), info.world_size))
+        dataset = Subset(dataset, range(info.rank, len(dataset), info.world_size))
     loader = DataLoader(
-        test, batch_size=recipe["data"]["batch_size"], num_workers=recipe["data"]["num_workers"]
+        dataset, batch_size=recipe["data"]["batch_size"], num_workers=recipe["data"]["num_workers"]
     )
     limit = recipe["train"]["limit_eval_batches"]
     C = data.num_classes
@@ -115,8 +115,9 @@ def _average_buffers(model: nn.Module, info, device) -> None:
 def _energy_input(run: Run, recipe: dict, device: torch.device) -> torch.Tensor:
     """The first ``data.batch_size`` samples of the evaluated split (:func:`eval_split`),
     time-major (read without a loader: no RNG)."""
-    test = getattr(run.data, eval_split(run.data))
-    x, _ = default_collate([test[i] for i in range(min(recipe["data"]["batch_size"], len(test)))])
+    samples = getattr(run.data, eval_split(run.data))
+    n = min(recipe["data"]["batch_size"], len(samples))
+    x, _ = default_collate([samples[i] for i in range(n)])
     return time_major_input(x.to(device), recipe, run.data)
 
 
@@ -482,13 +483,16 @@ def _train_or_stop(s: _Training, epoch: int) -> dict:
 
 def _epoch_warnings(s: _Training, epoch: int, per_class: list[float | None], split: str) -> None:
     """Log the classes the epoch leaves behind; the monitor closes its epoch and adds its own."""
-    what = "test accuracy" if split == "test" else "validation accuracy"
-    alerts = accuracy_warnings(per_class, f"epoch {epoch}: ", what)
+    alerts = accuracy_warnings(per_class, f"epoch {epoch}: ", ACCURACY_NAMES[split])
     if s.monitor is not None:
         s.monitor.epoch_end(epoch, lambda: _energy_input(s.run, s.recipe, s.device))
         alerts += s.monitor.class_warnings(epoch)
     for warning in alerts:
         s.log(f"warning: {warning}")
+
+
+#: the accuracies an epoch record may hold, in the order the log and TensorBoard give them
+_ACCURACIES = ("train_acc", "val_acc", "test_acc")
 
 
 def _record(s: _Training, row: dict, split: str) -> None:
@@ -508,9 +512,6 @@ def _record(s: _Training, row: dict, split: str) -> None:
     state = _checkpoint(s.run, s.scaler, s.recipe, s.records, s.best_acc, s.info)
     s.folder.save(state, improved, _metrics(s.records, s.best_acc, split))
     _write_scalars(s.writer, row)
-
-
-_ACCURACIES = ("train_acc", "val_acc", "test_acc")
 
 
 def _write_scalars(writer, row: dict) -> None:

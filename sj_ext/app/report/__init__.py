@@ -48,7 +48,13 @@ from pathlib import Path
 import yaml
 
 from ..class_health import accuracy_warnings, weight_warnings
-from ..runfiles import EVAL_KEYS, MonitorFileWarning, held_out_split, read_records
+from ..runfiles import (
+    ACCURACY_NAMES,
+    EVAL_KEYS,
+    MonitorFileWarning,
+    held_out_split,
+    read_records,
+)
 from ..safe_yaml import YamlInputError, read_text
 from ..safe_yaml import load as load_yaml
 from .figures import CAPTIONS, FIGURES, figures, per_epoch_class_rates
@@ -276,8 +282,7 @@ def _class_warnings(runs) -> list[str]:
         last = run.metrics["epochs"][-1]
         where = f"{run.label}, epoch {last['epoch']}: "
         split = "test" if "per_class_acc" in last else held_out_split(last)
-        what = "test accuracy" if split == "test" else "validation accuracy"
-        found += accuracy_warnings(last.get(EVAL_KEYS[split][2]), where, what)
+        found += accuracy_warnings(last.get(EVAL_KEYS[split][2]), where, ACCURACY_NAMES[split])
         weights = per_epoch_class_rates(run)
         if weights:
             epoch = max(weights)
