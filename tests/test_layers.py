@@ -48,6 +48,7 @@ APP = [
         "app.engine.errors",
         "app.engine.signals",
         "app.engine.distributed",
+        "app.engine.host_memory",
     ),
     ("app.data", "app.optim"),  # the application's registered components
     ("app.monitor", "app.energy", "app.report", "app.preflight"),  # what the methods do

@@ -53,6 +53,7 @@ from .build import (
 )
 from .checkpoint import load_checkpoint, rng_state, set_rng_state
 from .errors import Preempted, TrainingError
+from .host_memory import keep_freed_memory
 from .runfolder import RecipeMismatch, RunFolder
 from .signals import StopSignals
 
@@ -377,6 +378,8 @@ def _start(s: _Training, resume: bool) -> None:
     """Build the run on its device, resume it when asked, and open what the epochs write."""
     t = s.recipe["train"]
     s.device = pick_device(t["device"], s.info)
+    if s.device.type == "cpu":
+        keep_freed_memory()
     seed_everything(s.recipe["seed"])
     s.run = build_run(s.recipe, s.device)
     s.scaler = torch.amp.GradScaler(
