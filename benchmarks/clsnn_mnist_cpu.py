@@ -2,6 +2,7 @@
 
     python benchmarks/clsnn_mnist_cpu.py [--seeds 0 1 2] [--threads 2]
     python benchmarks/clsnn_mnist_cpu.py --summarise --runs runs/headline runs/headline_seed1
+    python benchmarks/clsnn_mnist_cpu.py --seeds 1 --add
 
 Trains ``recipes/clsnn_mnist_cpu.yaml`` once per seed with ``sj-ext train --set
 seed=S`` into ``runs/clsnn_mnist_cpu/seed<S>`` (the data first: ``python -m sj_ext
@@ -13,7 +14,9 @@ figures are the engine's log), the accuracy per class, the images trained and
 tested, each epoch's seconds and the run's wall time, from the run folder's first
 file (``recipe.yaml``) to its last (``metrics.json``); over the runs, the mean,
 sample standard deviation, least and most of the final test accuracy and of the
-wall time.
+wall time. With ``--add``, the runs already in that file are kept, except those of
+a seed read again, so that seeds trained on different days (or machines, whose run
+folders are gone) are summarised together.
 """
 
 import argparse
@@ -62,6 +65,7 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", nargs="+", help="run folders (default: one per seed)")
     parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of the runs")
     parser.add_argument("--summarise", action="store_true", help="read finished runs only")
+    parser.add_argument("--add", action="store_true", help="keep the results file's other seeds")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/clsnn_mnist_cpu.json"))
     args = parser.parse_args(argv)
     runs = [ROOT / r for r in args.runs or [f"runs/clsnn_mnist_cpu/seed{s}" for s in args.seeds]]
@@ -71,6 +75,10 @@ def main(argv=None) -> int:
             command = [sys.executable, "-m", "sj_ext", "train", RECIPE, "--set", f"seed={seed}"]
             subprocess.run([*command, "--out", str(run)], check=True, env=env, cwd=ROOT)
     rows = [summary(run) for run in runs]
+    if args.add and Path(args.out).exists():
+        seeds = {r["seed"] for r in rows}
+        kept = [r for r in json.loads(Path(args.out).read_text())["runs"] if r["seed"] not in seeds]
+        rows = sorted(kept + rows, key=lambda r: r["seed"])
     result = {
         "recipe": RECIPE,
         "cpu": f"{os.cpu_count()} cores, {platform.machine()}",

@@ -66,7 +66,10 @@ def test_quickstart_reaches_its_accuracy_target(quickstart_run):
     assert load_recipe(out / "recipe.yaml") == load_recipe(QUICKSTART, ["train.device=cpu"])
     assert any((out / "tb").iterdir())
     best = load_checkpoint(out / "checkpoints" / "best.pt")
-    assert best["best_acc"] == metrics["best_test_acc"]
+    assert max(r["test_acc"] for r in best["epochs"]) == metrics["best_test_acc"]
+    assert best["epoch"] == next(
+        r["epoch"] for r in metrics["epochs"] if r["test_acc"] == metrics["best_test_acc"]
+    )
     assert {"model", "optimizer", "scaler", "epoch", "rng", "loss"} <= best.keys()
 
 
@@ -335,6 +338,26 @@ def test_sigterm_stops_cleanly_and_the_printed_command_resumes_exactly(tmp_path,
     assert resumed.returncode == 0, resumed.stderr
     final = json.loads((out / "metrics.json").read_text())
     assert epochs_without_time(final) == epochs_without_time(uninterrupted)
+
+
+def test_a_checkpoint_of_an_earlier_version_resumes_exactly(tmp_path, uninterrupted):
+    """Earlier versions kept the best accuracy under a key of its own (``best_test_acc``);
+    the resume takes the best from the epoch records, so such a run continues as it was."""
+    out = tmp_path / "run"
+    assert stop_run(out, "SIGTERM", 1, 15).returncode == 128 + 15  # latest.pt: epoch 2
+    latest, best = out / "checkpoints" / "latest.pt", out / "checkpoints" / "best.pt"
+    state = load_checkpoint(latest)
+    assert "best_acc" not in state  # the records are the one source of the best
+    state["best_test_acc"] = max(row["test_acc"] for row in state["epochs"])
+    save_checkpoint(latest, state)
+    best.unlink()  # rewritten by the resume, at the records' best epoch
+    resumed = run_cli("train", str(QUICKSTART), "--out", str(out), "--resume", *SHORT_SETS)
+    assert resumed.returncode == 0, resumed.stderr
+    final = json.loads((out / "metrics.json").read_text())
+    assert epochs_without_time(final) == epochs_without_time(uninterrupted)
+    assert final["best_test_acc"] == uninterrupted["best_test_acc"]
+    top = max(final["epochs"], key=lambda row: row["test_acc"])["epoch"]
+    assert load_checkpoint(best)["epoch"] == top
 
 
 def test_a_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(tmp_path):

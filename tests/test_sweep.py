@@ -6,13 +6,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import QUICKSTART
+from helpers import QUICKSTART, ROOT
 
 import sj_ext.app.sweep
 from sj_ext.app.cli import main
 from sj_ext.app.recipe import RecipeError
 from sj_ext.app.runfiles import append_record
-from sj_ext.app.sweep import SweepError, load_grid, monitor_summary, recipe_digest
+from sj_ext.app.sweep import (
+    SweepError,
+    load_grid,
+    markdown,
+    monitor_summary,
+    recipe_digest,
+    summarise,
+)
 
 RUN_KEYS = {
     "name", "method", "recipe", "overrides", "seed", "T", "epochs", "train_samples",
@@ -86,6 +93,31 @@ def test_the_json_holds_every_run_and_a_recomputable_summary(swept):
     table = (tmp / "r.md").read_text()
     mean, std = (100 * result["summary"][1]["final_test_acc"][k] for k in ("mean", "std"))
     assert f"| plain_ce | ce | 2 | {mean:.2f} ± {std:.2f} |" in table
+
+
+def test_the_summary_averages_the_best_of_the_split_each_run_evaluated():
+    """Validation runs: the best validation accuracy is averaged, the test best is null."""
+    runs = [
+        {"name": "val", "method": "m", "final_test_acc": t, "best_test_acc": None,
+         "best_val_acc": v, "seconds": 10.0}
+        for t, v in [(0.91, 0.93), (0.89, 0.96), (0.90, 0.93)]
+    ]  # fmt: skip
+    [s] = summarise(runs)
+    assert s["best_test_acc"] is None
+    assert s["best_val_acc"]["mean"] == pytest.approx(0.94)
+    assert s["best_val_acc"]["std"] == pytest.approx((6e-4 / 2) ** 0.5)  # deviations -1, +2, -1 %
+    assert "| val | m | 3 | 90.00 ± 1.00 | – | 94.00 ± 1.73 | 10 |" in markdown([s])
+
+
+def test_a_results_file_from_before_validation_splits_is_summarised_as_it_was():
+    """The committed study's rows have no ``best_val_acc``: a rerun that skips them keeps
+    its summary, with the validation best null."""
+    committed = json.loads((ROOT / "benchmarks/results/claims_mnist_runs.json").read_text())
+    assert not any("best_val_acc" in r for r in committed["runs"])
+    summary = summarise(committed["runs"])
+    assert [s["best_val_acc"] for s in summary] == [None] * len(committed["summary"])
+    for new, old in zip(summary, committed["summary"], strict=True):
+        assert {k: new[k] for k in old} == old
 
 
 def test_a_rerun_skips_finished_runs_and_resumes_unfinished_ones(swept, monkeypatch, capsys):

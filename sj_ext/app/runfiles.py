@@ -19,6 +19,7 @@ from pathlib import Path
 __all__ = [
     "ACCURACY_NAMES",
     "EVAL_KEYS",
+    "best_accuracy",
     "MONITORS",
     "held_out_split",
     "MonitorFileWarning",
@@ -45,6 +46,11 @@ EVAL_KEYS = {
 }
 #: each split's accuracy in words, for warnings and labels
 ACCURACY_NAMES = {"test": "test accuracy", "val": "validation accuracy"}
+
+
+def best_accuracy(records: list[dict], split: str) -> float | None:
+    """The best accuracy on ``split`` over the epoch records (None before the first epoch)."""
+    return max((r[EVAL_KEYS[split][0]] for r in records), default=None)
 
 
 def held_out_split(record: dict) -> str:

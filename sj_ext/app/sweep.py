@@ -25,9 +25,10 @@ two bests is null: :func:`sj_ext.app.engine.train`), ``per_class_acc`` (the
 last epoch's), ``seconds`` (training + evaluation, summed over epochs) and
 ``run_dir``; a summary object per configuration holds ``name, method, n`` and
 the mean, the sample standard deviation (:math:`\frac{1}{n-1}`; ``None`` for
-``n = 1``) of ``final_test_acc`` and ``best_test_acc`` (``None`` for validation runs), and the mean
-``seconds``. The same table as markdown (mean ± std in %) is printed and
-written beside the JSON (``.md``).
+``n = 1``) of ``final_test_acc``, ``best_test_acc`` and ``best_val_acc`` (``None``
+where the runs lack it: a run has one of the two bests), and the mean ``seconds``.
+The same table as markdown (mean ± std in %) is printed and written beside the
+JSON (``.md``).
 """
 
 import fcntl
@@ -327,7 +328,7 @@ def _record(job: Job, metrics: dict) -> dict:
 
 
 def _mean_std(values: list[float | None]) -> dict | None:
-    """Mean and sample std; None when a value is None (a validation run has no best test acc)."""
+    """Mean and sample std; None when a value is None (a run has one of the two bests)."""
     if None in values:
         return None
     return {
@@ -348,6 +349,8 @@ def summarise(runs: list[dict]) -> list[dict]:
                 "n": len(rows),
                 "final_test_acc": _mean_std([r["final_test_acc"] for r in rows]),
                 "best_test_acc": _mean_std([r["best_test_acc"] for r in rows]),
+                # rows recorded before runs had a validation split lack the key
+                "best_val_acc": _mean_std([r.get("best_val_acc") for r in rows]),
                 "seconds": statistics.fmean(r["seconds"] for r in rows),
             }
         )
@@ -364,13 +367,14 @@ def _pct(stat: dict | None) -> str:
 def markdown(summary: list[dict]) -> str:
     """The summary as a markdown table (accuracies in %, mean ± sample std over seeds)."""
     lines = [
-        "| configuration | method | seeds | final test acc (%) | best test acc (%) | s / run |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| configuration | method | seeds | final test acc (%) | best test acc (%) "
+        "| best val acc (%) | s / run |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s in summary:
         lines.append(
             f"| {s['name']} | {s['method']} | {s['n']} | {_pct(s['final_test_acc'])} | "
-            f"{_pct(s['best_test_acc'])} | {s['seconds']:.0f} |"
+            f"{_pct(s['best_test_acc'])} | {_pct(s['best_val_acc'])} | {s['seconds']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -25,7 +25,7 @@ import socket
 from pathlib import Path
 
 from ..recipe import RESUMABLE_CHANGES, RecipeError, flatten, schema_defaults
-from ..runfiles import EVAL_KEYS, write_json
+from ..runfiles import EVAL_KEYS, best_accuracy, write_json
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, set_aside
 from .errors import TrainingError
 
@@ -242,9 +242,8 @@ class RunFolder:
         if not self.writer or not state["epochs"]:
             return
         self._guarded(state["epoch"], lambda: write_json(self.metrics, metrics))
-        best_epoch = next(
-            r["epoch"] for r in state["epochs"] if r[EVAL_KEYS[split][0]] == state["best_acc"]
-        )
+        best = best_accuracy(state["epochs"], split)
+        best_epoch = next(r["epoch"] for r in state["epochs"] if r[EVAL_KEYS[split][0]] == best)
         held = self._try(self.best, {})
         if held is not None and held["epoch"] == best_epoch:
             return

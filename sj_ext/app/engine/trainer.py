@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset, default_col
 from ...neuron import sync_threshold_stats
 from ..class_health import accuracy_warnings
 from ..monitor import Monitor
-from ..runfiles import ACCURACY_NAMES, EVAL_KEYS
+from ..runfiles import ACCURACY_NAMES, EVAL_KEYS, best_accuracy
 from . import distributed
 from .build import (
     Run,
@@ -199,7 +199,6 @@ class _Training:
     model: nn.Module | None = None  # run.model, or its DistributedDataParallel wrapper
     scaler: torch.amp.GradScaler | None = None
     records: list[dict] = field(default_factory=list)
-    best_acc: float = -1.0
     start_epoch: int = 0
     monitor: Monitor | None = None
     writer: object = None  # the main process's TensorBoard SummaryWriter
@@ -331,7 +330,7 @@ def _restore(run: Run, scaler, folder: RunFolder, recipe: dict) -> dict:
     scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
     split = eval_split(run.data)
-    folder.reconcile(state, _metrics(state["epochs"], state["best_acc"], split), split)
+    folder.reconcile(state, _metrics(state["epochs"], split), split)
     return state
 
 
@@ -366,7 +365,7 @@ def _train(recipe, folder: RunFolder, resume: bool, info, stop, log) -> dict:
         _start(s, resume)
         for epoch in range(s.start_epoch, recipe["train"]["epochs"]):
             _run_epoch(s, epoch)
-        return _metrics(s.records, s.best_acc, eval_split(s.run.data))
+        return _metrics(s.records, eval_split(s.run.data))
     finally:
         if s.writer is not None:
             s.writer.close()
@@ -397,7 +396,7 @@ def _start(s: _Training, resume: bool) -> None:
 def _resume(s: _Training) -> None:
     """Continue after the newest valid checkpoint, logging what the resume changes."""
     state = _restore(s.run, s.scaler, s.folder, s.recipe)
-    s.records, s.best_acc, s.start_epoch = state["epochs"], state["best_acc"], state["epoch"]
+    s.records, s.start_epoch = state["epochs"], state["epoch"]
     s.log(f"resuming {s.folder.out} after epoch {s.start_epoch}")
     for change in resume_changes(state, s.recipe, len(s.run.data.train), s.info):
         s.log(f"note: {change}")
@@ -503,17 +502,16 @@ def _record(s: _Training, row: dict, split: str) -> None:
 
     ``best.pt`` follows the accuracy on ``split``, the split every epoch evaluates.
     """
+    best = best_accuracy(s.records, split)
+    improved = best is None or row[EVAL_KEYS[split][0]] > best
     s.records.append(row)
-    acc = row[EVAL_KEYS[split][0]]
-    improved = acc > s.best_acc
-    s.best_acc = max(s.best_acc, acc)
     scores = " ".join(f"{k[:-4]} acc {row[k]:.4f}" for k in _ACCURACIES if k in row)
     s.log(
         f"epoch {row['epoch']}/{s.recipe['train']['epochs']}: loss {row['train_loss']:.4f} "
         f"{scores} ({row['seconds']:.1f} s)"
     )
-    state = _checkpoint(s.run, s.scaler, s.recipe, s.records, s.best_acc, s.info)
-    s.folder.save(state, improved, _metrics(s.records, s.best_acc, split))
+    state = _checkpoint(s.run, s.scaler, s.recipe, s.records, s.info)
+    s.folder.save(state, improved, _metrics(s.records, split))
     _write_scalars(s.writer, row)
 
 
@@ -527,7 +525,7 @@ def _write_scalars(writer, row: dict) -> None:
     writer.flush()
 
 
-def _checkpoint(run: Run, scaler, recipe: dict, records: list[dict], best_acc: float, info) -> dict:
+def _checkpoint(run: Run, scaler, recipe: dict, records: list[dict], info) -> dict:
     """Everything a resume needs, after the epoch ``records[-1]``."""
     return {
         "model": run.model.state_dict(),
@@ -536,7 +534,6 @@ def _checkpoint(run: Run, scaler, recipe: dict, records: list[dict], best_acc: f
         "scaler": scaler.state_dict(),
         "epoch": records[-1]["epoch"],
         "epochs": records,
-        "best_acc": best_acc,  # on the split every epoch evaluates
         "recipe": recipe,
         "rng": rng_state(),
         "world_size": info.world_size,
@@ -587,12 +584,12 @@ def _quiet(*args, **kwargs):
     pass
 
 
-def _metrics(records: list[dict], best_acc: float, split: str) -> dict:
+def _metrics(records: list[dict], split: str) -> dict:
     """``metrics.json``: the records; the best accuracy on ``split`` (the other best is null:
     with a validation split the test set has no best, being read once); the last epoch's
     test accuracy (null until a validation run's last epoch) and accuracy per class."""
     last = records[-1] if records else {}
-    best = best_acc if records else None
+    best = best_accuracy(records, split)
     return {
         "epochs": records,
         "best_test_acc": best if split == "test" else None,
