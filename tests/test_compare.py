@@ -287,3 +287,61 @@ def test_compare_loads_no_torch(tmp_path, results, run_python):
         "print(sorted(m for m in ('torch', 'spikingjelly') if m in sys.modules))"
     )
     assert run_python(code).splitlines()[-1] == "[]"
+
+
+# --------------------------------------------------------------------------------- interactions
+
+
+def test_an_interaction_is_the_paired_difference_of_two_claims_effects():
+    rng = np.random.default_rng(3)
+    accs = {name: list(0.9 + 0.01 * rng.standard_normal(5)) for name in ("sf", "sa", "df", "da")}
+    accs["da"] = accs["da"][:4]  # seed 4 missing in one arm: dropped from the interaction
+    results = {
+        "runs": arms_of(accs),
+        "claims": [
+            {"name": "shallow", "question": "", "baseline": "sf", "arms": ["sa"]},
+            {"name": "deep", "question": "", "baseline": "df", "arms": ["da"]},
+        ],
+        "interactions": [
+            {
+                "name": "depth",
+                "question": "larger deep?",
+                "minuend": "deep",
+                "subtrahend": "shallow",
+            }
+        ],
+    }
+    (item,) = compare(results)["interactions"]
+    e = [(accs["da"][s] - accs["df"][s]) - (accs["sa"][s] - accs["sf"][s]) for s in range(4)]
+    low, high = stats.t.interval(0.95, 3, loc=np.mean(e), scale=stats.sem(e))
+    assert item["diff"]["seeds"] == [0, 1, 2, 3] and item["diff"]["n"] == 4
+    assert item["diff"]["mean"] == pytest.approx(np.mean(e), abs=1e-12)
+    assert (item["diff"]["low"], item["diff"]["high"]) == pytest.approx((low, high), abs=1e-12)
+    expected = "larger" if low > 0 else "smaller" if high < 0 else "inside the noise"
+    assert item["verdict"] == expected
+    assert "## depth (interaction): larger deep?" in markdown(compare(results))
+    results["interactions"][0]["subtrahend"] = "nope"
+    with pytest.raises(ValueError, match=r"interactions\[0\].subtrahend: 'nope' is no claim"):
+        compare(results)
+
+
+def test_a_clear_interaction_is_larger_and_its_reverse_smaller():
+    results = {
+        "runs": arms_of(
+            {
+                "sf": BASE,
+                "sa": BASE,
+                "df": BASE,
+                "da": [b + d for b, d in zip(BASE, [0.02, 0.021, 0.019, 0.02, 0.022], strict=True)],
+            }
+        ),
+        "claims": [
+            {"name": "shallow", "question": "", "baseline": "sf", "arms": ["sa"]},
+            {"name": "deep", "question": "", "baseline": "df", "arms": ["da"]},
+        ],
+        "interactions": [
+            {"name": "d", "question": "", "minuend": "deep", "subtrahend": "shallow"},
+            {"name": "r", "question": "", "minuend": "shallow", "subtrahend": "deep"},
+        ],
+    }
+    assert [i["verdict"] for i in compare(results)["interactions"]] == ["larger", "smaller"]

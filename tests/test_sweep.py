@@ -211,6 +211,23 @@ def test_claims_name_configurations_and_reach_the_results_file(tmp_path, capsys)
     assert "expected K/N" in capsys.readouterr().err
 
 
+def test_interactions_name_claims_of_one_arm_and_reach_the_results_file(tmp_path):
+    claim = {"name": "c", "question": "q?", "baseline": "plain_ce", "arms": ["clsnn"]}
+    other = {**claim, "name": "d"}
+    item = {"name": "i", "question": "larger?", "minuend": "c", "subtrahend": "d"}
+    grid = write_grid(tmp_path / "g.yaml", claims=[claim, other], interactions=[item])
+    assert main(["sweep", str(grid), "--out", str(tmp_path / "runs"), "--json",
+                 str(tmp_path / "r.json"), "--seeds", "0", "--only", "plain_ce"]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "r.json").read_text())["interactions"] == [item]
+    bad = write_grid(tmp_path / "g.yaml", claims=[claim], interactions=[item])
+    with pytest.raises(SweepError, match=r"interactions\[0\].subtrahend: 'd' is no claim"):
+        load_grid(bad, tmp_path)
+    alone = {**other, "arms": ["plain_ce"]}  # nothing besides the baseline
+    bad = write_grid(tmp_path / "g.yaml", claims=[claim, alone], interactions=[item])
+    with pytest.raises(SweepError, match="claim 'd' must have one arm besides its baseline"):
+        load_grid(bad, tmp_path)
+
+
 def test_monitor_summary_condenses_the_records(tmp_path):
     folder = tmp_path / "monitor"
     for epoch, rates in [(1, [0.9, 0.9]), (2, [0.1, 0.3]), (2, [0.3, 0.5])]:

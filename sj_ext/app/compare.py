@@ -37,6 +37,18 @@ interval). It assumes the :math:`d_s` roughly normal and independent; with 3--5
 seeds :math:`t_{0.975, n-1}` is large (4.30 for :math:`n = 3`), so only clear
 differences leave the noise.
 
+An *interaction* asks whether one claim's effect is larger than another's (a
+method's gain in a deeper net against a shallower one, say). For two claims
+:math:`A` and :math:`B` of one arm each it takes, seed by seed,
+
+.. math::
+
+    e_s = \bigl(\mathrm{acc}_{a_A}(s) - \mathrm{acc}_{b_A}(s)\bigr)
+        - \bigl(\mathrm{acc}_{a_B}(s) - \mathrm{acc}_{b_B}(s)\bigr)
+
+on the seeds all four arms ran, and the same mean and Student t interval of the
+:math:`e_s`; the verdict is ``larger``, ``smaller`` or ``inside the noise``.
+
 Per arm the table also gives the mean and sample standard deviation
 (:math:`\frac{1}{n-1}`) of the accuracy over all its seeds, the per-class
 accuracy averaged over seeds and its worst class, and the mean seconds, spikes
@@ -72,6 +84,8 @@ __all__ = [
 
 CONFIDENCE = 0.95  #: the confidence of the intervals :func:`compare` gives
 VERDICTS = ("better", "worse", "inside the noise")  #: of an arm against its baseline
+#: of an interaction: the first claim's effect against the second's
+INTERACTION_VERDICTS = dict(zip(VERDICTS, ("larger", "smaller", "inside the noise"), strict=True))
 _VERDICT_COLORS = {"better": "C2", "worse": "C3", "inside the noise": "0.45"}
 
 
@@ -296,7 +310,48 @@ def compare(results: dict, baseline: str | None = None) -> dict:
         rows = [_arm(claim["baseline"], base, None)]
         rows += [_arm(name, arms[name], base) for name in dict.fromkeys(names[1:])]
         table.append({**claim, "arms": rows})
-    return {"grid": results.get("grid"), "confidence": CONFIDENCE, "claims": table}
+    return {
+        "grid": results.get("grid"),
+        "confidence": CONFIDENCE,
+        "claims": table,
+        "interactions": _interactions(results.get("interactions") or [], table),
+    }
+
+
+def _effect(claim: dict) -> dict[int, float]:
+    """``{seed: accuracy of the claim's one arm - its baseline's}`` on the seeds both ran."""
+    base, arm = claim["arms"][0], claim["arms"][1]
+    return {
+        s: arm["acc"][arm["seeds"].index(s)] - base["acc"][base["seeds"].index(s)]
+        for s in arm["diff"]["seeds"]
+    }
+
+
+def _interactions(items, table: list[dict]) -> list[dict]:
+    """Each interaction's paired difference of two claims' effects (the module's docstring)."""
+    if not isinstance(items, list):
+        raise CompareError("'interactions' is not a list of interaction objects")
+    by_name = {c["name"]: c for c in table}
+    out = []
+    for i, item in enumerate(items):
+        where = f"interactions[{i}]"
+        if not isinstance(item, dict):
+            raise CompareError(f"{where} is not an object")
+        effects = []
+        for key in ("minuend", "subtrahend"):
+            claim = by_name.get(item.get(key))
+            if claim is None or len(claim["arms"]) != 2:
+                raise CompareError(
+                    f"{where}.{key}: {item.get(key)!r} is no claim of one arm besides its "
+                    f"baseline (claims: {', '.join(by_name)})"
+                )
+            effects.append(_effect(claim))
+        seeds = sorted(set(effects[0]) & set(effects[1]))
+        diff = paired_difference([effects[0][s] for s in seeds], [effects[1][s] for s in seeds])
+        diff["seeds"] = seeds
+        verdict = INTERACTION_VERDICTS[_verdict(diff)]
+        out.append({**item, "diff": diff, "verdict": verdict})
+    return out
 
 
 # ----------------------------------------------------------------------------------- markdown
@@ -357,6 +412,15 @@ def markdown(table: dict) -> str:
                 f"| {arm['verdict'] or '–'} |"
             )
         lines.append("")
+    for item in table.get("interactions", []):
+        lines += [
+            f"## {item['name']} (interaction): {item['question']}",
+            "",
+            f"Per seed, ({item['minuend']}: arm - baseline) - ({item['subtrahend']}: arm - "
+            f"baseline), in percentage points, with its {level}% Student t interval: "
+            f"{_delta(item['diff'])}, {item['verdict']}.",
+            "",
+        ]
     return "\n".join(lines)
 
 

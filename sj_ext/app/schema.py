@@ -138,6 +138,12 @@ SCHEMA: dict = {
         "sync_threshold_stats": Field(
             BOOL, False, help="all-reduce adaptive-threshold statistics across processes"
         ),
+        "precise_bn": Field(
+            OPT_INT,
+            None,
+            help="after the last epoch, re-estimate every BatchNorm's running statistics "
+            "over this many training batches before the final evaluation; null = off",
+        ),
     },
     "monitor": {
         "every": Field(
@@ -211,6 +217,7 @@ RANGES: dict[str, tuple] = {
     "train.limit_train_batches": (lambda v: v >= 1, "must be >= 1 or null (all)"),
     "train.limit_eval_batches": (lambda v: v >= 1, "must be >= 1 or null (all)"),
     "train.grad_clip": (lambda v: v > 0, "must be > 0 or null (no clipping)"),
+    "train.precise_bn": (lambda v: v >= 1, "must be >= 1 or null (off)"),
     "monitor.every": (lambda v: v >= 1, "must be >= 1 or null (off)"),
     "monitor.reach_eps": (lambda v: 0 <= v < 1, "must lie in [0, 1)"),
 }

@@ -17,6 +17,11 @@ then the command line's ``--set`` (each ``key.path: value`` as ``sj-ext train
 ``metrics.json`` holds every epoch) and resumes interrupted ones from their
 latest checkpoint, so a killed sweep continues where it stopped.
 
+A grid may also name ``claims`` (``{name, question, baseline, arms}``: arms to
+compare with a baseline arm, :mod:`sj_ext.app.compare`) and ``interactions``
+(``{name, question, minuend, subtrahend}``: two claims of one arm each, whose
+effects are compared seed by seed); both are copied into the results file.
+
 After every run the JSON file is rewritten: ``{"grid", "runs": [...],
 "summary": [...]}``; a run object holds ``name, method, recipe, overrides``
 (all applied), ``seed, T, epochs, train_samples, test_samples`` (the counts of
@@ -50,8 +55,9 @@ from .runfiles import read_records, write_json
 __all__ = ["METHODS", "SweepError", "Job", "load_grid", "run_sweep", "summarise", "markdown"]
 
 METHODS = ("ce", "mse", "clsnn", "ds_atgo", "ds_atgo_fixed", "grouping", "lif", "lif_t1", "tet")
-_GRID_KEYS = {"seeds", "overrides", "configurations", "claims"}
+_GRID_KEYS = {"seeds", "overrides", "configurations", "claims", "interactions"}
 _CLAIM_KEYS = {"name", "question", "baseline", "arms"}
+_INTERACTION_KEYS = {"name", "question", "minuend", "subtrahend"}
 _CONFIG_KEYS = {"name", "method", "recipe", "overrides"}
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
@@ -142,7 +148,17 @@ def _read_grid(path: Path) -> dict:
         raise SweepError(f"{source}: configuration names must be unique, {twice[0]!r} repeats")
     shared = _mapping(grid.get("overrides"), f"{source}: overrides")
     claims = [_check_claim(c, i, source, names) for i, c in enumerate(grid.get("claims") or [])]
-    return {"seeds": seeds, "overrides": shared, "configurations": configs, "claims": claims}
+    interactions = [
+        _check_interaction(x, i, source, claims)
+        for i, x in enumerate(grid.get("interactions") or [])
+    ]
+    return {
+        "seeds": seeds,
+        "overrides": shared,
+        "configurations": configs,
+        "claims": claims,
+        "interactions": interactions,
+    }
 
 
 def _check_claim(claim, i: int, source: str, names: list[str]) -> dict:
@@ -161,9 +177,31 @@ def _check_claim(claim, i: int, source: str, names: list[str]) -> dict:
     return claim
 
 
-def read_claims(path: str | Path) -> list[dict]:
-    """The ``claims`` of a grid file (``[]`` when it names none)."""
-    return _read_grid(Path(path))["claims"]
+def _check_interaction(item, i: int, source: str, claims: list[dict]) -> dict:
+    """An interaction: ``{name, question, minuend, subtrahend}``, each of the two a claim of
+    one arm besides its baseline (its effect is that arm minus the baseline, per seed)."""
+    where = f"{source}: interactions[{i}]"
+    if not isinstance(item, dict) or set(item) != _INTERACTION_KEYS:
+        raise SweepError(f"{where}: expected a mapping with exactly {sorted(_INTERACTION_KEYS)}")
+    by_name = {c["name"]: c for c in claims}
+    for key in ("minuend", "subtrahend"):
+        claim = by_name.get(item[key])
+        if claim is None:
+            raise SweepError(
+                f"{where}.{key}: {item[key]!r} is no claim of the grid ({', '.join(by_name)})"
+            )
+        if len([a for a in claim["arms"] if a != claim["baseline"]]) != 1:
+            raise SweepError(
+                f"{where}.{key}: claim {item[key]!r} must have one arm besides its baseline"
+            )
+    return item
+
+
+def read_claims(path: str | Path) -> dict:
+    """``{"claims": [...], "interactions": [...]}`` of a grid file (empty lists when it
+    names none)."""
+    grid = _read_grid(Path(path))
+    return {"claims": grid["claims"], "interactions": grid["interactions"]}
 
 
 def load_grid(
@@ -397,7 +435,7 @@ def _locked(json_path: Path):
         yield
 
 
-def _write(json_path: Path, grid: str, claims: list[dict], record: dict) -> dict:
+def _write(json_path: Path, grid: str, questions: dict, record: dict) -> dict:
     """Merge ``record`` into the results file (replacing the same name and seed), under the lock."""
     with _locked(json_path):
         runs = [
@@ -407,7 +445,7 @@ def _write(json_path: Path, grid: str, claims: list[dict], record: dict) -> dict
         ]
         runs.append(record)
         summary = summarise(runs)
-        result = {"grid": grid, "claims": claims, "runs": runs, "summary": summary}
+        result = {"grid": grid, **questions, "runs": runs, "summary": summary}
         write_json(json_path, result)
         json_path.with_suffix(".md").write_text(markdown(summary))
     return result
@@ -423,8 +461,8 @@ def run_sweep(grid: str | Path, jobs: list[Job], json_path: str | Path, log=prin
     Returns ``{"grid", "claims", "runs", "summary"}`` as last written.
     """
     json_path = Path(json_path)
-    claims = read_claims(grid)
-    result = {"grid": str(grid), "claims": claims, **_read_results(json_path)}
+    questions = read_claims(grid)
+    result = {"grid": str(grid), **questions, **_read_results(json_path)}
     for i, job in enumerate(jobs, 1):
         tag = f"[{i}/{len(jobs)}] {job.name} seed {job.seed}"
         if _recorded(job, json_path) is not None:
@@ -436,7 +474,7 @@ def run_sweep(grid: str | Path, jobs: list[Job], json_path: str | Path, log=prin
         else:
             log(f"{tag}: training in {job.run_dir}")  # train says when it resumes
             metrics = train(job.recipe, job.run_dir, resume="auto", log=log)
-        result = _write(json_path, str(grid), claims, _record(job, metrics))
+        result = _write(json_path, str(grid), questions, _record(job, metrics))
     result.setdefault("runs", [])
     result["summary"] = summarise(result["runs"])
     return result

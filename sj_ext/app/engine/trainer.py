@@ -54,6 +54,7 @@ from .build import (
 from .checkpoint import load_checkpoint, rng_state, set_rng_state
 from .errors import Preempted, TrainingError
 from .host_memory import keep_freed_memory
+from .precise_bn import recompute_batch_norm
 from .runfolder import RecipeMismatch, RunFolder
 from .signals import StopSignals
 
@@ -447,19 +448,38 @@ def _run_epoch(s: _Training, epoch: int) -> None:
     """Epoch ``epoch`` (from 0): train, evaluate, warn, then record, log and checkpoint it.
 
     The epoch evaluates the validation split when the run has one, and the test set
-    after the last epoch only; else the test set.
+    after the last epoch only; else the test set. The last epoch re-estimates the
+    BatchNorm statistics first when ``train.precise_bn`` asks (:func:`_precise_bn`).
     """
     start = time.perf_counter()
     row = {"epoch": epoch + 1, "lr": learning_rate(s.run, s.recipe, epoch)}
     row.update(_train_or_stop(s, epoch))
     split = eval_split(s.run.data)
     last = epoch + 1 == s.recipe["train"]["epochs"]
+    if last and s.recipe["train"]["precise_bn"]:
+        row["precise_bn_batches"] = _precise_bn(s, epoch + 1)
     for name in [split] + (["test"] if split == "val" and last else []):
         scores = evaluate(s.model, s.recipe, s.run.data, s.device, s.info, name)
         row.update(zip(EVAL_KEYS[name], scores, strict=True))
     _epoch_warnings(s, epoch + 1, row[EVAL_KEYS[split][2]], split)
     row["seconds"] = time.perf_counter() - start
     _record(s, row, split)
+
+
+def _precise_bn(s: _Training, epoch: int) -> int:
+    """Re-estimate the BatchNorm statistics over ``train.precise_bn`` training batches, in
+    the order of epoch ``epoch`` (fixed by the seed: a resumed run gets the same); under
+    DDP over each process's shard, then averaged. Returns the batches used."""
+
+    def forward(batch) -> None:
+        with autocast(s.recipe, s.device):
+            s.run.model(time_major_input(batch[0].to(s.device), s.recipe, s.run.data))
+        functional.reset_net(s.run.model)
+
+    loader = _train_loader(s.run, s.recipe, s.info, epoch)
+    used = recompute_batch_norm(s.run.model, loader, forward, s.recipe["train"]["precise_bn"])
+    _average_buffers(s.model, s.info, s.device)
+    return used
 
 
 def _train_or_stop(s: _Training, epoch: int) -> dict:
