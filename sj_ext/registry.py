@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 __all__ = [
     "Registry",
+    "close_match",
     "did_you_mean",
     "DATASETS",
     "MODELS",
@@ -31,9 +32,15 @@ __all__ = [
 ]
 
 
-def did_you_mean(name: str, choices) -> str:
+def close_match(name: str, choices) -> str | None:
+    """The choice closest to ``name`` (difflib ratio >= 0.5), or ``None``."""
     close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, choices) -> str:
+    close = close_match(name, choices)
+    return f" (did you mean {close!r}?)" if close else ""
 
 
 class Registry:

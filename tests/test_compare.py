@@ -234,9 +234,12 @@ def sj_ext(*args: str) -> subprocess.CompletedProcess:
 def test_cli_writes_the_three_files_and_prints_the_table(tmp_path, results):
     path = tmp_path / "sweep.json"
     path.write_text(json.dumps(results))
-    out = sj_ext(str(path))
+    out = sj_ext(str(path))  # bare: the table, and nothing written beside the results
     assert out.returncode == 0, out.stderr
+    assert "| better | 5 |" in out.stdout and sorted(tmp_path.iterdir()) == [path]
     prefix = tmp_path / "sweep_compare"
+    out = sj_ext(str(path), "--out", str(prefix))
+    assert out.returncode == 0, out.stderr
     for suffix in (".json", ".md", ".png"):
         assert prefix.with_name(prefix.name + suffix).is_file(), suffix
     md = prefix.with_name("sweep_compare.md").read_text()

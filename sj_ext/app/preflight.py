@@ -2,7 +2,8 @@
 
 :func:`missing_here` checks a resolved recipe against the machine, without
 building anything: CUDA for ``train.device: cuda`` and for the CuPy backend,
-CuPy itself for ``neuron.backend: cupy``, and the dataset's files under
+CuPy itself for ``neuron.backend: cupy``, the packages of the ``neuromorphic`` extra
+for an event-camera dataset, and the dataset's files under
 ``data.root`` (the very check the dataset's builder runs first,
 :func:`sj_ext.app.data.files.check_files`; skipped when ``data.args.download`` is set).
 """
@@ -13,6 +14,7 @@ import torch
 
 from ..fused_lif import INSTALL_HINT
 from .data.files import DatasetNotFoundError, check_files
+from .data.neuromorphic import missing_packages
 
 __all__ = ["missing_here"]
 
@@ -38,6 +40,9 @@ def _device_problems(recipe: dict) -> list[str]:
 
 def _data_problems(recipe: dict) -> list[str]:
     d = recipe["data"]
+    missing = missing_packages(d["name"])
+    if missing:
+        return [f"data.name: {missing}"]
     try:
         check_files(d["name"], d["root"], bool(d["args"].get("download", False)))
     except DatasetNotFoundError as e:

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from ..options import BACKENDS, DEFAULT_BACKEND
-from ..registry import did_you_mean
+from ..registry import close_match, did_you_mean
 from .runfiles import MONITORS
 from .safe_yaml import YamlInputError, read_text
 from .safe_yaml import load as safe_load
@@ -77,7 +77,7 @@ SCHEMA: dict = {
     "data": {
         "name": Field(STR, help="dataset registry name"),
         "root": Field(OPT_STR, None, help="where the dataset's files lie"),
-        "batch_size": Field(INT, help="per process"),
+        "batch_size": Field(INT, help="samples per batch, on each process under torchrun"),
         "T": Field(INT, help="time steps, 1 to MAX_T = 1024"),
         "encoding": Field(STR, "direct", ("direct", "poisson"), "static images -> [T, N, ...]"),
         "num_workers": Field(INT, 0),
@@ -170,8 +170,10 @@ class RecipeError(ValueError):
 
 
 def _walk(schema: dict, recipe: dict, prefix: str, out: dict, problems: list[str]):
+    meant = set()  # the keys a misspelt key stands for: their absence is no second problem
     for key in recipe:
         if key not in schema:
+            meant.add(close_match(key, schema))
             problems.append(
                 f"{prefix}{key}: unknown key{did_you_mean(key, schema)}; "
                 f"allowed here: {', '.join(schema)}"
@@ -192,7 +194,7 @@ def _walk(schema: dict, recipe: dict, prefix: str, out: dict, problems: list[str
             if problem:
                 problems.append(f"{path}: {problem}")
             out[key] = copy.deepcopy(recipe[key])
-        elif spec.default is REQUIRED:
+        elif spec.default is REQUIRED and key not in meant:
             problems.append(f"{path}: missing required key ({spec.help or 'no default'})")
         else:
             out[key] = copy.deepcopy(spec.default)

@@ -103,6 +103,10 @@ class ConfidenceAwareLoss(nn.Module):
         criterion.last_sigma                  # per-sample confidence of this batch
     """
 
+    #: :math:`L_i < 0` for a sample easier than :math:`\tau` (:math:`\sigma_i^* > 1`): the
+    #: batch loss can be negative, and it rises towards 0 as the samples become easy
+    can_be_negative = True
+
     def __init__(
         self,
         base: str | Callable[[Tensor, Tensor], Tensor] = "ce",

@@ -69,7 +69,8 @@ def require_root(root, dataset: str) -> Path:
 def not_found(dataset: str, where: Path, expected: str, how: str) -> DatasetNotFoundError:
     """The error for missing files: where they must be, what is expected, how to get them."""
     return DatasetNotFoundError(
-        f"dataset {dataset!r}: no data at {where} (expected {expected}). {how}"
+        f"dataset {dataset!r}: the folder {where} does not hold its files (expected {expected}). "
+        f"{how}"
     )
 
 

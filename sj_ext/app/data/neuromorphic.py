@@ -16,6 +16,7 @@ Random augmentations (``flip``, ``roll``) apply to the training split after
 the cache, so they differ at every epoch.
 """
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,19 +169,48 @@ def per_class_split(
 
 
 # ------------------------------------------------------------------------------ tonic datasets
+#: how to install what the event-camera datasets need beyond the base install
+NEUROMORPHIC_EXTRA = 'pip install -e ".[neuromorphic]"'
+
+
+class MissingPackageError(RuntimeError):
+    """A dataset needs a package of the ``neuromorphic`` extra that is not installed."""
+
+
 @dataclass(frozen=True)
 class _Tonic:
-    """A tonic dataset: its class name, its files and the layout its folder must have."""
+    """A tonic dataset: its class name, its files, the layout its folder must have, and the
+    packages that read it (tonic; aedat for AEDAT 4 recordings)."""
 
     cls_name: str
     ext: str
     layout: str
     num_classes: int
+    packages: tuple[str, ...] = ("tonic",)
 
     def tonic_class(self):
         import tonic.datasets
 
         return getattr(tonic.datasets, self.cls_name)
+
+
+def missing_packages(name: str) -> str:
+    """What dataset ``name`` lacks here, in words ('' when nothing, or not an event dataset)."""
+    spec = TONIC.get(name)
+    missing = [p for p in spec.packages if importlib.util.find_spec(p) is None] if spec else []
+    if not missing:
+        return ""
+    return (
+        f"dataset {name!r} needs {' and '.join(missing)}, which the base install leaves out: "
+        f"{NEUROMORPHIC_EXTRA}"
+    )
+
+
+def _require_packages(name: str) -> None:
+    """:class:`MissingPackageError` naming the extra when ``name``'s packages are missing."""
+    missing = missing_packages(name)
+    if missing:
+        raise MissingPackageError(missing)
 
 
 TONIC = {
@@ -195,6 +225,7 @@ TONIC = {
         ".aedat4",
         "<class>/*.aedat4 for airplane, automobile, ..., truck (the AEDAT4 release, extracted)",
         10,
+        ("tonic", "aedat"),
     ),
     "dvsgesture": _Tonic(
         "DVSGesture",
@@ -274,7 +305,11 @@ def _local_class(name: str):
 
 
 def _open(name: str, root: Path, download: bool, **kwargs):
-    """tonic's dataset ``name`` over the files under ``root/<tonic class name>/``."""
+    """tonic's dataset ``name`` over the files under ``root/<tonic class name>/``.
+
+    :raises MissingPackageError: tonic (or aedat) is not installed: the message names the extra
+    """
+    _require_packages(name)
     return _local_class(name)(str(root), download, **kwargs)
 
 

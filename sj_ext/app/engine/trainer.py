@@ -387,6 +387,10 @@ def _start(s: _Training, resume: bool) -> None:
     )
     if resume:
         _resume(s)
+    elif getattr(s.run.loss, "can_be_negative", False):
+        s.log(
+            f"note: the {s.recipe['loss']['name']} loss can be negative (it rewards easy samples)"
+        )
     _open_monitor(s)
     s.model = _trained_model(s)
     if s.info.is_main:
@@ -527,8 +531,8 @@ def _record(s: _Training, row: dict, split: str) -> None:
     s.records.append(row)
     scores = " ".join(f"{k[:-4]} acc {row[k]:.4f}" for k in _ACCURACIES if k in row)
     s.log(
-        f"epoch {row['epoch']}/{s.recipe['train']['epochs']}: loss {row['train_loss']:.4f} "
-        f"{scores} ({row['seconds']:.1f} s)"
+        f"epoch {row['epoch']}/{s.recipe['train']['epochs']}: {s.recipe['loss']['name']} loss "
+        f"{row['train_loss']:.4f} {scores} ({row['seconds']:.1f} s)"
     )
     state = _checkpoint(s.run, s.scaler, s.recipe, s.records, s.info)
     s.folder.save(state, improved, _metrics(s.records, split))

@@ -55,6 +55,16 @@ FIGURES = (
 # Each returns None (no run has the records) or (figure, labels of the runs it shows).
 
 
+def _loss_title(runs) -> str:
+    """``Training loss``, naming the recipes' losses, and saying so when a loss went below 0
+    (the confidence-aware loss does: it rewards the easy samples)."""
+    names = sorted({(run.recipe or {}).get("loss", {}).get("name", "?") for run in runs})
+    title = f"Training loss ({', '.join(names)})"
+    if any(r["train_loss"] < 0 for run in runs for r in run.metrics["epochs"]):
+        title += "\nbelow 0: this loss can be negative"
+    return title
+
+
 def _training_curves(runs, epochs: int):
     fig, axes = figure(1, 2, width=5.5)
     loss_ax, acc_ax = axes[0]
@@ -69,7 +79,7 @@ def _training_curves(runs, epochs: int):
         acc_ax.plot(
             done, [r["train_acc"] for r in rows], ":", color=color, label=f"{run.label} train"
         )
-    loss_ax.set(ylabel="training loss", title="Training loss")
+    loss_ax.set(ylabel="training loss", title=_loss_title(runs))
     acc_ax.set(ylabel="accuracy", title="Accuracy")
     for ax in (loss_ax, acc_ax):
         epoch_axis(ax, epochs)
