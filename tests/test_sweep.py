@@ -25,7 +25,7 @@ RUN_KEYS = {
     "name", "method", "recipe", "overrides", "seed", "T", "epochs", "train_samples",
     "test_samples", "device", "final_test_acc", "best_test_acc", "best_val_acc", "per_class_acc",
     "seconds", "seconds_per_epoch", "spikes_per_image", "synops_per_image", "monitors",
-    "recipe_sha256", "run_dir",
+    "recipe_sha256", "commit", "run_dir",
 }  # fmt: skip
 SHARED = {
     "train.epochs": 1,
@@ -78,6 +78,8 @@ def test_the_json_holds_every_run_and_a_recomputable_summary(swept):
         assert len(r["per_class_acc"]) == 10 and r["seconds"] > 0
         metrics = json.loads((Path(r["run_dir"]) / "metrics.json").read_text())
         assert r["final_test_acc"] == metrics["final_test_acc"]
+        env = json.loads((Path(r["run_dir"]) / "environment.json").read_text())
+        assert r["commit"] == env["commit"]
         assert r["per_class_acc"] == metrics["final_per_class_acc"]
     assert runs[2]["overrides"] == {**SHARED, "loss.name": "ce", "loss.args": {}}
     assert runs[0]["final_test_acc"] != runs[1]["final_test_acc"]  # the seeds differ

@@ -18,6 +18,7 @@ from pathlib import Path
 
 __all__ = [
     "ACCURACY_NAMES",
+    "ENVIRONMENT_KEYS",
     "EVAL_KEYS",
     "best_accuracy",
     "MONITORS",
@@ -40,6 +41,10 @@ MONITORS = ("firing_rate", "threshold", "grad_reach", "group_rate", "curriculum"
 #: accuracy, samples, accuracy per class. Every epoch evaluates the validation split
 #: when the run has one (``data.val_samples``), else the test set; a validation run
 #: evaluates the test set once, after its last epoch.
+#: the fields of ``environment.json`` (:mod:`sj_ext.app.engine.environment`) that a resume
+#: compares and the report shows: a change in any of them can change the numbers
+ENVIRONMENT_KEYS = ("python", "torch", "spikingjelly", "sj_ext", "commit", "cuda", "cupy", "device")
+
 EVAL_KEYS = {
     "test": ("test_acc", "test_samples", "per_class_acc"),
     "val": ("val_acc", "val_samples", "val_per_class_acc"),

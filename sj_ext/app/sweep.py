@@ -27,7 +27,8 @@ After every run the JSON file is rewritten: ``{"grid", "runs": [...],
 (all applied), ``seed, T, epochs, train_samples, test_samples`` (the counts of
 the last epoch), ``device, final_test_acc, best_test_acc, best_val_acc`` (one of the
 two bests is null: :func:`sj_ext.app.engine.train`), ``per_class_acc`` (the
-last epoch's), ``seconds`` (training + evaluation, summed over epochs) and
+last epoch's), ``seconds`` (training + evaluation, summed over epochs), ``commit``
+(sj_ext's git commit at the run's start, from its ``environment.json``) and
 ``run_dir``; a summary object per configuration holds ``name, method, n`` and
 the mean, the sample standard deviation (:math:`\frac{1}{n-1}`; ``None`` for
 ``n = 1``) of ``final_test_acc``, ``best_test_acc`` and ``best_val_acc`` (``None``
@@ -335,6 +336,12 @@ def monitor_summary(run_dir: Path) -> dict:
     return out
 
 
+def _commit(run_dir: Path) -> str | None:
+    """sj_ext's git commit the run started at (its ``environment.json``), or None."""
+    path = Path(run_dir) / "environment.json"
+    return json.loads(path.read_text()).get("commit") if path.is_file() else None
+
+
 def _record(job: Job, metrics: dict) -> dict:
     last = metrics["epochs"][-1]
     monitors = monitor_summary(job.run_dir)
@@ -361,6 +368,7 @@ def _record(job: Job, metrics: dict) -> dict:
         "synops_per_image": energy.get("synops"),
         "monitors": monitors,
         "recipe_sha256": recipe_digest(job.recipe),
+        "commit": _commit(job.run_dir),
         "run_dir": str(job.run_dir),
     }
 

@@ -6,6 +6,8 @@ registries (:mod:`sj_ext.registry`) by the names in the recipe (:mod:`.build`).
 Run folder layout::
 
     OUT/recipe.yaml              the resolved recipe
+    OUT/environment.json         versions, commit, device, threads, determinism flags,
+                                 the command; checked at resume (:mod:`.environment`)
     OUT/metrics.json             {"epochs": [...], "best_test_acc", "best_val_acc",
                                   "final_test_acc", "final_per_class_acc"}; each epoch
                                  record has "test_acc", "test_samples", "per_class_acc"
@@ -52,6 +54,7 @@ from .build import (
     time_major_input,
 )
 from .checkpoint import load_checkpoint, rng_state, set_rng_state
+from .environment import record_environment
 from .errors import Preempted, TrainingError
 from .host_memory import keep_freed_memory
 from .precise_bn import recompute_batch_norm
@@ -443,6 +446,7 @@ def _open_outputs(s: _Training) -> None:
     out = s.folder.out
     s.folder.ckpt.mkdir(parents=True, exist_ok=True)
     (out / "recipe.yaml").write_text(yaml.safe_dump(s.recipe, sort_keys=False))
+    record_environment(out / "environment.json", s.device, s.start_epoch > 0, s.log)
     from torch.utils.tensorboard import SummaryWriter
 
     s.writer = SummaryWriter(str(out / "tb"), purge_step=s.start_epoch + 1)

@@ -50,6 +50,7 @@ import yaml
 from ..class_health import accuracy_warnings, weight_warnings
 from ..runfiles import (
     ACCURACY_NAMES,
+    ENVIRONMENT_KEYS,
     EVAL_KEYS,
     MonitorFileWarning,
     held_out_split,
@@ -111,6 +112,7 @@ class RunRecords:
     metrics: dict
     recipe: dict | None
     monitors: dict[str, list[dict]]
+    environment: dict | None = None  # environment.json (runs of earlier versions lack it)
 
 
 def _problem(record: dict, keys: dict) -> str | None:
@@ -197,7 +199,38 @@ def load_run(path: str | Path, label: str | None = None) -> RunRecords:
         records = _read_monitor(file)
         if records:
             monitors[file.stem] = records
-    return RunRecords(path, label or path.name, metrics, recipe, monitors)
+    return RunRecords(path, label or path.name, metrics, recipe, monitors, _read_environment(path))
+
+
+def _read_environment(path: Path) -> dict | None:
+    """``environment.json`` of a run folder; None when missing or unreadable (warned)."""
+    file = path / "environment.json"
+    if not file.is_file():
+        return None
+    try:
+        env = json.loads(file.read_text(errors="replace"))
+    except json.JSONDecodeError as e:
+        warnings.warn(f"{file}: not valid JSON ({e}); not shown", MonitorFileWarning, 2)
+        return None
+    return env if isinstance(env, dict) else None
+
+
+def _environment(runs) -> list[str]:
+    """Where each run ran (its start; and its last resume when it was resumed elsewhere)."""
+    shown = [r for r in runs if r.environment is not None]
+    if not shown:
+        return []
+    lines = ["## Environment", "", "| | " + " | ".join(r.label for r in shown) + " |"]
+    lines.append("|---" * (len(shown) + 1) + "|")
+    for key in (*ENVIRONMENT_KEYS, "dirty", "threads", "deterministic_algorithms"):
+        lines.append(f"| {key} | " + " | ".join(_fmt(r.environment.get(key)) for r in shown) + " |")
+    resumed = [
+        f"{r.label} was resumed {len(r.environment['resumed'])} time(s), last under "
+        + ", ".join(f"{k} {r.environment['resumed'][-1].get(k)}" for k in ENVIRONMENT_KEYS)
+        for r in shown
+        if r.environment.get("resumed")
+    ]
+    return [*lines, "", *[f"- {line}" for line in resumed], ""]
 
 
 def _fmt(value) -> str:
@@ -332,6 +365,7 @@ def write_report(runs, out_dir: str | Path | None = None) -> Path:
         note = f" (no records in {', '.join(missing)})" if missing else ""
         lines += [f"## {heading}", "", caption + note, "", f"![{heading}]({file})", ""]
     lines += _energy(loaded)
+    lines += ["", *_environment(loaded)]
     report = out_dir / "report.md"
     report.write_text("\n".join(lines).rstrip() + "\n")
     return report
