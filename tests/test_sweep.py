@@ -147,12 +147,16 @@ def test_a_rerun_skips_finished_runs_and_resumes_unfinished_ones(swept, monkeypa
 
 
 def test_a_bad_grid_is_a_clear_error(tmp_path, capsys):
-    bad_method = [{"name": "a", "method": "adam", "recipe": str(QUICKSTART)}]
+    free = [{"name": "a", "method": "my idea", "recipe": str(QUICKSTART)}]  # a free label
+    assert [j.method for j in load_grid(write_grid(tmp_path / "g.yaml", free), tmp_path)] == [
+        "my idea"
+    ] * 2
+    bad_method = [{"name": "a", "method": 3, "recipe": str(QUICKSTART)}]
     grid = write_grid(tmp_path / "g.yaml", bad_method)
-    with pytest.raises(SweepError, match=r"configurations\[0\]\.method: must be one of \['ce', "):
+    with pytest.raises(SweepError, match=r"configurations\[0\]\.method: expected a label"):
         load_grid(grid, tmp_path)
     assert main(["sweep", str(grid), "--out", str(tmp_path)]) == 2
-    assert "got 'adam'" in capsys.readouterr().err
+    assert "got 3" in capsys.readouterr().err
     no_recipe = [{"name": "a", "method": "ce", "overrides": {}}]
     with pytest.raises(SweepError, match=r"configurations\[0\]: missing key 'recipe'"):
         load_grid(write_grid(tmp_path / "g.yaml", no_recipe), tmp_path)

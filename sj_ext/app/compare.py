@@ -68,7 +68,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats
 
-from .runfiles import atomic_write, write_json
+from .runfiles import atomic_write, is_number, percent, write_json
 
 __all__ = [
     "CONFIDENCE",
@@ -91,10 +91,6 @@ _VERDICT_COLORS = {"better": "C2", "worse": "C3", "inside the noise": "0.45"}
 
 class CompareError(ValueError):
     """A results file or a claim that cannot be compared (names the file, key or arm)."""
-
-
-def _number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def paired_difference(a: list[float], b: list[float], confidence: float = CONFIDENCE) -> dict:
@@ -165,14 +161,15 @@ def _check_runs(runs) -> dict[str, dict[int, dict]]:
             raise CompareError(f"{where}: 'name' is missing or not a string")
         if not isinstance(run.get("seed"), int) or isinstance(run.get("seed"), bool):
             raise CompareError(f"{where} ({run['name']}): 'seed' is missing or not an integer")
-        if not _number(run.get("final_test_acc")):
+        if not is_number(run.get("final_test_acc"), finite=True):
             raise CompareError(
                 f"{where} ({run['name']}, seed {run['seed']}): 'final_test_acc' is missing "
                 "or not a number"
             )
         per_class = run.get("per_class_acc")
         if per_class is not None and not (
-            isinstance(per_class, list) and all(v is None or _number(v) for v in per_class)
+            isinstance(per_class, list)
+            and all(v is None or is_number(v, finite=True) for v in per_class)
         ):
             raise CompareError(
                 f"{where} ({run['name']}, seed {run['seed']}): 'per_class_acc' is not a list "
@@ -227,7 +224,7 @@ def _claims(results: dict, baseline: str | None, arms: dict) -> list[dict]:
 
 
 def _mean(values: list) -> float | None:
-    values = [float(v) for v in values if _number(v)]
+    values = [float(v) for v in values if is_number(v, finite=True)]
     return statistics.fmean(values) if values else None
 
 
@@ -357,10 +354,6 @@ def _interactions(items, table: list[dict]) -> list[dict]:
 # ----------------------------------------------------------------------------------- markdown
 
 
-def _pct(mean: float, sd: float | None) -> str:
-    return f"{100 * mean:.2f}" + ("" if sd is None else f" ± {100 * sd:.2f}")
-
-
 def _count(value: float | None) -> str:
     if value is None:
         return "–"
@@ -406,7 +399,7 @@ def markdown(table: dict) -> str:
             seconds = "–" if arm["seconds_mean"] is None else f"{arm['seconds_mean']:.0f}"
             delta = "baseline" if arm["diff"] is None else _delta(arm["diff"])
             lines.append(
-                f"| {arm['name']} | {arm['n']} | {_pct(arm['mean'], arm['sd'])} | {worst} "
+                f"| {arm['name']} | {arm['n']} | {percent(arm['mean'], arm['sd'])} | {worst} "
                 f"| {seconds} | {_count(arm['spikes_per_image_mean'])} "
                 f"| {_count(arm['synops_per_image_mean'])} | {delta} "
                 f"| {arm['verdict'] or '–'} |"

@@ -12,11 +12,14 @@ tool reading run folders import it without loading torch.
 """
 
 import json
+import math
 import os
 import warnings
 from pathlib import Path
 
 __all__ = [
+    "is_number",
+    "percent",
     "ACCURACY_NAMES",
     "ENVIRONMENT_KEYS",
     "EVAL_KEYS",
@@ -41,6 +44,20 @@ MONITORS = ("firing_rate", "threshold", "grad_reach", "group_rate", "curriculum"
 #: accuracy, samples, accuracy per class. Every epoch evaluates the validation split
 #: when the run has one (``data.val_samples``), else the test set; a validation run
 #: evaluates the test set once, after its last epoch.
+def is_number(value, finite: bool = False) -> bool:
+    """An int or float (not a bool); with ``finite``, neither NaN nor infinite."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return number and (not finite or math.isfinite(value))
+
+
+def percent(mean: float | None, sd: float | None = None) -> str:
+    """A fraction (and its standard deviation) in percent for a table: ``97.50 ± 0.15``;
+    ``–`` for no value."""
+    if mean is None:
+        return "–"
+    return f"{100 * mean:.2f}" + ("" if sd is None else f" ± {100 * sd:.2f}")
+
+
 #: the fields of ``environment.json`` (:mod:`sj_ext.app.engine.environment`) that a resume
 #: compares and the report shows: a change in any of them can change the numbers
 ENVIRONMENT_KEYS = ("python", "torch", "spikingjelly", "sj_ext", "commit", "cuda", "cupy", "device")

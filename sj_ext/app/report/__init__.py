@@ -54,6 +54,7 @@ from ..runfiles import (
     EVAL_KEYS,
     MonitorFileWarning,
     held_out_split,
+    is_number,
     read_records,
 )
 from ..safe_yaml import YamlInputError, read_text
@@ -63,19 +64,15 @@ from .figures import CAPTIONS, FIGURES, figures, per_epoch_class_rates
 __all__ = ["FIGURES", "ReportError", "RunRecords", "load_run", "write_report"]
 
 
-def _number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _number_or_null(value) -> bool:
-    return value is None or _number(value)
+    return value is None or is_number(value)
 
 
 def _is(*types):
     return lambda value: isinstance(value, types)
 
 
-_LAYERED = {"epoch": _is(int), "progress": _number, "layers": _is(dict)}
+_LAYERED = {"epoch": _is(int), "progress": is_number, "layers": _is(dict)}
 _KEYS = {  # what the figures read from each monitor's records, and what each must be
     "firing_rate": _LAYERED,
     "threshold": _LAYERED,
@@ -83,7 +80,7 @@ _KEYS = {  # what the figures read from each monitor's records, and what each mu
     "group_rate": _LAYERED,
     "curriculum": {
         "epoch": _is(int),
-        "progress": _number,
+        "progress": is_number,
         "loss": _is(list),
         "sigma": _is(list),
         "weight_easy": _number_or_null,
@@ -92,11 +89,11 @@ _KEYS = {  # what the figures read from each monitor's records, and what each mu
     },
     "energy": {
         **{key: _is(dict) for key in ("snn", "ann", "layers")},
-        **{key: _number for key in ("epoch", "samples", "T", "ann_over_snn")},
+        **{key: is_number for key in ("epoch", "samples", "T", "ann_over_snn")},
         "assumptions": _is(list),
     },
 }
-_EPOCH_KEYS = {"epoch": _is(int), "train_loss": _number, "train_acc": _number}
+_EPOCH_KEYS = {"epoch": _is(int), "train_loss": is_number, "train_acc": is_number}
 
 
 class ReportError(RuntimeError):
@@ -142,7 +139,7 @@ def _read_metrics(path: Path) -> dict:
         problem = _problem(row, _EPOCH_KEYS) if isinstance(row, dict) else "is not a mapping"
         if not problem:
             key = EVAL_KEYS[held_out_split(row)][0]
-            problem = _problem(row, {key: _number})
+            problem = _problem(row, {key: is_number})
         if problem:
             raise ReportError(f"{path}: epoch record {number} {problem}")
     for key in ("best_test_acc", "best_val_acc", "final_test_acc"):
