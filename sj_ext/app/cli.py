@@ -371,6 +371,7 @@ def _run(args, recipe: dict | None = None) -> int:
     """``train``, ``eval`` (``recipe``: schema-checked), ``data`` and ``sweep``: the engine."""
     from .engine import Preempted, TrainingError, evaluate_checkpoint, train
     from .recipe import RecipeError, resolve
+    from .runfiles import held_out_split
 
     try:
         if args.command == "data":
@@ -383,7 +384,7 @@ def _run(args, recipe: dict | None = None) -> int:
             metrics = train(recipe, out if args.resume is True else _writable(out), args.resume)
             if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
                 return 0
-            split = "test" if metrics["best_val_acc"] is None else "val"
+            split = held_out_split(metrics)
             print(
                 f"best {split} acc {metrics[f'best_{split}_acc']:.4f}, final test acc "
                 f"{metrics['final_test_acc']:.4f}; run folder {out}"

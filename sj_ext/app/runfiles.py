@@ -20,6 +20,7 @@ from pathlib import Path
 __all__ = [
     "is_number",
     "percent",
+    "evaluated_split",
     "ACCURACY_NAMES",
     "ENVIRONMENT_KEYS",
     "EVAL_KEYS",
@@ -75,9 +76,15 @@ def best_accuracy(records: list[dict], split: str) -> float | None:
     return max((r[EVAL_KEYS[split][0]] for r in records), default=None)
 
 
+def evaluated_split(has_validation: bool) -> str:
+    """The split every epoch of a run evaluates: ``'val'`` when the run has a validation
+    split (``data.val_samples``), else ``'test'``. The one place that decides it."""
+    return "val" if has_validation else "test"
+
+
 def held_out_split(record: dict) -> str:
-    """The split an epoch record was evaluated on every epoch: ``'val'`` or ``'test'``."""
-    return "val" if EVAL_KEYS["val"][0] in record else "test"
+    """:func:`evaluated_split` of the run an epoch record or ``metrics.json`` comes from."""
+    return evaluated_split(EVAL_KEYS["val"][0] in record or record.get("best_val_acc") is not None)
 
 
 class MonitorFileWarning(UserWarning):

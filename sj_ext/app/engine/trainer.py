@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset, default_col
 from ...neuron import sync_threshold_stats
 from ..class_health import accuracy_warnings
 from ..monitor import Monitor
-from ..runfiles import ACCURACY_NAMES, EVAL_KEYS, best_accuracy
+from ..runfiles import ACCURACY_NAMES, EVAL_KEYS, best_accuracy, evaluated_split
 from . import distributed
 from .build import (
     Run,
@@ -65,8 +65,8 @@ __all__ = ["TrainingError", "Preempted", "Run", "build_run", "train", "evaluate_
 
 
 def eval_split(data) -> str:
-    """The split every epoch evaluates: ``'val'`` when the run has one, else ``'test'``."""
-    return "test" if data.val is None else "val"
+    """The split every epoch of a run on ``data`` evaluates (:func:`evaluated_split`)."""
+    return evaluated_split(data.val is not None)
 
 
 @torch.no_grad()
