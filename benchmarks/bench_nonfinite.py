@@ -5,7 +5,7 @@
         [--out benchmarks/results] [--tag cpu-2core]
 
 After every optimizer step the engine checks that no parameter or buffer of the
-model and loss holds NaN or inf (``sj_ext.app.engine.trainer._check_step``: the
+model and loss holds NaN or inf (``sj_ext.app.engine.guards.check_step``: the
 largest magnitude of every tensor in one reduction, one sync). Each case builds
 a recipe's model, loss and optimizer (``build_run``; the shipped digits stand in
 for the dataset, the inputs are random of the case's shape) and times:
@@ -40,7 +40,7 @@ from spikingjelly.activation_based import functional
 
 from sj_ext.app.engine.build import build_run
 from sj_ext.app.engine.distributed import DistInfo
-from sj_ext.app.engine.trainer import _check_step
+from sj_ext.app.engine.guards import check_step
 from sj_ext.app.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def build_case(name: str, device: str):
         functional.reset_net(run.model)
 
     def check():
-        _check_step(run, DistInfo(), torch.device(device), "the benchmark")
+        check_step(run, DistInfo(), torch.device(device), "the benchmark")
 
     return run, step, check
 

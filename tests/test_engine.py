@@ -31,8 +31,8 @@ from sj_ext.app.engine.checkpoint import (
     set_rng_state,
 )
 from sj_ext.app.engine.distributed import DistInfo
+from sj_ext.app.engine.resume import resume_changes, steps_per_epoch
 from sj_ext.app.engine.runfolder import RunLock
-from sj_ext.app.engine.trainer import resume_changes, steps_per_epoch
 from sj_ext.app.recipe import load_recipe
 from sj_ext.registry import LOSSES, MODELS
 

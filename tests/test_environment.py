@@ -42,16 +42,16 @@ def test_a_run_records_where_it_ran(tmp_path):
 def test_a_resume_under_another_version_warns_once_naming_it(tmp_path, monkeypatch):
     recipe = load_recipe(QUICKSTART, [*TINY, "train.epochs=2"])
     real = environment.environment
-    record = trainer._record
+    record = trainer.Trainer._record
 
-    def record_then_stop(s, row, split):  # a stop right after epoch 1's checkpoint
-        record(s, row, split)
+    def record_then_stop(self, row, split):  # a stop right after epoch 1's checkpoint
+        record(self, row, split)
         raise Preempted("stopped by SIGTERM", 15)
 
-    monkeypatch.setattr(trainer, "_record", record_then_stop)
+    monkeypatch.setattr(trainer.Trainer, "_record", record_then_stop)
     with pytest.raises(Preempted):
         train(recipe, tmp_path, log=lambda *a: None)
-    monkeypatch.setattr(trainer, "_record", record)
+    monkeypatch.setattr(trainer.Trainer, "_record", record)
     monkeypatch.setattr(
         environment, "environment", lambda device: {**real(device), "torch": "9.9.9"}
     )

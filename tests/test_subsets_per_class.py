@@ -11,8 +11,9 @@ from sj_ext.app.cli import main
 from sj_ext.app.data import DataSpec
 from sj_ext.app.data.subset import dataset_labels, fixed_subset
 from sj_ext.app.engine import train
+from sj_ext.app.engine.build import build_run
 from sj_ext.app.engine.distributed import DistInfo
-from sj_ext.app.engine.trainer import build_run, evaluate
+from sj_ext.app.engine.evaluate import evaluate
 from sj_ext.app.recipe import RecipeError, load_recipe
 
 CPU = ["train.device=cpu"]

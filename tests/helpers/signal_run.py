@@ -25,5 +25,5 @@ def send():
         os.kill(os.getpid(), signum)
 
 
-before_nth_call(trainer, "_checked_loss", step, send)
+before_nth_call(trainer, "checked_loss", step, send)
 sys.exit(cli.main(["train", *args]))

@@ -1,8 +1,10 @@
-"""Training engine: recipe -> trained, checkpointed, resumable run (see :mod:`.trainer`)."""
+"""Training engine: recipe -> trained, checkpointed, resumable run (the loop: :mod:`.trainer`)."""
 
+from .build import build_run
 from .errors import Preempted, TrainingError
+from .evaluate import evaluate_checkpoint
 from .runfolder import RecipeMismatch
-from .trainer import build_run, evaluate_checkpoint, train
+from .trainer import train
 
 __all__ = [
     "Preempted",

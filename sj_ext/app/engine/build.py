@@ -27,9 +27,11 @@ __all__ = [
     "autocast",
     "build_run",
     "decode",
+    "learning_rate",
     "neuron_factory",
     "pick_device",
     "seed_everything",
+    "set_lr",
     "time_major_input",
 ]
 
@@ -155,3 +157,16 @@ def autocast(recipe: dict, device: torch.device):
     enabled = amp is not None and device.type == "cuda"
     dtype = getattr(torch, amp) if enabled else None
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
+
+
+def learning_rate(run: Run, recipe: dict, progress: float) -> float:
+    """``optim.lr`` times the schedule at ``progress`` (in epochs, fractional)."""
+    return recipe["optim"]["lr"] * run.schedule(progress)
+
+
+def set_lr(run: Run, recipe: dict, progress: float) -> float:
+    """Set every parameter group's rate to :func:`learning_rate` at ``progress``; return it."""
+    lr = learning_rate(run, recipe, progress)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    return lr
