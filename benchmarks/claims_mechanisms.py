@@ -3,7 +3,7 @@
     python benchmarks/claims_mechanisms.py [RESULTS] [--out PREFIX]
 
 Reads a sweep's results file (default ``benchmarks/results/claims_mnist_runs.json``:
-every run carries its monitors' summary, :func:`sj_ext.app.sweep.monitor_summary`) and
+every run carries its monitors' summary, :func:`sj_ext.app.runfiles.monitor_summary`) and
 writes ``PREFIX.json`` and ``PREFIX.md`` (default
 ``benchmarks/results/claims_mnist_mechanisms``). Every figure is the mean over the
 arm's seeds.

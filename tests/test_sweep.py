@@ -11,12 +11,11 @@ from helpers import QUICKSTART, ROOT
 import sj_ext.app.sweep
 from sj_ext.app.cli import main
 from sj_ext.app.recipe import RecipeError
-from sj_ext.app.runfiles import append_record
+from sj_ext.app.runfiles import append_record, monitor_summary
 from sj_ext.app.sweep import (
     SweepError,
     load_grid,
     markdown,
-    monitor_summary,
     recipe_digest,
     summarise,
 )

@@ -14,11 +14,13 @@ tool reading run folders import it without loading torch.
 import json
 import math
 import os
+import statistics
 import warnings
 from pathlib import Path
 
 __all__ = [
     "is_number",
+    "monitor_summary",
     "percent",
     "evaluated_split",
     "ACCURACY_NAMES",
@@ -189,3 +191,40 @@ def keep_epochs(folder: Path, completed: int) -> None:
     for path in sorted(Path(folder).glob("*.jsonl")):
         text = "".join(_line(r) for r in read_records(path) if r["epoch"] <= completed)
         atomic_write(path, lambda f, text=text: f.write(text.encode()))
+
+
+def _mean_rows(rows: list[list[float]]) -> list[float]:
+    return [statistics.fmean(col) for col in zip(*rows, strict=True)]
+
+
+def _layer_means(records: list[dict]) -> dict:
+    """``{layer: [mean over records of the value at step t]}`` of layer-monitor records."""
+    layers = records[-1]["layers"] if records else {}
+    return {name: _mean_rows([r["layers"][name] for r in records]) for name in layers}
+
+
+def monitor_summary(run_dir: Path) -> dict:
+    """What a run's monitors recorded, condensed for a results file.
+
+    ``firing_rate`` / ``grad_reach``: per layer, the value at every time step
+    averaged over the sampled batches of the last epoch; ``curriculum``: per
+    sampled batch ``[progress, weight_easy, mean_sigma_easy, mean_sigma_hard]``;
+    ``energy``: the last epoch's spikes and synaptic operations per image.
+    """
+    folder, out = Path(run_dir) / "monitor", {}
+    for name in ("firing_rate", "grad_reach"):
+        path = folder / f"{name}.jsonl"
+        records = read_records(path) if path.is_file() else []
+        if records:
+            last = [r for r in records if r["epoch"] == records[-1]["epoch"]]
+            out[name] = _layer_means(last)
+    path = folder / "curriculum.jsonl"
+    if path.is_file():
+        keys = ("progress", "weight_easy", "mean_sigma_easy", "mean_sigma_hard")
+        out["curriculum"] = [[r[k] for k in keys] for r in read_records(path)]
+    path = folder / "energy.jsonl"
+    records = read_records(path) if path.is_file() else []
+    if records:
+        snn = records[-1]["snn"]
+        out["energy"] = {"spikes": snn.get("spikes"), "synops": snn["ac"], "macs": snn["mac"]}
+    return out
