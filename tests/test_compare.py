@@ -157,15 +157,22 @@ def test_worst_class_and_the_means_of_the_other_records():
     assert no_classes["b"]["worst_class"] is None and no_classes["b"]["per_class_mean"] is None
 
 
-def test_a_missing_baseline_or_arm_is_named_with_the_arms_there(results):
-    results["claims"][0]["baseline"] = "nope"
-    with pytest.raises(ValueError, match=r"'nope'.*arms there: base, better, worse, noisy"):
-        compare(results)
-    with pytest.raises(ValueError, match="'gone'"):
+def test_arms_not_run_yet_are_pending_and_a_missing_baseline_option_is_an_error(results, tmp_path):
+    with pytest.raises(ValueError, match=r"--baseline: arm 'gone' has no runs.*there: base, "):
         compare(results, baseline="gone")
-    results["claims"][0].update(baseline="base", arms=["better", "missing"])
-    with pytest.raises(ValueError, match="'missing'"):
-        compare(results)
+    results["claims"][0].update(arms=["better", "later"])  # a study run in pieces
+    results["claims"].append(
+        {"name": "next", "question": "", "baseline": "unrun", "arms": ["better"]}
+    )
+    first, second = compare(results)["claims"]
+    assert [a["name"] for a in first["arms"]] == ["base", "better"] and first["pending"] == [
+        "later"
+    ]
+    assert second["arms"] == [] and second["pending"] == ["unrun", "better"]
+    text = markdown(compare(results))
+    assert "Not run yet: later." in text and "Not run yet: unrun, better." in text
+    assert "| better | 5 |" in text
+    png_size(figure(compare(results), tmp_path / "f.png"))  # the claims with runs only
 
 
 def test_without_claims_the_baseline_option_is_needed(results):
@@ -348,3 +355,20 @@ def test_a_clear_interaction_is_larger_and_its_reverse_smaller():
         ],
     }
     assert [i["verdict"] for i in compare(results)["interactions"]] == ["larger", "smaller"]
+
+
+def test_an_interaction_of_a_claim_not_run_yet_is_pending():
+    results = {
+        "runs": arms_of({"sf": BASE, "sa": BASE, "df": BASE}),
+        "claims": [
+            {"name": "shallow", "question": "", "baseline": "sf", "arms": ["sa"]},
+            {"name": "deep", "question": "", "baseline": "df", "arms": ["da"]},
+        ],
+        "interactions": [
+            {"name": "d", "question": "q", "minuend": "deep", "subtrahend": "shallow"}
+        ],
+    }
+    table = compare(results)
+    (item,) = table["interactions"]
+    assert item["pending"] and item["diff"] is None and item["verdict"] is None
+    assert "Student t interval: not run yet." in markdown(table)

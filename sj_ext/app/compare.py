@@ -7,7 +7,9 @@ baseline arm::
     "claims": [{"name": "ds_atgo", "question": "does the adaptive threshold help?",
                 "baseline": "plif_ce", "arms": ["ds_atgo", "ds_atgo_fixed"]}]
 
-(``arms`` may name the baseline or not; it is shown first). Without ``claims``,
+(``arms`` may name the baseline or not; it is shown first). An arm with no run yet
+(a study run in pieces) is listed as ``pending`` and left out; a claim whose
+baseline has none is all pending, as is an interaction of it. Without ``claims``,
 ``--baseline NAME`` makes one claim ``all``: every arm of the file against ``NAME``.
 
 Runs of the same seed share their initialisation and data order, so arm
@@ -291,25 +293,31 @@ def compare(results: dict, baseline: str | None = None) -> dict:
     arms = _check_runs(results.get("runs"))
     if not arms:
         raise CompareError("the results hold no runs")
-    table = []
-    for claim in _claims(results, baseline, arms):
-        names = [claim["baseline"], *(a for a in claim["arms"] if a != claim["baseline"])]
-        for name in names:
-            if name not in arms:
-                raise CompareError(
-                    f"claim {claim['name']!r}: arm {name!r} has no runs in the results "
-                    f"(arms there: {', '.join(arms)})"
-                )
-        base = arms[claim["baseline"]]
-        rows = [_arm(claim["baseline"], base, None)]
-        rows += [_arm(name, arms[name], base) for name in dict.fromkeys(names[1:])]
-        table.append({**claim, "arms": rows})
+    if baseline is not None and baseline not in arms:
+        raise CompareError(
+            f"--baseline: arm {baseline!r} has no runs in the results (arms there: "
+            f"{', '.join(arms)})"
+        )
+    table = [_claim_table(claim, arms) for claim in _claims(results, baseline, arms)]
     return {
         "grid": results.get("grid"),
         "confidence": CONFIDENCE,
         "claims": table,
         "interactions": _interactions(results.get("interactions") or [], table),
     }
+
+
+def _claim_table(claim: dict, arms: dict[str, dict[int, dict]]) -> dict:
+    """One claim's rows, the baseline first; ``pending``: its arms with no run yet (a study
+    run in pieces). A claim whose baseline has no run has no rows."""
+    names = list(dict.fromkeys([claim["baseline"], *claim["arms"]]))
+    pending = [name for name in names if name not in arms]
+    if claim["baseline"] in pending:
+        return {**claim, "arms": [], "pending": names}
+    base = arms[claim["baseline"]]
+    rows = [_arm(claim["baseline"], base, None)]
+    rows += [_arm(name, arms[name], base) for name in names[1:] if name not in pending]
+    return {**claim, "arms": rows, "pending": pending}
 
 
 def _effect(claim: dict) -> dict[int, float]:
@@ -334,17 +342,22 @@ def _interactions(items, table: list[dict]) -> list[dict]:
         effects = []
         for key in ("minuend", "subtrahend"):
             claim = by_name.get(item.get(key))
-            if claim is None or len(claim["arms"]) != 2:
+            if claim is None or len(claim["arms"]) + len(claim["pending"]) != 2:
                 raise CompareError(
                     f"{where}.{key}: {item.get(key)!r} is no claim of one arm besides its "
                     f"baseline (claims: {', '.join(by_name)})"
                 )
+            if claim["pending"]:
+                break
             effects.append(_effect(claim))
+        if len(effects) < 2:  # an arm of it has no run yet
+            out.append({**item, "diff": None, "verdict": None, "pending": True})
+            continue
         seeds = sorted(set(effects[0]) & set(effects[1]))
         diff = paired_difference([effects[0][s] for s in seeds], [effects[1][s] for s in seeds])
         diff["seeds"] = seeds
         verdict = INTERACTION_VERDICTS[_verdict(diff)]
-        out.append({**item, "diff": diff, "verdict": verdict})
+        out.append({**item, "diff": diff, "verdict": verdict, "pending": False})
     return out
 
 
@@ -382,6 +395,10 @@ def markdown(table: dict) -> str:
     for claim in table["claims"]:
         heading = f"## {claim['name']}"
         lines += [heading + (f": {claim['question']}" if claim["question"] else ""), ""]
+        if claim.get("pending"):
+            lines += [f"Not run yet: {', '.join(claim['pending'])}.", ""]
+        if not claim["arms"]:
+            continue
         lines += [
             f"Baseline `{claim['baseline']}`. Δ: mean paired difference of the final test "
             f"accuracy on the seeds both ran, with its {level}% Student t interval.",
@@ -408,7 +425,9 @@ def markdown(table: dict) -> str:
             "",
             f"Per seed, ({item['minuend']}: arm - baseline) - ({item['subtrahend']}: arm - "
             f"baseline), in percentage points, with its {level}% Student t interval: "
-            f"{_delta(item['diff'])}, {item['verdict']}.",
+            + (
+                "not run yet." if item["pending"] else f"{_delta(item['diff'])}, {item['verdict']}."
+            ),
             "",
         ]
     return "\n".join(lines)

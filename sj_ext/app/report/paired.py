@@ -87,14 +87,21 @@ def figure(table: dict, path: str | Path) -> Path:
     bar; green: better, red: worse, grey: inside the noise), the single
     differences as dots, and the zero line.
     """
-    claims = table["claims"]
+    claims = [c for c in table["claims"] if c["arms"]]  # those with runs
     level = round(100 * table["confidence"])
-    widest = max(len(c["arms"]) for c in claims)
-    fig = Figure(figsize=(max(9.0, 1.6 * widest + 5), 4.2 * len(claims)), layout="constrained")
-    axes = fig.subplots(len(claims), 2, squeeze=False, width_ratios=[3, 2])
-    for claim, (left, right) in zip(claims, axes, strict=True):
-        _accuracy_panel(left, claim)
-        _difference_panel(right, claim, level)
+    if claims:
+        widest = max(len(c["arms"]) for c in claims)
+        size = (max(9.0, 1.6 * widest + 5), 4.2 * len(claims))
+        fig = Figure(figsize=size, layout="constrained")
+        axes = fig.subplots(len(claims), 2, squeeze=False, width_ratios=[3, 2])
+        for claim, (left, right) in zip(claims, axes, strict=True):
+            _accuracy_panel(left, claim)
+            _difference_panel(right, claim, level)
+    else:
+        fig = Figure(figsize=(6.0, 2.0))
+        ax = fig.subplots()
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no claim has a run of its baseline yet", ha="center", va="center")
     path = Path(path)
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     return path
