@@ -18,14 +18,21 @@ thresholds and gradients are compared to 1e-4 there, the spikes still exactly.
 """
 
 import copy
+import json
 import os
 from functools import partial
 
 import pytest
 import torch
+from helpers import QUICKSTART
 from spikingjelly.activation_based import layer, surrogate
 
+import sj_ext.app.engine.trainer as trainer
+from sj_ext.app.engine import Preempted, TrainingError, train
+from sj_ext.app.engine.checkpoint import load_checkpoint
+from sj_ext.app.recipe import RecipeError, load_recipe
 from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF
+from sj_ext.registry import MODELS
 from sj_ext.surrogate import DERIVATIVES, DynamicATan, DynamicRect, DynamicSigmoid
 
 pytestmark = pytest.mark.skipif(
@@ -152,3 +159,73 @@ def test_a_surrogate_without_closed_form_is_named_and_still_compiles_whole():
         records = eager_and_compiled(node, x)  # the eager call warns
     assert_compiled_equals_eager(records)
     assert graph_breaks(node, x) == 0
+
+
+# ------------------------------------------------------------------------ train.compile
+
+
+class GraphBreak(torch.nn.Module):
+    """The quickstart's ``small_cnn`` with a graph break in its forward."""
+
+    def __init__(self, num_classes: int, in_channels: int, spiking_neuron, **small_cnn):
+        super().__init__()
+        self.net = MODELS.get("small_cnn")(num_classes, in_channels, spiking_neuron, **small_cnn)
+
+    def forward(self, x):
+        torch._dynamo.graph_break()
+        return self.net(x)
+
+
+if "test_graph_break" not in MODELS:
+    MODELS.register("test_graph_break", GraphBreak)
+
+ENGINE = ["train.device=cpu", "train.limit_train_batches=3", "monitor.every=null"]
+
+
+def _records(metrics: dict) -> list[dict]:
+    drop = {"seconds", "compile_seconds"}
+    return [{k: v for k, v in row.items() if k not in drop} for row in metrics["epochs"]]
+
+
+def test_a_compiled_run_trains_as_the_eager_one_and_resumes_eager(tmp_path, monkeypatch):
+    """aot_eager traces what Inductor compiles; the warm-up leaves state and RNG alone."""
+    quiet = dict(log=lambda *a: None)
+    sets = [*ENGINE, "train.epochs=2"]
+    eager = train(load_recipe(QUICKSTART, sets), tmp_path / "eager", **quiet)
+    record = trainer.Trainer._record
+
+    def record_then_stop(self, row, split):  # stopped right after epoch 1's checkpoint
+        record(self, row, split)
+        raise Preempted("stopped by SIGTERM", 15)
+
+    monkeypatch.setattr(trainer.Trainer, "_record", record_then_stop)
+    logs = []
+    compiled = load_recipe(QUICKSTART, [*sets, "train.compile=aot_eager"])
+    with pytest.raises(Preempted):
+        train(compiled, tmp_path / "run", log=logs.append)
+    monkeypatch.setattr(trainer.Trainer, "_record", record)
+    assert any(line.startswith("compiled the model with aot_eager in ") for line in logs)
+    first = json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"][0]
+    assert first["compile_seconds"] > 0
+    assert {k: v for k, v in first.items() if k not in ("seconds", "compile_seconds")} == (
+        _records(eager)[0]
+    )
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["model"]
+    assert not [k for k in state if "_orig_mod" in k]  # the model's own keys
+    resumed = train(load_recipe(QUICKSTART, sets), tmp_path / "run", resume=True, **quiet)
+    assert _records(resumed) == _records(eager)
+
+
+def test_a_model_that_breaks_the_graph_is_refused_naming_the_key(tmp_path):
+    recipe = load_recipe(QUICKSTART, [*ENGINE, "train.epochs=1", "model.name=test_graph_break"])
+    recipe["train"]["compile"] = "aot_eager"
+    with pytest.raises(TrainingError, match=r"train.compile: the model does not compile whole"):
+        train(recipe, tmp_path / "a", log=lambda *a: None)
+    recipe["model"]["name"], recipe["train"]["compile"] = "small_cnn", "no_such_backend"
+    with pytest.raises(TrainingError, match=r"train.compile=null to train it eager"):
+        train(recipe, tmp_path / "b", log=lambda *a: None)
+
+
+def test_compile_and_the_monitors_are_refused_together():
+    with pytest.raises(RecipeError, match="train.compile: the monitors hook the modules"):
+        load_recipe(QUICKSTART, ["train.compile=inductor", "monitor.every=5"])

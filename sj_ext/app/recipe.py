@@ -65,6 +65,7 @@ RESUMABLE_CHANGES = (
     "data.num_workers",
     "train.epochs",
     "train.device",
+    "train.compile",
     "train.limit_eval_batches",
     "monitor.every",
     "monitor.names",

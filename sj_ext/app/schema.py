@@ -138,6 +138,14 @@ SCHEMA: dict = {
         "sync_threshold_stats": Field(
             BOOL, False, help="all-reduce adaptive-threshold statistics across processes"
         ),
+        "compile": Field(
+            OPT_STR,
+            None,
+            help="torch.compile the model whole (fullgraph) with this backend: 'inductor' "
+            "(torch.compile's default, code generation) or 'aot_eager' (traced, no code "
+            "generation); compiled before the first epoch, timed apart (compile_seconds); "
+            "a graph break is an error; not with monitor.every; null = eager",
+        ),
         "precise_bn": Field(
             OPT_INT,
             None,
@@ -231,6 +239,11 @@ def _check_ranges(r: dict, problems: list[str]) -> None:
         value = flat[path]
         if value is not None and not ok(value):
             problems.append(f"{path}: {rule}, got {value!r}")
+    if flat["train.compile"] is not None and flat["monitor.every"] is not None:
+        problems.append(
+            "train.compile: the monitors hook the modules while they run, which a compiled "
+            "graph does not do; set monitor.every=null (or train.compile=null)"
+        )
 
 
 def _require_mapping(recipe, source: str) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional
+from torch.utils.data import DataLoader, DistributedSampler
 
 from ...models.layout import to_channels_last
 from ...registry import DATASETS, LOSSES, MODELS, NEURONS, OPTIMIZERS, SCHEDULES, SURROGATES
@@ -33,6 +34,7 @@ __all__ = [
     "seed_everything",
     "set_lr",
     "time_major_input",
+    "train_loader",
 ]
 
 
@@ -170,3 +172,22 @@ def set_lr(run: Run, recipe: dict, progress: float) -> float:
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     return lr
+
+
+def train_loader(run: Run, recipe: dict, info, epoch: int) -> DataLoader:
+    """This epoch's shuffled training batches (of this process's shard under DDP)."""
+    d = recipe["data"]
+    if info.enabled:
+        sampler = DistributedSampler(run.data.train, shuffle=True, seed=recipe["seed"])
+        sampler.set_epoch(epoch)
+        return DataLoader(
+            run.data.train, d["batch_size"], sampler=sampler, num_workers=d["num_workers"]
+        )
+    generator = torch.Generator().manual_seed(recipe["seed"] * 100_003 + epoch)
+    return DataLoader(
+        run.data.train,
+        d["batch_size"],
+        shuffle=True,
+        generator=generator,
+        num_workers=d["num_workers"],
+    )

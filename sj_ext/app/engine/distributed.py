@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "setup", "teardown", "all_reduce_sum"]
+__all__ = ["DistInfo", "setup", "teardown", "all_reduce_sum", "average_buffers"]
 
 
 @dataclass(frozen=True)
@@ -56,3 +56,13 @@ def all_reduce_sum(values: list[float], info: DistInfo, device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def average_buffers(model: torch.nn.Module, info, device) -> None:
+    """Average floating buffers (BN statistics, running thresholds) over processes."""
+    if not info.enabled:
+        return
+    for buf in model.buffers():
+        if buf.is_floating_point() and buf.numel():
+            torch.distributed.all_reduce(buf)
+            buf.div_(info.world_size)

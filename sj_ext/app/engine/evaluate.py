@@ -23,7 +23,7 @@ from .checkpoint import load_checkpoint
 from .errors import TrainingError
 from .runfolder import RecipeMismatch
 
-__all__ = ["energy_input", "eval_split", "evaluate", "evaluate_checkpoint"]
+__all__ = ["eval_split", "evaluate", "evaluate_checkpoint", "example_batch"]
 
 
 def eval_split(data) -> str:
@@ -31,9 +31,10 @@ def eval_split(data) -> str:
     return evaluated_split(data.val is not None)
 
 
-def energy_input(run: Run, recipe: dict, device: torch.device) -> torch.Tensor:
+def example_batch(run: Run, recipe: dict, device: torch.device) -> torch.Tensor:
     """The first ``data.batch_size`` samples of the evaluated split (:func:`eval_split`),
-    time-major (read without a loader: no RNG)."""
+    time-major (read without a loader: no RNG): what the energy monitor counts on, and
+    what ``train.compile`` compiles with."""
     samples = getattr(run.data, eval_split(run.data))
     n = min(recipe["data"]["batch_size"], len(samples))
     x, _ = default_collate([samples[i] for i in range(n)])

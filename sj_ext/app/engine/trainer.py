@@ -37,7 +37,6 @@ import torch
 import torch.nn as nn
 import yaml
 from spikingjelly.activation_based import functional
-from torch.utils.data import DataLoader, DistributedSampler
 
 from ...neuron import sync_threshold_stats
 from ..class_health import accuracy_warnings
@@ -54,10 +53,12 @@ from .build import (
     seed_everything,
     set_lr,
     time_major_input,
+    train_loader,
 )
+from .compiled import compile_model
 from .environment import record_environment
 from .errors import Preempted, TrainingError
-from .evaluate import energy_input, eval_split, evaluate
+from .evaluate import eval_split, evaluate, example_batch
 from .guards import check_state, check_step, checked_loss
 from .host_memory import keep_freed_memory
 from .precise_bn import recompute_batch_norm
@@ -113,6 +114,7 @@ class Trainer:
         self.monitor: Monitor | None = None
         self.writer = None  # the main process's TensorBoard SummaryWriter
         self.progress = None
+        self.compile_seconds: float | None = None  # train.compile: for the next epoch record
 
     def fit(self, resume: bool) -> dict:
         """Set the run up (resumed when ``resume``) and train its remaining epochs; the metrics."""
@@ -145,9 +147,19 @@ class Trainer:
             self.log(f"note: the {name} loss can be negative (it rewards easy samples)")
         self._open_monitor()
         self.model = self._trained_model()
+        if self.recipe["train"]["compile"] is not None:
+            self._compile()
         if self.info.is_main:
             self._open_outputs()
         self.progress = _progress_factory(self.info)
+
+    def _compile(self) -> None:
+        """``train.compile``: the trained module compiled whole now, timed apart."""
+        backend = self.recipe["train"]["compile"]
+        example = example_batch(self.run, self.recipe, self.device)
+        self.model, seconds = compile_model(self.model, backend, example, functional.reset_net)
+        self.compile_seconds = seconds
+        self.log(f"compiled the model with {backend} in {seconds:.1f} s")
 
     def _resume(self) -> None:
         """Continue after the newest valid checkpoint, logging what the resume changes."""
@@ -206,6 +218,8 @@ class Trainer:
         """
         start = time.perf_counter()
         row = {"epoch": epoch + 1, "lr": learning_rate(self.run, self.recipe, epoch)}
+        if self.compile_seconds is not None:  # compiled before this epoch, timed apart
+            row["compile_seconds"], self.compile_seconds = self.compile_seconds, None
         row.update(self._train_or_stop(epoch))
         split = eval_split(self.run.data)
         last = epoch + 1 == self.recipe["train"]["epochs"]
@@ -250,11 +264,11 @@ class Trainer:
                 )
             functional.reset_net(self.run.model)
 
-        loader = _train_loader(self.run, self.recipe, self.info, epoch)
+        loader = train_loader(self.run, self.recipe, self.info, epoch)
         used = recompute_batch_norm(
             self.run.model, loader, forward, self.recipe["train"]["precise_bn"]
         )
-        _average_buffers(self.model, self.info, self.device)
+        distributed.average_buffers(self.model, self.info, self.device)
         return used
 
     def _train_epoch(self, epoch: int) -> dict:
@@ -262,7 +276,7 @@ class Trainer:
         processes)."""
         self.model.train()
         t, info = self.recipe["train"], self.info
-        loader = _train_loader(self.run, self.recipe, info, epoch)
+        loader = train_loader(self.run, self.recipe, info, epoch)
         limit = t["limit_train_batches"]
         n_batches = len(loader) if limit is None else min(limit, len(loader))
         loss_sum = correct = total = 0.0
@@ -286,7 +300,7 @@ class Trainer:
         loss_sum, correct, total = distributed.all_reduce_sum(
             [loss_sum, correct, total], info, self.device
         )
-        _average_buffers(self.model, info, self.device)
+        distributed.average_buffers(self.model, info, self.device)
         return {
             "train_loss": loss_sum / max(total, 1),
             "train_acc": correct / max(total, 1),
@@ -329,7 +343,7 @@ class Trainer:
         own."""
         alerts = accuracy_warnings(per_class, f"epoch {epoch}: ", ACCURACY_NAMES[split])
         if self.monitor is not None:
-            self.monitor.epoch_end(epoch, lambda: energy_input(self.run, self.recipe, self.device))
+            self.monitor.epoch_end(epoch, lambda: example_batch(self.run, self.recipe, self.device))
             alerts += self.monitor.class_warnings(epoch)
         for warning in alerts:
             self.log(f"warning: {warning}")
@@ -351,35 +365,6 @@ class Trainer:
         state = checkpoint_state(self.run, self.scaler, self.recipe, self.records, self.info)
         self.folder.save(state, improved, metrics(self.records, split))
         write_scalars(self.writer, row)
-
-
-def _train_loader(run: Run, recipe: dict, info, epoch: int) -> DataLoader:
-    """This epoch's shuffled training batches (of this process's shard under DDP)."""
-    d = recipe["data"]
-    if info.enabled:
-        sampler = DistributedSampler(run.data.train, shuffle=True, seed=recipe["seed"])
-        sampler.set_epoch(epoch)
-        return DataLoader(
-            run.data.train, d["batch_size"], sampler=sampler, num_workers=d["num_workers"]
-        )
-    generator = torch.Generator().manual_seed(recipe["seed"] * 100_003 + epoch)
-    return DataLoader(
-        run.data.train,
-        d["batch_size"],
-        shuffle=True,
-        generator=generator,
-        num_workers=d["num_workers"],
-    )
-
-
-def _average_buffers(model: nn.Module, info, device) -> None:
-    """Average floating buffers (BN statistics, running thresholds) over processes."""
-    if not info.enabled:
-        return
-    for buf in model.buffers():
-        if buf.is_floating_point() and buf.numel():
-            torch.distributed.all_reduce(buf)
-            buf.div_(info.world_size)
 
 
 def _progress_factory(info):
