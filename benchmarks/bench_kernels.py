@@ -10,7 +10,7 @@ forward + backward of ``sum(spikes * g)``
 with a fixed random ``g``. Suites, each with SpikingJelly 2.0's own
 ``LIFNode`` beside the sj_ext neuron on both backends:
 
-* ``lif``: ``AdaptiveThresholdLIF(adaptive=False)`` with SpikingJelly's
+* ``lif``: ``AdaptiveThresholdLIF(threshold='fixed')`` with SpikingJelly's
   ``Sigmoid`` (LIFNode's maths; the single-launch ``sj_lif_loop`` kernel);
 * ``adaptive``: DS-ATGO's ``AdaptiveThresholdLIF`` (training mode, layer
   statistics every step, ``DynamicRect``; ``sj_lif_step`` per step), beside
@@ -78,7 +78,7 @@ def build(suite: str, impl: str):
         sg = surrogate.Rect() if suite == "adaptive" else surrogate.Sigmoid()
         return neuron.LIFNode(tau=2.0, surrogate_function=sg, step_mode="m")
     if suite == "lif":
-        node = AdaptiveThresholdLIF(adaptive=False, surrogate_function=surrogate.Sigmoid())
+        node = AdaptiveThresholdLIF(threshold="fixed", surrogate_function=surrogate.Sigmoid())
     elif suite == "adaptive":
         node = AdaptiveThresholdLIF()
     else:

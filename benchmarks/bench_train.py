@@ -14,7 +14,7 @@ on synthetic data of the paper shapes -- ResNet19 (DS-ATGO's CIFAR network)
 ``[T=2, N, 3, 32, 32]``, VGGSNN (TET's CIFAR10-DVS network) ``[T=10, N, 2,
 48, 48]`` (``--T-resnet``, ``--T-vgg``). Neurons: sj_ext's
 ``adaptive_lif`` (DS-ATGO's AdaptiveThresholdLIF, its defaults), ``lif`` (the
-same node with ``adaptive=False``: LIF with a fixed threshold),
+same node with ``threshold='fixed'``: LIF with a fixed threshold),
 ``dilated_window_lif`` (DilatedWindowLIF, its defaults) and SpikingJelly's
 ``LIFNode`` (``sj_lif``, torch only: SpikingJelly 2.0's node has no backend
 argument); backends ``torch`` and ``cupy`` (sj_ext's fused kernels), ``cupy``
@@ -58,7 +58,7 @@ NETS = {
 }
 NEURONS = {
     "adaptive_lif": lambda backend: AdaptiveThresholdLIF(step_mode="m", backend=backend),
-    "lif": lambda backend: AdaptiveThresholdLIF(adaptive=False, step_mode="m", backend=backend),
+    "lif": lambda backend: AdaptiveThresholdLIF(threshold="fixed", step_mode="m", backend=backend),
     "dilated_window_lif": lambda backend: DilatedWindowLIF(step_mode="m", backend=backend),
     "sj_lif": lambda backend: neuron.LIFNode(step_mode="m"),
 }

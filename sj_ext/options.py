@@ -1,8 +1,7 @@
 """The choices of sj_ext's options and their defaults, each written once (no torch).
 
 Every choice list is a ``typing.Literal`` (for annotations) and the tuple of its
-values (:func:`typing.get_args` of it), in the order the code relies on:
-``THRESHOLDS`` is indexed by a node's ``adaptive``. The neurons, the functional
+values (:func:`typing.get_args` of it). The neurons, the functional
 :class:`~sj_ext.functional.LIFParameters`, the models and the recipe schema
 import them from here, so a new choice or another default is a one-line change.
 :func:`check_choice` is the one check of a value against its list.

@@ -129,7 +129,7 @@ def test_equals_spikingjelly_lif_when_not_adaptive(
         detach_reset=detach_reset,
         step_mode=step_mode,
     )
-    ours = AdaptiveThresholdLIF(tau=3.0, learnable_tau=learnable, adaptive=False, **kw)
+    ours = AdaptiveThresholdLIF(tau=3.0, learnable_tau=learnable, threshold="fixed", **kw)
     ref = neuron.ParametricLIFNode(init_tau=3.0, **kw) if learnable else neuron.LIFNode(3.0, **kw)
     x = torch.randn(6, 4, 7)
     outs, grads = [], []
@@ -383,5 +383,5 @@ def test_half_precision_gradients_match_float32_off_rounding_close_decisions(cfg
     """The adjoint runs in float32: only decisions within rounding of an edge may differ."""
     torch.manual_seed(2)
     x = torch.randn(4, 2, 8, 16, 16).to(dtype)
-    node = AdaptiveThresholdLIF(adaptive=False, step_mode="m", **cfg).to(dtype)
+    node = AdaptiveThresholdLIF(threshold="fixed", step_mode="m", **cfg).to(dtype)
     assert_gradient_near_float32(node, x)

@@ -15,7 +15,7 @@ from sj_ext.functional.grouping import (
     split_groups,
     unpartition,
 )
-from sj_ext.neuron import DilatedWindowLIF
+from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF
 from sj_ext.surrogate import DynamicRect
 
 DT = torch.float64
@@ -689,10 +689,12 @@ def test_the_threshold_kind_is_kept_once():
         assert (node.threshold, node.adaptive) == (kind, adaptive)
         assert f"threshold={kind}" in repr(node)
     node = DilatedWindowLIF(threshold="fixed")
-    node.adaptive = True  # the one fact: the kind follows it
-    assert node.threshold == "adaptive"
+    node.threshold = "adaptive"  # the one fact: adaptive follows it
+    assert node.adaptive
     with pytest.raises(AttributeError):
-        node.threshold = "fixed"
+        node.adaptive = False
+    with pytest.raises(ValueError, match="threshold"):
+        AdaptiveThresholdLIF(threshold="moving")
 
 
 def test_an_unchained_grid_runs_the_adjoint_loop_equal_to_autograd_of_the_steps():

@@ -53,8 +53,8 @@ def test_neurons_match_torch_backend_on_gpu(cls, cfg, dtype):
 @pytest.mark.parametrize(
     "cls,cfg",
     [
-        (AdaptiveThresholdLIF, dict(adaptive=False, surrogate_function=surrogate.ATan())),
-        (AdaptiveThresholdLIF, dict(adaptive=False, v_reset=None, learnable_tau=True)),
+        (AdaptiveThresholdLIF, dict(threshold="fixed", surrogate_function=surrogate.ATan())),
+        (AdaptiveThresholdLIF, dict(threshold="fixed", v_reset=None, learnable_tau=True)),
         (DilatedWindowLIF, dict(projection="sine")),
         (DilatedWindowLIF, dict(window="block", projection="add", decay_input=False)),
     ],
@@ -87,7 +87,7 @@ def test_half_precision_gradients_match_float32_off_rounding_close_decisions(cfg
     x = torch.randn(4, 4, 8, 16, 16, device=CUDA).to(dtype)
     grads = [
         assert_gradient_near_float32(
-            AdaptiveThresholdLIF(adaptive=False, step_mode="m", backend=backend, **cfg).to(
+            AdaptiveThresholdLIF(threshold="fixed", step_mode="m", backend=backend, **cfg).to(
                 device=CUDA, dtype=dtype
             ),
             x,
@@ -132,7 +132,7 @@ def test_no_copies_of_the_input():
     T, neurons = 4, 1 << 20
     x = torch.randn(T, neurons, device=CUDA)
     node = AdaptiveThresholdLIF(
-        step_mode="m", backend="cupy", adaptive=False, surrogate_function=surrogate.ATan()
+        step_mode="m", backend="cupy", threshold="fixed", surrogate_function=surrogate.ATan()
     ).to(CUDA)
     with torch.no_grad():
         node(x)  # compile, warm up

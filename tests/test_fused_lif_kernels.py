@@ -333,7 +333,7 @@ def test_bfloat16_kernels_match_torch_and_float32(on_host):
     grads = []
     for backend in ("cupy", "torch"):
         node = AdaptiveThresholdLIF(
-            adaptive=False, v_reset=None, learnable_tau=True, step_mode="m", backend=backend
+            threshold="fixed", v_reset=None, learnable_tau=True, step_mode="m", backend=backend
         ).to(torch.bfloat16)
         grads.append(assert_gradient_near_float32(node, x))
     torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)

@@ -3,7 +3,7 @@
 ``[N, *]`` in step mode ``'s'`` and ``[T, N, *]`` in ``'m'``, with any trailing
 dims: ``[N]``, ``[N, F]``, sequences ``[N, L, D]``, maps ``[N, C, H, W]`` (of
 sizes the default 2 x 2 grid does not divide too) and volumes
-``[N, C, D, H, W]``. With a fixed threshold (``AdaptiveThresholdLIF(adaptive=False)``,
+``[N, C, D, H, W]``. With a fixed threshold (``AdaptiveThresholdLIF(threshold='fixed')``,
 ``DilatedWindowLIF(projection='none')``) the spikes, membranes and gradients
 are ``LIFNode``'s on the same input; the adaptive threshold is checked
 against a restatement of its equations. Where a grouping needs dims the input
@@ -24,7 +24,7 @@ DT = torch.float64
 #: per-step shapes [N, *]
 SHAPES = [(6,), (4, 6), (4, 5, 3), (2, 3, 4, 4), (2, 3, 5, 5), (2, 2, 3, 4, 4)]
 FIXED = {
-    "adaptive-fixed": lambda **kw: AdaptiveThresholdLIF(adaptive=False, **kw),
+    "adaptive-fixed": lambda **kw: AdaptiveThresholdLIF(threshold="fixed", **kw),
     "dilated-none": lambda **kw: DilatedWindowLIF(projection="none", **kw),
 }
 

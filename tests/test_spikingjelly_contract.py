@@ -9,7 +9,6 @@ records, a count by hand, the run it replaces), not only that it runs.
 """
 
 import copy
-import dataclasses
 import inspect
 import pickle
 
@@ -20,7 +19,6 @@ from spikingjelly.activation_based.op_counter import DispatchCounterMode, SynOpC
 from torch import nn
 
 from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF, set_backend
-from sj_ext.neuron.base import LIFArguments
 
 NODES = {
     "adaptive": (AdaptiveThresholdLIF, dict(learnable_tau=True)),
@@ -28,7 +26,7 @@ NODES = {
 }
 #: the fixed-threshold forms, which are SpikingJelly's LIFNode
 AS_LIFNODE = {
-    "adaptive": (AdaptiveThresholdLIF, dict(adaptive=False)),
+    "adaptive": (AdaptiveThresholdLIF, dict(threshold="fixed")),
     "dilated": (DilatedWindowLIF, dict(projection="none")),
 }
 
@@ -214,15 +212,42 @@ def test_extra_repr_names_every_argument(make_node):
 
 
 def test_every_node_takes_the_shared_arguments_declared_once(make_node):
-    """LIFArguments' fields open every node's signature; a wrong keyword names the node."""
+    """Each node writes its signature out; a wrong keyword is Python's own TypeError."""
     cls = type(make_node())
-    shared = [f.name for f in dataclasses.fields(LIFArguments)]
-    assert list(inspect.signature(cls).parameters)[: len(shared)] == shared
+    assert "__signature__" not in vars(cls.__init__)  # the source's own signature
+    params = inspect.signature(cls.__init__).parameters
+    assert all(p.default is not inspect.Parameter.empty for n, p in params.items() if n != "self")
     assert cls(3.0).tau == 3.0  # tau by position, as LIFNode's
-    with pytest.raises(TypeError, match=rf"{cls.__name__}\(\): .*'taux'"):
+    with pytest.raises(TypeError, match="'taux'"):
         cls(taux=3.0)
-    with pytest.raises(TypeError, match=cls.__name__):
+    with pytest.raises(TypeError, match="positional"):
         cls(3.0, True)  # the others by keyword only
+
+
+def test_the_nodes_shared_arguments_agree_with_each_other_and_with_lifnode():
+    """The arguments both nodes take: the same names, kinds, defaults and order; those
+    SpikingJelly's LIFNode has too, with its names and (but the surrogate, which each
+    node picks for its threshold) its defaults. (SpikingJelly 2.0's nodes take no
+    ``backend``; ours add it.)"""
+    ours = [
+        inspect.signature(c.__init__).parameters for c in (AdaptiveThresholdLIF, DilatedWindowLIF)
+    ]
+    shared = [n for n in ours[0] if n in ours[1]]
+    assert shared == list(ours[0])  # DilatedWindowLIF adds its grid after them
+    assert list(ours[1])[: len(shared)] == shared
+    for name in shared:
+        a, b = ours[0][name], ours[1][name]
+        same = (a.kind, a.annotation) == (b.kind, b.annotation)
+        defaults = a.default == b.default or name == "threshold"  # each node's own kind
+        assert same and defaults, name
+    lif = inspect.signature(neuron.LIFNode.__init__).parameters
+    common = [n for n in shared if n in lif]
+    assert set(common) >= {"tau", "decay_input", "v_threshold", "v_reset", "detach_reset",
+                           "step_mode", "store_v_seq", "surrogate_function"}  # fmt: skip
+    for name in common:
+        if name == "surrogate_function":
+            continue  # our nodes' own surrogates, each for its threshold
+        assert ours[0][name].default == lif[name].default, name
 
 
 def test_supported_backends_per_step_mode(make_node):

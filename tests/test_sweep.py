@@ -183,6 +183,12 @@ def test_the_results_file_alone_skips_finished_runs(swept, tmp_path, monkeypatch
     # a changed recipe is not the recorded run: its digest differs
     job = load_grid(args[1], tmp_path / "runs", ["optim.lr=0.5"], ["clsnn"], [0])[0]
     assert recipe_digest(job.recipe) != first["runs"][0]["recipe_sha256"]
+    # a key added to the schema later, null by default, is no change of the runs recorded
+    job = load_grid(args[1], tmp_path / "runs", [], ["clsnn"], [0])[0]
+    later = {**job.recipe, "train": {**job.recipe["train"], "a_later_option": None}}
+    assert recipe_digest(later) == recipe_digest(job.recipe) == first["runs"][0]["recipe_sha256"]
+    later["train"]["a_later_option"] = 3  # set: another recipe
+    assert recipe_digest(later) != recipe_digest(job.recipe)
 
 
 def test_shards_split_the_grid_and_fill_one_results_file(tmp_path):

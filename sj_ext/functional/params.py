@@ -24,7 +24,7 @@ The fields, by the equation they enter (``docs/methods.md``, Notation):
 
 The choices of ``stats``, ``window`` and ``projection`` and their defaults are
 those of :mod:`sj_ext.options`; the neurons' arguments take their defaults
-from these fields (:class:`sj_ext.neuron.base.LIFArguments`).
+from these fields (their ``__init__`` signatures).
 """
 
 import math

@@ -1,21 +1,16 @@
 r"""``AdaptiveThresholdLIF``: the DS-ATGO neuron as a SpikingJelly 2.0 node."""
 
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import torch
 
+from ..functional import LIFParameters
+from ..options import DEFAULT_BACKEND, Backend, Stats, StepMode, Threshold
 from ..registry import NEURONS
 from ..surrogate import DynamicRect
-from .base import LIFArguments, RunningThresholdLIFBase, takes_arguments
+from .base import RunningThresholdLIFBase
 
-__all__ = ["AdaptiveThresholdLIF", "AdaptiveThresholdLIFArguments"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class AdaptiveThresholdLIFArguments(LIFArguments):
-    """:class:`AdaptiveThresholdLIF`'s arguments: every node's and ``adaptive``."""
-
-    adaptive: bool = True
+__all__ = ["AdaptiveThresholdLIF"]
 
 
 @NEURONS.register("adaptive_lif")
@@ -42,7 +37,7 @@ class AdaptiveThresholdLIF(RunningThresholdLIFBase):
     The default surrogate :class:`~sj_ext.surrogate.DynamicRect` widens with
     :math:`\sigma_t = \mathrm{std}(h_t)`.
 
-    With ``adaptive=False`` the threshold is the fixed ``v_threshold`` and the
+    With ``threshold='fixed'`` the threshold is the fixed ``v_threshold`` and the
     node equals SpikingJelly's ``LIFNode`` (or ``ParametricLIFNode`` with
     ``learnable_tau=True``) for the same surrogate.
 
@@ -51,15 +46,14 @@ class AdaptiveThresholdLIF(RunningThresholdLIFBase):
     ``AdaptiveThresholdLIF(tau=1.25, decay_input=False)``; add
     ``learnable_tau=True`` for its learnable decay.
 
-    The arguments, declared in :class:`AdaptiveThresholdLIFArguments` (``tau`` by
-    position or keyword, the others by keyword):
+    The arguments (``tau`` by position or keyword, the others by keyword):
 
     :param tau: membrane time constant (> 1); the initial one if learnable
     :param decay_input: whether the input is scaled by ``1/tau``
     :param learnable_tau: PLIF: ``1/tau = sigmoid(w)`` with ``w`` learnable
-    :param v_threshold: initial running threshold; the threshold when ``adaptive=False``
+    :param v_threshold: initial running threshold; the threshold when ``threshold='fixed'``
     :param v_reset: hard-reset value, or ``None`` for a soft reset by :math:`V_{th}(t)`
-    :param adaptive: use the adaptive threshold (``False``: a fixed ``v_threshold``)
+    :param threshold: ``'adaptive'`` (DS-ATGO's, the default) or ``'fixed'`` (``v_threshold``)
     :param f_c: threshold scale :math:`f_c`
     :param momentum: running-threshold update rate :math:`m` in ``[0, 1]``
     :param stats: ``'layer'`` (the paper: every element of the step's tensor)
@@ -78,9 +72,45 @@ class AdaptiveThresholdLIF(RunningThresholdLIFBase):
     a surrogate without a width rule).
     """
 
-    @takes_arguments(AdaptiveThresholdLIFArguments)
-    def __init__(self, args: AdaptiveThresholdLIFArguments):
-        super().__init__(args, adaptive=args.adaptive, default_surrogate=DynamicRect)
+    def __init__(
+        self,
+        tau: float = 2.0,
+        *,
+        decay_input: bool = LIFParameters.decay_input,
+        learnable_tau: bool = False,
+        v_threshold: float = 1.0,
+        v_reset: float | None = LIFParameters.v_reset,
+        threshold: Threshold = "adaptive",
+        f_c: float = LIFParameters.f_c,
+        momentum: float = 0.1,
+        stats: Stats = LIFParameters.stats,
+        surrogate_function: Callable | None = None,
+        detach_reset: bool = LIFParameters.detach_reset,
+        step_mode: StepMode = "s",
+        backend: Backend = DEFAULT_BACKEND,
+        store_v_seq: bool = False,
+    ):
+        super().__init__(
+            tau,
+            decay_input=decay_input,
+            learnable_tau=learnable_tau,
+            v_threshold=v_threshold,
+            v_reset=v_reset,
+            threshold=threshold,
+            f_c=f_c,
+            momentum=momentum,
+            stats=stats,
+            surrogate_function=surrogate_function,
+            detach_reset=detach_reset,
+            step_mode=step_mode,
+            backend=backend,
+            store_v_seq=store_v_seq,
+        )
+
+    @staticmethod
+    def default_surrogate(threshold: Threshold) -> Callable:
+        """:class:`~sj_ext.surrogate.DynamicRect`, DS-ATGO's, whatever the threshold."""
+        return DynamicRect()
 
     # ---------------------------------------------------------------- forward
     def _check_rank(self, x: torch.Tensor, time_dims: int):

@@ -17,8 +17,9 @@ node's options in one :class:`~sj_ext.functional.LIFParameters`
 (:meth:`lif_parameters`); the thresholds they produce go to :meth:`_update`.
 Subclasses hold no maths: they add options (a grouped node its grid, by
 overriding :meth:`lif_parameters`) and their checks. Every node's constructor
-arguments are declared once, in :class:`LIFArguments`; a node adds its own in
-a subclass of it (:func:`takes_arguments`).
+arguments are written out in its own ``__init__``, with their types and defaults
+(tests/test_spikingjelly_contract.py checks that the two nodes' shared arguments
+agree with each other and with SpikingJelly's ``LIFNode``).
 
 ``backend='cupy'`` runs the multi-step forward (step mode ``'m'``) and its
 backward in the fused CUDA kernels of :mod:`sj_ext.fused_lif`, which return the
@@ -35,12 +36,10 @@ backend after a one-time ``RuntimeWarning``. Single steps (``'s'``, and
 functions.
 """
 
-import functools
 import inspect
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import KW_ONLY, dataclass
 
 import torch
 import torch.nn as nn
@@ -50,82 +49,24 @@ from .. import fused_lif as fused
 from ..functional import LIFParameters, lif_multi_step, lif_step
 from ..options import (
     BACKENDS,
-    DEFAULT_BACKEND,
     STATS,
     STEP_MODES,
+    THRESHOLDS,
     Backend,
     Stats,
     StepMode,
+    Threshold,
     check_choice,
 )
 from ..surrogate import DynamicSurrogateBase
 
 __all__ = [
-    "LIFArguments",
     "RunningThresholdLIFBase",
     "set_backend",
     "sync_threshold_stats",
-    "takes_arguments",
 ]
 
 _warned: set[str] = set()  # the beyond-trained-steps warnings given (once per message)
-
-
-@dataclass(frozen=True)
-class LIFArguments:
-    """The constructor arguments of every sj_ext LIF node, declared once.
-
-    A node declares its own arguments as a subclass (``kw_only``) and its
-    constructor with :func:`takes_arguments`: it accepts every field as a keyword
-    (``tau`` also by position, as ``LIFNode``), ``inspect.signature`` of the node
-    lists them (the recipes' argument checks read it) and ``extra_repr`` shows
-    them, so an argument added here is one every node takes. The options the
-    node hands to the functions default to the fields of
-    :class:`~sj_ext.functional.LIFParameters`, the choices are those of
-    :mod:`sj_ext.options`; the nodes' docstrings say what each one means.
-    """
-
-    tau: float = 2.0
-    _: KW_ONLY
-    decay_input: bool = LIFParameters.decay_input
-    learnable_tau: bool = False
-    v_threshold: float = 1.0
-    v_reset: float | None = LIFParameters.v_reset
-    f_c: float = LIFParameters.f_c
-    momentum: float = 0.1
-    stats: Stats = LIFParameters.stats
-    surrogate_function: Callable | None = None  # None: the node's own default
-    detach_reset: bool = LIFParameters.detach_reset
-    step_mode: StepMode = "s"
-    backend: Backend = DEFAULT_BACKEND
-    store_v_seq: bool = False
-
-
-def takes_arguments(arguments: type[LIFArguments]):
-    """Make ``__init__(self, args)`` take the fields of the dataclass ``arguments``.
-
-    The constructor is called with its parameters collected in one ``arguments``
-    object; its signature is the dataclass's, so ``inspect.signature`` of the node
-    names every argument and a wrong one is a ``TypeError`` naming the node.
-    """
-    fields = inspect.signature(arguments).parameters.values()
-    signature = inspect.Signature(
-        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY), *fields]
-    )
-
-    def decorate(init):
-        @functools.wraps(init)
-        def __init__(self, *args, **kwargs):
-            try:
-                signature.bind(self, *args, **kwargs)
-            except TypeError as e:
-                raise TypeError(f"{type(self).__name__}(): {e}") from None
-            init(self, arguments(*args, **kwargs))
-
-        __init__.__signature__ = signature  # inspect reads it, not the wrapped one's
-        return __init__
-
-    return decorate
 
 
 #: the arguments ``extra_repr`` leaves to ``BaseNode.extra_repr`` (shown first), the
@@ -147,45 +88,75 @@ class RunningThresholdLIFBase(BaseNode):
     """Base of the sj_ext LIF nodes: charge parameters, running threshold, records.
 
     Memories: ``v`` (membrane after reset) and ``time_step`` (steps since the
-    last ``reset``). Buffer: ``running_threshold``. Attributes set here, from
-    the :class:`LIFArguments` ``args``: ``decay_input``, ``learnable_tau``
-    (then parameter ``w``, else ``tau``), ``f_c``, ``momentum``, ``stats``,
-    ``backend``, and ``adaptive``, which a node derives from its own arguments;
-    ``default_surrogate()`` makes the surrogate when ``args`` names none.
+    last ``reset``). Buffer: ``running_threshold``. Attributes set here, from the
+    constructor's arguments (every node's own ``__init__`` names them, with their
+    defaults): ``decay_input``, ``learnable_tau`` (then parameter ``w``, else
+    ``tau``), ``threshold`` (``'fixed'`` or ``'adaptive'``), ``f_c``, ``momentum``,
+    ``stats``, ``backend``; :meth:`default_surrogate` makes the surrogate when the
+    node is given none.
     """
 
-    def __init__(self, args: LIFArguments, adaptive: bool, default_surrogate: Callable):
-        tau = args.tau
+    def __init__(
+        self,
+        tau: float,
+        *,
+        decay_input: bool,
+        learnable_tau: bool,
+        v_threshold: float,
+        v_reset: float | None,
+        threshold: Threshold,
+        f_c: float,
+        momentum: float,
+        stats: Stats,
+        surrogate_function: Callable | None,
+        detach_reset: bool,
+        step_mode: StepMode,
+        backend: Backend,
+        store_v_seq: bool,
+    ):
         if not (isinstance(tau, int | float) and math.isfinite(tau) and tau > 1.0):
             raise ValueError(f"tau must be a finite number > 1, got {tau!r}")
-        check_choice("stats", args.stats, STATS)
-        if not 0.0 <= args.momentum <= 1.0:
-            raise ValueError(f"momentum must lie in [0, 1], got {args.momentum!r}")
-        check_choice("backend", args.backend, BACKENDS)
-        check_choice("step_mode", args.step_mode, STEP_MODES)
+        check_choice("threshold", threshold, THRESHOLDS)
+        check_choice("stats", stats, STATS)
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must lie in [0, 1], got {momentum!r}")
+        check_choice("backend", backend, BACKENDS)
+        check_choice("step_mode", step_mode, STEP_MODES)
+        if surrogate_function is None:
+            surrogate_function = self.default_surrogate(threshold)
         super().__init__(
-            float(args.v_threshold),
-            None if args.v_reset is None else float(args.v_reset),
-            default_surrogate() if args.surrogate_function is None else args.surrogate_function,
-            args.detach_reset,
-            step_mode=args.step_mode,
-            store_v_seq=args.store_v_seq,
+            float(v_threshold),
+            None if v_reset is None else float(v_reset),
+            surrogate_function,
+            detach_reset,
+            step_mode=step_mode,
+            store_v_seq=store_v_seq,
         )
-        self.decay_input = args.decay_input
-        self.learnable_tau = args.learnable_tau
-        if args.learnable_tau:
+        self.decay_input = decay_input
+        self.learnable_tau = learnable_tau
+        if learnable_tau:
             self.w = nn.Parameter(torch.as_tensor(-math.log(tau - 1.0)))
         else:
             self.tau = float(tau)
-        self.adaptive = bool(adaptive)
-        self.f_c = float(args.f_c)
-        self.momentum = float(args.momentum)
-        self.stats = args.stats
-        self.backend = args.backend
+        self.threshold = threshold
+        self.f_c = float(f_c)
+        self.momentum = float(momentum)
+        self.stats = stats
+        self.backend = backend
         self.stats_group = None  # a torch.distributed group: see sync_threshold_stats
         self.register_buffer("running_threshold", torch.empty(0))
         self.register_memory("time_step", 0)
         self._clear_records()
+
+    @staticmethod
+    def default_surrogate(threshold: Threshold) -> Callable:
+        """The surrogate a node of this ``threshold`` kind takes when it is given none."""
+        raise NotImplementedError
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the threshold is DS-ATGO's adaptive one (``threshold='adaptive'``)."""
+        return self.threshold == "adaptive"
 
     def extra_repr(self):
         """``BaseNode``'s fields, then every other constructor argument as the node holds it."""

@@ -2,30 +2,28 @@ r"""``DilatedWindowLIF``: multi-receptive-field grouping (Yao et al.) as a Spiki
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from spikingjelly.activation_based import surrogate
 
 from ..functional import LIFParameters, chain_length
 from ..functional.grouping import check_grid, fitting_grid, resolve_projection
-from ..options import THRESHOLDS, WINDOWS, Projection, Threshold, Window, check_choice
+from ..options import (
+    DEFAULT_BACKEND,
+    WINDOWS,
+    Backend,
+    Projection,
+    Stats,
+    StepMode,
+    Threshold,
+    Window,
+    check_choice,
+)
 from ..registry import NEURONS
 from ..surrogate import DynamicRect
-from .base import LIFArguments, RunningThresholdLIFBase, takes_arguments
+from .base import RunningThresholdLIFBase
 
-__all__ = ["DilatedWindowLIF", "DilatedWindowLIFArguments"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class DilatedWindowLIFArguments(LIFArguments):
-    """:class:`DilatedWindowLIF`'s arguments: every node's, the grid, projection, threshold."""
-
-    groups: int | Sequence[int] = (2, 2)
-    window: Window = LIFParameters.window
-    dims: int | Sequence[int] | None = None
-    projection: Projection | Callable = "sine"
-    theta: float = LIFParameters.theta
-    threshold: Threshold = "fixed"
+__all__ = ["DilatedWindowLIF"]
 
 
 def _divides(step_shape, dims, groups) -> bool:
@@ -100,7 +98,7 @@ class DilatedWindowLIF(RunningThresholdLIFBase):
     input ``LIFNode`` takes, grouped (for the monitors' per-group rates) only
     where the default grid fits.
 
-    The arguments, declared in :class:`DilatedWindowLIFArguments` (``tau`` by
+    The arguments (``tau`` by
     position or keyword, the others by keyword):
 
     :param tau: membrane time constant (> 1); the initial one if learnable
@@ -137,35 +135,67 @@ class DilatedWindowLIF(RunningThresholdLIFBase):
     threshold or dynamic surrogate; else ``None``).
     """
 
-    @takes_arguments(DilatedWindowLIFArguments)
-    def __init__(self, args: DilatedWindowLIFArguments):
-        check_choice("threshold", args.threshold, THRESHOLDS)
-        check_choice("window", args.window, WINDOWS)
-        resolve_projection(args.projection)  # raises on an unknown name
-        if not (isinstance(args.theta, int | float) and math.isfinite(args.theta)):
-            raise ValueError(f"theta must be a finite number, got {args.theta!r}")
-        dims = None if args.dims is None else _as_tuple(args.dims, "dims")
+    def __init__(
+        self,
+        tau: float = 2.0,
+        *,
+        decay_input: bool = LIFParameters.decay_input,
+        learnable_tau: bool = False,
+        v_threshold: float = 1.0,
+        v_reset: float | None = LIFParameters.v_reset,
+        threshold: Threshold = "fixed",
+        f_c: float = LIFParameters.f_c,
+        momentum: float = 0.1,
+        stats: Stats = LIFParameters.stats,
+        surrogate_function: Callable | None = None,
+        detach_reset: bool = LIFParameters.detach_reset,
+        step_mode: StepMode = "s",
+        backend: Backend = DEFAULT_BACKEND,
+        store_v_seq: bool = False,
+        groups: int | Sequence[int] = (2, 2),
+        window: Window = LIFParameters.window,
+        dims: int | Sequence[int] | None = None,
+        projection: Projection | Callable = "sine",
+        theta: float = LIFParameters.theta,
+    ):
+        check_choice("window", window, WINDOWS)
+        resolve_projection(projection)  # raises on an unknown name
+        if not (isinstance(theta, int | float) and math.isfinite(theta)):
+            raise ValueError(f"theta must be a finite number, got {theta!r}")
+        dims = None if dims is None else _as_tuple(dims, "dims")
         n_dims = 2 if dims is None else len(dims)
-        groups = args.groups
         groups = (groups,) * n_dims if isinstance(groups, int) else _as_tuple(groups, "groups")
         if len(groups) != n_dims or any(g < 1 for g in groups):
             raise ValueError(
                 f"groups={groups} must hold one integer >= 1 per grouped dim "
                 f"(dims={dims}: {n_dims} dims)"
             )
-        adaptive = args.threshold == "adaptive"
-        default_surrogate = DynamicRect if adaptive else surrogate.Sigmoid
-        super().__init__(args, adaptive=adaptive, default_surrogate=default_surrogate)
+        super().__init__(
+            tau,
+            decay_input=decay_input,
+            learnable_tau=learnable_tau,
+            v_threshold=v_threshold,
+            v_reset=v_reset,
+            threshold=threshold,
+            f_c=f_c,
+            momentum=momentum,
+            stats=stats,
+            surrogate_function=surrogate_function,
+            detach_reset=detach_reset,
+            step_mode=step_mode,
+            backend=backend,
+            store_v_seq=store_v_seq,
+        )
         self.groups = groups
-        self.window = args.window
+        self.window = window
         self.dims = dims
-        self.projection = args.projection
-        self.theta = float(args.theta)
+        self.projection = projection
+        self.theta = float(theta)
 
-    @property
-    def threshold(self) -> str:
-        """``'adaptive'`` or ``'fixed'``: the constructor argument, read from ``adaptive``."""
-        return THRESHOLDS[self.adaptive]  # ordered (fixed, adaptive)
+    @staticmethod
+    def default_surrogate(threshold: Threshold) -> Callable:
+        """SpikingJelly's ``Sigmoid`` with a fixed threshold, ``DynamicRect`` with DS-ATGO's."""
+        return DynamicRect() if threshold == "adaptive" else surrogate.Sigmoid()
 
     def _shown(self, name: str) -> str:
         if name == "projection":

@@ -36,7 +36,7 @@ NEURON_CASES = [
     (AdaptiveThresholdLIF, dict()),
     (AdaptiveThresholdLIF, dict(tau=1.25, decay_input=False, learnable_tau=True, f_c=0.9)),
     (AdaptiveThresholdLIF, dict(v_reset=None, surrogate_function=DynamicATan())),
-    (AdaptiveThresholdLIF, dict(adaptive=False, surrogate_function=surrogate.ATan())),
+    (AdaptiveThresholdLIF, dict(threshold="fixed", surrogate_function=surrogate.ATan())),
     (DilatedWindowLIF, dict(learnable_tau=True)),
     (DilatedWindowLIF, dict(threshold="adaptive", window="block", projection="add")),
     (DilatedWindowLIF, dict(threshold="adaptive", surrogate_function=surrogate.Sigmoid())),

@@ -17,9 +17,20 @@ from .grid import SweepError
 __all__ = ["recipe_digest", "recorded", "record", "summarise", "markdown", "read_results", "write"]
 
 
+def _set_keys(value):
+    """``value`` without the mapping keys whose value is null, at every depth."""
+    if isinstance(value, dict):
+        return {k: _set_keys(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_set_keys(v) for v in value]
+    return value
+
+
 def recipe_digest(recipe: dict) -> str:
-    """SHA-256 of the resolved recipe (sorted JSON): what a results file records per run."""
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+    """SHA-256 of the resolved recipe (sorted JSON) without its null values: what a results
+    file records per run. A null is "not set" in a recipe, so a key added to the schema
+    with a null default leaves the digests of the runs already recorded as they were."""
+    return hashlib.sha256(json.dumps(_set_keys(recipe), sort_keys=True).encode()).hexdigest()
 
 
 def recorded(job, json_path: Path) -> dict | None:
