@@ -10,6 +10,7 @@ functions too, so the rules hold for every module whether a test imports it or n
 """
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,30 @@ def test_the_equations_load_without_the_neurons():
             todo.extend(edges.get(node, ()))
     reached = sorted(m for m in seen if m.startswith(("neuron", "fused_lif", "app")))
     assert reached == []
+
+
+#: a recipe key (``model.args``, ``train.epochs`` ...) or the project's own install line:
+#: the application's words, which the plugin leaves to it
+RECIPE_WORDS = re.compile(
+    r"\b(?:data|model|neuron|loss|optim|schedule|train|monitor)\."
+    r"(?:args|name|root|T|epochs|backend|surrogate|every|batch_size)\b|pip install -e"
+)
+
+
+def plugin_files() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "app" not in p.relative_to(PACKAGE).parts)
+
+
+def test_the_plugin_names_no_recipe_key():
+    """Plugin errors name the argument (``first_window``); the application adds the recipe
+    path (``model.args: ...``)."""
+    found = {
+        f"{path.relative_to(PACKAGE)}:{number}": line.strip()
+        for path in plugin_files()
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if RECIPE_WORDS.search(line)
+    }
+    assert found == {}
+    assert RECIPE_WORDS.search('raise ValueError(f"model.args.variant must be ...")')
+    assert len(plugin_files()) > 20
+    assert not any(p.relative_to(PACKAGE).parts[0] == "app" for p in plugin_files())

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from helpers import ROOT, setup_cfg
 
+from sj_ext.app.preflight import CUPY_EXTRAS
 from sj_ext.fused_lif import INSTALL_HINT
 
 #: SHA-256 of the Apache License 2.0 as https://www.apache.org/licenses/LICENSE-2.0.txt gives it
@@ -48,7 +49,7 @@ def test_one_install_spelling_of_the_cupy_extras_everywhere():
     """Every ``[cupy-cudaNN]`` reads ``pip install -e ".[cupy-cudaNN]"``, a setup.cfg extra."""
     extras = {name for name in setup_cfg()["options.extras_require"] if name.startswith("cupy-")}
     spelled = re.compile(r'pip\s+install\s+-e\s+"\.\[(cupy-cuda\d+)\]"')  # may wrap
-    texts = {**scanned_texts(), Path("INSTALL_HINT"): INSTALL_HINT}
+    texts = {**scanned_texts(), Path("CUPY_EXTRAS"): CUPY_EXTRAS}
     named = {path: re.findall(r"\[(cupy-cuda\d+)\]", text) for path, text in texts.items()}
     wrong = {
         str(path): names
@@ -56,4 +57,16 @@ def test_one_install_spelling_of_the_cupy_extras_everywhere():
         if names and sorted(spelled.findall(texts[path])) != sorted(names)
     }
     assert wrong == {}
-    assert set(spelled.findall(INSTALL_HINT)) == extras == {n for v in named.values() for n in v}
+    assert set(spelled.findall(CUPY_EXTRAS)) == extras == {n for v in named.values() for n in v}
+
+
+def test_the_plugin_names_the_cupy_wheels_the_extras_install():
+    """The plugin's hint names CuPy's wheels (a plugin user has no clone to install -e)."""
+    wheels = {
+        line.split(">")[0].strip()
+        for name, lines in setup_cfg()["options.extras_require"].items()
+        if name.startswith("cupy-")
+        for line in lines.split("\n")
+        if line.strip()
+    }
+    assert set(re.findall(r"pip install (cupy-cuda\d+x)\b", INSTALL_HINT)) == wheels

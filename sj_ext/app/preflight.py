@@ -12,11 +12,16 @@ import importlib.util
 
 import torch
 
-from ..fused_lif import INSTALL_HINT
 from .data.files import DatasetNotFoundError, check_files
 from .data.neuromorphic import missing_packages
 
-__all__ = ["missing_here"]
+__all__ = ["CUPY_EXTRAS", "missing_here"]
+
+#: how this project's install takes CuPy, by torch's CUDA major
+CUPY_EXTRAS = (
+    'pip install -e ".[cupy-cuda13]" (CUDA 13 builds of torch) '
+    'or pip install -e ".[cupy-cuda12]" (CUDA 12)'
+)
 
 
 def _device_problems(recipe: dict) -> list[str]:
@@ -29,7 +34,7 @@ def _device_problems(recipe: dict) -> list[str]:
             f"{torch.__version__} can use; set train.device=auto (or cpu) to run on the CPU"
         )
     if backend == "cupy" and importlib.util.find_spec("cupy") is None:
-        problems.append(f"neuron.backend: 'cupy' needs CuPy, not installed here: {INSTALL_HINT}")
+        problems.append(f"neuron.backend: 'cupy' needs CuPy, not installed here: {CUPY_EXTRAS}")
     if backend == "cupy" and (device == "cpu" or not cuda):
         problems.append(
             "neuron.backend: 'cupy' runs on CUDA only and this run would be on the CPU; "

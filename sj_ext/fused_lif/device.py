@@ -25,9 +25,9 @@ __all__ = [
     "require_launcher",
 ]
 
+#: the CuPy wheel to install, by torch's CUDA major
 INSTALL_HINT = (
-    'pip install -e ".[cupy-cuda13]" (CUDA 13 builds of torch) '
-    'or pip install -e ".[cupy-cuda12]" (CUDA 12)'
+    "pip install cupy-cuda13x (CUDA 13 builds of torch) or pip install cupy-cuda12x (CUDA 12)"
 )
 #: NVRTC options: no FMA contraction, so every op rounds as the torch reference's ops do
 NVRTC_OPTIONS = ("-std=c++17", "--fmad=false")

@@ -32,7 +32,7 @@ __all__ = ["alternating_windows", "GroupingRNN", "FeatureBatchNorm"]
 def alternating_windows(first: Window, count: int, alternate: bool = True) -> list[Window]:
     """``count`` windows alternating between ``'block'`` and ``'dilated'``, from ``first``
     (every one ``first`` when not ``alternate``)."""
-    check_choice("model.args.first_window", first, WINDOWS)
+    check_choice("first_window", first, WINDOWS)
     order = cycle(WINDOWS if first == "block" else WINDOWS[::-1]) if alternate else cycle([first])
     return [next(order) for _ in range(count)]
 

@@ -52,7 +52,7 @@ def parametric_lif_net(
     so the dataset must match its input channels and classes.
     """
     if variant not in VARIANTS:
-        raise ValueError(f"model.args.variant must be one of {list(VARIANTS)}, got {variant!r}")
+        raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
     cls, channels_in, classes = VARIANTS[variant]
     if (in_channels, num_classes) != (channels_in, classes):
         raise ValueError(

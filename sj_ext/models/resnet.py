@@ -163,7 +163,7 @@ def sew_resnet_small(
     """
     if len(widths) != len(blocks) or not widths:
         raise ValueError(
-            f"model.args.widths and model.args.blocks must have one entry per stage, "
+            f"widths and blocks must have one entry per stage, "
             f"got widths={list(widths)} and blocks={list(blocks)}"
         )
     norm = _tdbn(alpha, v_threshold)

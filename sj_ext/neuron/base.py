@@ -25,8 +25,8 @@ agree with each other and with SpikingJelly's ``LIFNode``).
 backward in the fused CUDA kernels of :mod:`sj_ext.fused_lif`, which return the
 same spikes, membrane, thresholds and :math:`\sigma_t` as the torch functions
 (the reference; the tests compare them). The neuron can be built and saved
-anywhere; a forward raises ``RuntimeError`` without CuPy (``pip install -e
-".[cupy-cuda13]"``) or for an input not on a CUDA device. Options the
+anywhere; a forward raises ``RuntimeError`` without CuPy (``pip install
+cupy-cuda13x``) or for an input not on a CUDA device. Options the
 kernels do not cover -- per-channel statistics (``stats='channel'``) or
 statistics synced across processes (``stats_group``) when statistics are
 taken, surrogates other than sj_ext's dynamic ones and SpikingJelly's
@@ -408,8 +408,8 @@ def set_backend(net: nn.Module, backend: str) -> int:
     ``'cupy'`` runs their multi-step forward and backward in the fused CUDA
     kernels of :mod:`sj_ext.fused_lif`. Switching needs neither CuPy nor a GPU
     (a model can be built on one machine and trained on another); a ``'cupy'``
-    forward raises a ``RuntimeError`` naming the install extra
-    (``pip install -e ".[cupy-cuda13]"``) when CuPy is missing, and one naming
+    forward raises a ``RuntimeError`` naming the CuPy wheel to install
+    (``pip install cupy-cuda13x``) when CuPy is missing, and one naming
     the device when its input is not on a CUDA device.
 
     :return: the number of neurons switched

@@ -45,6 +45,19 @@ def _call(fn, supplied: dict, args: dict):
     return fn(**{k: v for k, v in supplied.items() if takes_all or k in params}, **args)
 
 
+def _built(section: str, recipe: dict, fn, supplied: dict):
+    """``fn`` called with ``recipe[section]['args']`` (:func:`_call`); the plugin's errors
+    name the argument, and this adds the recipe path (``model.args: variant must be ...``).
+
+    :raises RecipeError: the builder refused its arguments (``ValueError``)
+    """
+    try:
+        return _call(fn, supplied, recipe[section]["args"])
+    except ValueError as e:
+        name = recipe[section]["name"]
+        raise RecipeError(f"{section} {name!r}", [f"{section}.args: {e}"]) from e
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -106,14 +119,15 @@ def build_run(recipe: dict, device: torch.device) -> Run:
     d = recipe["data"]
     data = DATASETS.build(d["name"], root=d["root"], T=d["T"], **d["args"])
     _subsets(data, d)
-    model = _call(
+    model = _built(
+        "model",
+        recipe,
         MODELS.get(recipe["model"]["name"]),
         {
             "num_classes": data.num_classes,
             "in_channels": data.in_channels,
             "spiking_neuron": neuron_factory(recipe),
         },
-        recipe["model"]["args"],
     )
     functional.set_step_mode(model, "m")
     memory_format(model.to(device), recipe)
