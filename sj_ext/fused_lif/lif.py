@@ -331,36 +331,50 @@ def _backward_fake(h, x, v_init, k, layout, vth, sigma, grad_spike, grad_v, grou
     return torch.empty_like(h), torch.empty_like(h[0]), k.new_empty((1,) if learn_k else (0,))
 
 
+#: the arguments of :func:`fused_lif_forward`, in order (``setup_context`` gets them so)
+FORWARD_ARGS = (
+    "x", "v_init", "k", "thresholds", "layout", "groups", "projection", "decay_input",
+    "v_reset", "detach_reset", "theta", "adaptive", "f_c", "stats", "keep_h", "surrogate",
+    "dynamic", "alpha", "a0", "v0", "launcher",
+)  # fmt: skip
+#: the forward's options that :func:`fused_lif_backward` takes too, by the same names
+SHARED_OPTIONS = (
+    "groups", "projection", "decay_input", "v_reset", "detach_reset", "theta", "surrogate",
+    "dynamic", "alpha", "a0", "v0", "launcher",
+)  # fmt: skip
+
+
 def _setup_context(ctx, inputs, output):
-    """Save what :func:`fused_lif_backward` reads; its options in its argument order."""
-    x, v_init, k, _, layout, groups, _, decay_input = inputs[:8]
-    stats = inputs[13]
+    """Save what :func:`fused_lif_backward` reads, its options by name."""
+    given = dict(zip(FORWARD_ARGS, inputs, strict=True))
     _, _, h, vth, sigma = output
-    learn_k = ctx.needs_input_grad[2]
-    # groups .. theta, the surrogate, learn_k, the launcher
-    ctx.options = (*inputs[5:11], *inputs[15:20], learn_k, inputs[20])
+    learn_k = ctx.needs_input_grad[FORWARD_ARGS.index("k")]
+    ctx.options = {name: given[name] for name in SHARED_OPTIONS} | {"learn_k": learn_k}
     ctx.save_for_backward(
         h,
-        x if learn_k and decay_input else None,
-        v_init if learn_k or groups > 1 else None,
-        k,
-        layout,
+        given["x"] if learn_k and given["decay_input"] else None,
+        given["v_init"] if learn_k or given["groups"] > 1 else None,
+        given["k"],
+        given["layout"],
         vth,
-        sigma if stats else None,
+        sigma if given["stats"] else None,
     )
     ctx.mark_non_differentiable(h, vth, sigma)
     ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_spike, grad_v, _grad_h, _grad_vth, _grad_sigma):
-    """The forward's autograd formula: gradients of ``x``, ``v_init`` and ``k``."""
+    """The forward's autograd formula: gradients of ``x``, ``v_init`` and ``k`` (None for the
+    forward's other arguments)."""
     h, x, v_init, k, layout, vth, sigma = ctx.saved_tensors
-    grads = [None if g is None else g.to(h.dtype).contiguous() for g in (grad_spike, grad_v)]
-    grad_x, grad_v_init, grad_k = fused_lif_backward(
-        h, x, v_init, k, layout, vth, sigma, *grads, *ctx.options
+    grad_spike, grad_v = (
+        None if g is None else g.to(h.dtype).contiguous() for g in (grad_spike, grad_v)
     )
-    learn_k = ctx.options[-2]
-    return grad_x, grad_v_init, grad_k if learn_k else None, *([None] * 18)
+    grad_x, grad_v_init, grad_k = fused_lif_backward(
+        h, x, v_init, k, layout, vth, sigma, grad_spike, grad_v, **ctx.options
+    )
+    grad_k = grad_k if ctx.options["learn_k"] else None
+    return grad_x, grad_v_init, grad_k, *([None] * (len(FORWARD_ARGS) - 3))
 
 
 fused_lif_forward.register_autograd(_backward, setup_context=_setup_context)
@@ -412,7 +426,7 @@ def lif_multi_step(
         _k_tensor(k, x_seq),
         _threshold_tensor(thresholds, x_seq),
         layout,
-        *options,
+        **options,
     )
     spikes, v_last = _permute(spikes, v_last, _inverse(order))  # the caller's dims again
     return spikes, v_last, v_th_seq.to(dtype), sigma_seq.to(dtype) if stats else None
@@ -479,28 +493,28 @@ def _threshold_tensor(thresholds, x_seq: Tensor) -> Tensor:
 
 def _options(
     params: LIFParameters, groups: int, adaptive: bool, stats: bool, keep_h: bool, launcher: int
-) -> tuple:
-    """The arguments of :func:`fused_lif_forward` after ``layout``, in its order.
+) -> dict:
+    """The options of :func:`fused_lif_forward` (its arguments after ``layout``), by name.
 
     :param groups: the chain length (:func:`sj_ext.functional.chain_length`); the
         projection is ``'none'`` without a chain
     """
     spec = surrogate_spec(params.surrogate_function)
-    return (
-        groups,
-        params.projection if groups > 1 else "none",
-        params.decay_input,
-        params.v_reset,
-        params.detach_reset,
-        params.theta,
-        adaptive,
-        params.f_c,
-        stats,
-        keep_h,
-        spec.shape,
-        spec.dynamic,
-        float(spec.alpha),
-        float(spec.a0),
-        float(spec.v0),
-        launcher,
+    return dict(
+        groups=groups,
+        projection=params.projection if groups > 1 else "none",
+        decay_input=params.decay_input,
+        v_reset=params.v_reset,
+        detach_reset=params.detach_reset,
+        theta=params.theta,
+        adaptive=adaptive,
+        f_c=params.f_c,
+        stats=stats,
+        keep_h=keep_h,
+        surrogate=spec.shape,
+        dynamic=spec.dynamic,
+        alpha=float(spec.alpha),
+        a0=float(spec.a0),
+        v0=float(spec.v0),
+        launcher=launcher,
     )
