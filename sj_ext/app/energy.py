@@ -91,23 +91,10 @@ class _DenseMACCounter(BaseCounter):
         self.ignore_modules = list(ignore_modules)
 
 
-def estimate_energy(
-    model: nn.Module, x_seq: torch.Tensor, e_mac_pj: float = E_MAC_PJ, e_ac_pj: float = E_AC_PJ
-) -> dict:
-    r"""Operations and energy per inference of ``model`` on ``x_seq`` (``[T, N, *]``).
-
-    The model runs once in evaluation mode without gradient (its training
-    flag is restored, ``reset_net`` is called before and after).
-
-    :return: ``{"samples": N, "T": T, "e_mac_pj", "e_ac_pj", "assumptions": [...],
-        "snn": {"mac", "ac", "energy_pj", "spikes"}, "ann": {"mac", "energy_pj"},
-        "ann_over_snn": E_ANN / E_SNN, "layers": {name: {"snn_mac", "snn_ac", "ann_mac"}}}``;
-        counts per inference, ``layers`` the leaf modules with a count
-        (names as in ``model.named_modules()``)
-    """
-    if x_seq.dim() < 2:
-        raise ValueError(f"x_seq must be [T, N, *], got shape {tuple(x_seq.shape)}")
-    T, N = x_seq.shape[:2]
+def _count(model: nn.Module, x_seq: torch.Tensor):
+    """``(MAC, SynOp, dense MAC counters, spikes per node)`` of one evaluation-mode run of
+    ``model`` on ``x_seq`` without gradient (its training flag restored, its neurons reset
+    before and after)."""
     mac, synop, dense = (
         MACCounter(extra_ignore_modules=list(_NORMS)),
         SynOpCounter(extra_ignore_modules=list(_NORMS)),
@@ -130,6 +117,27 @@ def estimate_energy(
             hook.remove()
         functional.reset_net(model)
         model.train(was_training)
+    return mac, synop, dense, spikes
+
+
+def estimate_energy(
+    model: nn.Module, x_seq: torch.Tensor, e_mac_pj: float = E_MAC_PJ, e_ac_pj: float = E_AC_PJ
+) -> dict:
+    r"""Operations and energy per inference of ``model`` on ``x_seq`` (``[T, N, *]``).
+
+    The model runs once in evaluation mode without gradient (its training
+    flag is restored, ``reset_net`` is called before and after).
+
+    :return: ``{"samples": N, "T": T, "e_mac_pj", "e_ac_pj", "assumptions": [...],
+        "snn": {"mac", "ac", "energy_pj", "spikes"}, "ann": {"mac", "energy_pj"},
+        "ann_over_snn": E_ANN / E_SNN, "layers": {name: {"snn_mac", "snn_ac", "ann_mac"}}}``;
+        counts per inference, ``layers`` the leaf modules with a count
+        (names as in ``model.named_modules()``)
+    """
+    if x_seq.dim() < 2:
+        raise ValueError(f"x_seq must be [T, N, *], got shape {tuple(x_seq.shape)}")
+    T, N = x_seq.shape[:2]
+    mac, synop, dense, spikes = _count(model, x_seq)
 
     def total(counter, scope="Global"):
         return sum(counter.records[scope].values()) if scope in counter.records else 0

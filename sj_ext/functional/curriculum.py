@@ -30,6 +30,31 @@ _BRANCH_X = -0.25
 _HALLEY_STEPS = 3
 
 
+def _w0_near_branch(near: Tensor, d: Tensor) -> Tensor:
+    """W0 where ``near``: Halley on v = 1 + W solving v e^v - expm1(v) = q, q = 1 + e x
+    (``d`` = x + 1/e, formed without cancellation), from the branch-point series."""
+    q = torch.where(near, math.e * d, 0.0).clamp(min=0.0)
+    p = (2.0 * q).sqrt()
+    v = p * (1.0 + p * (-1.0 / 3.0 + p * (11.0 / 72.0)))
+    for _ in range(_HALLEY_STEPS):
+        ev = v.exp()
+        r = v * ev - torch.expm1(v) - q
+        v = v - 2.0 * r * v / (2.0 * v * v * ev - r * (1.0 + v))
+    return torch.where(q > 0, v - 1.0, -1.0)
+
+
+def _w0_elsewhere(x: Tensor, near: Tensor) -> Tensor:
+    """W0 away from the branch point: Halley on f(w) = w + log(w / x) (w and x share their
+    sign), from Winitzki's guess; 1 stands in where ``near``, at 0 and at infinity."""
+    xs = torch.where(near | (x == 0) | (x == math.inf), 1.0, x)
+    lx = torch.log1p(xs)
+    w = lx * (1.0 - torch.log1p(lx) / (2.0 + lx))
+    for _ in range(_HALLEY_STEPS):
+        f = w + torch.log(w / xs)
+        w = w - 2.0 * f * w * (1.0 + w) / (2.0 * (1.0 + w) ** 2 + f)
+    return w
+
+
 def lambert_w0(x: Tensor) -> Tensor:
     r"""Principal branch :math:`W_0` of the Lambert W function, elementwise.
 
@@ -68,26 +93,7 @@ def lambert_w0(x: Tensor) -> Tensor:
     inv_e = torch.tensor(_INV_E, dtype=x.dtype).item()  # 1/e rounded to x's precision
     d = (x + inv_e) + ((_INV_E - inv_e) + _INV_E_LO)  # x + 1/e; x + inv_e is exact near -1/e
     near = x < _BRANCH_X
-
-    # Branch region: v = 1 + W solves g(v) = v e^v - expm1(v) = q, q = 1 + e x.
-    q = torch.where(near, math.e * d, 0.0).clamp(min=0.0)
-    p = (2.0 * q).sqrt()
-    v = p * (1.0 + p * (-1.0 / 3.0 + p * (11.0 / 72.0)))
-    for _ in range(_HALLEY_STEPS):
-        ev = v.exp()
-        r = v * ev - torch.expm1(v) - q
-        v = v - 2.0 * r * v / (2.0 * v * v * ev - r * (1.0 + v))
-    w_near = torch.where(q > 0, v - 1.0, -1.0)
-
-    # Elsewhere: Halley on f(w) = w + log(w / x); w and x share their sign.
-    xs = torch.where(near | (x == 0) | (x == math.inf), 1.0, x)
-    lx = torch.log1p(xs)
-    w = lx * (1.0 - torch.log1p(lx) / (2.0 + lx))
-    for _ in range(_HALLEY_STEPS):
-        f = w + torch.log(w / xs)
-        w = w - 2.0 * f * w * (1.0 + w) / (2.0 * (1.0 + w) ** 2 + f)
-    w = torch.where(near, w_near, w)
-
+    w = torch.where(near, _w0_near_branch(near, d), _w0_elsewhere(x, near))
     w = torch.where((x == 0) | (x == math.inf), x, w)
     w = torch.where(d < -tol, math.nan, w)
     return w.to(out_dtype)

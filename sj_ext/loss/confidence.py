@@ -29,6 +29,50 @@ _TAU_MODES = ("fixed", "batch", "ema")
 
 
 @LOSSES.register("confidence_aware")
+def _check_base_options(base, label_smoothing: float | None, logit_scale: float) -> None:
+    """The options that only some bases of :class:`ConfidenceAwareLoss` take, refused for the
+    others (a callable base included)."""
+    if logit_scale != 1.0 and base not in ("ce", "label_smoothing_ce"):
+        raise ValueError(
+            f"logit_scale applies only to base='ce' or 'label_smoothing_ce', got base={base!r}"
+        )
+    if label_smoothing is not None and base != "label_smoothing_ce":
+        raise ValueError(
+            f"label_smoothing applies only to base='label_smoothing_ce', got base={base!r}"
+        )
+
+
+def _named_base(name: str, label_smoothing: float | None, logit_scale: float) -> Callable:
+    """The per-sample base loss ``name`` of :class:`ConfidenceAwareLoss`."""
+    bases = {
+        "ce": partial(ce, logit_scale=logit_scale),
+        "label_smoothing_ce": partial(
+            ce,
+            label_smoothing=0.1 if label_smoothing is None else label_smoothing,
+            logit_scale=logit_scale,
+        ),
+        "mse_rate": mse_rate,
+        "tet": tet_loss,
+    }
+    if name not in bases:
+        raise ValueError(f"base must be one of {tuple(bases)} or a callable, got {name!r}")
+    return bases[name]
+
+
+def _check_tau(tau, base) -> None:
+    """``tau``: one of the modes, or a finite number; ``'fixed'`` (log C) needs a CE base."""
+    if isinstance(tau, str):
+        if tau not in _TAU_MODES:
+            raise ValueError(f"tau must be one of {_TAU_MODES} or a number, got {tau!r}")
+        if tau == "fixed" and base == "mse_rate":
+            raise ValueError(
+                "tau='fixed' is log(C), a cross-entropy level that "
+                "base='mse_rate' never reaches; use 'batch', 'ema' or a number"
+            )
+    elif isinstance(tau, bool) or not isinstance(tau, int | float) or not math.isfinite(tau):
+        raise ValueError(f"tau must be one of {_TAU_MODES} or a finite number, got {tau!r}")
+
+
 class ConfidenceAwareLoss(nn.Module):
     r"""Confidence-aware curriculum loss of CL-SNN (Tang et al., arXiv 2309.04737).
 
@@ -120,40 +164,12 @@ class ConfidenceAwareLoss(nn.Module):
     ):
         super().__init__()
         logit_scale = check_logit_scale(logit_scale)
-        if logit_scale != 1.0 and base not in ("ce", "label_smoothing_ce"):
-            raise ValueError(
-                f"logit_scale applies only to base='ce' or 'label_smoothing_ce', got base={base!r}"
-            )
+        _check_base_options(base, label_smoothing, logit_scale)
         if isinstance(base, str):
-            bases = {
-                "ce": partial(ce, logit_scale=logit_scale),
-                "label_smoothing_ce": partial(
-                    ce,
-                    label_smoothing=0.1 if label_smoothing is None else label_smoothing,
-                    logit_scale=logit_scale,
-                ),
-                "mse_rate": mse_rate,
-                "tet": tet_loss,
-            }
-            if base not in bases:
-                raise ValueError(f"base must be one of {tuple(bases)} or a callable, got {base!r}")
-            self._named_base = bases[base]
+            self._named_base = _named_base(base, label_smoothing, logit_scale)
         elif not callable(base):
             raise TypeError(f"base must be a name or a callable, got {type(base).__name__}")
-        if label_smoothing is not None and base != "label_smoothing_ce":
-            raise ValueError(
-                f"label_smoothing applies only to base='label_smoothing_ce', got base={base!r}"
-            )
-        if isinstance(tau, str):
-            if tau not in _TAU_MODES:
-                raise ValueError(f"tau must be one of {_TAU_MODES} or a number, got {tau!r}")
-            if tau == "fixed" and base == "mse_rate":
-                raise ValueError(
-                    "tau='fixed' is log(C), a cross-entropy level that "
-                    "base='mse_rate' never reaches; use 'batch', 'ema' or a number"
-                )
-        elif isinstance(tau, bool) or not isinstance(tau, int | float) or not math.isfinite(tau):
-            raise ValueError(f"tau must be one of {_TAU_MODES} or a finite number, got {tau!r}")
+        _check_tau(tau, base)
         if not lam > 0:
             raise ValueError(f"lam must be > 0, got {lam}")
         if not 0 < momentum <= 1:

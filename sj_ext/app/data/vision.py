@@ -160,6 +160,22 @@ TORCHVISION = {
 }
 
 
+def _open_splits(name: str, spec: _Torchvision, root: Path, train_tf, test_tf):
+    """torchvision's train and test sets of ``spec`` under ``root``; files that fail its
+    integrity check are named, with how to fetch them again."""
+    try:
+        return (
+            spec.cls(root, train=True, transform=train_tf),
+            spec.cls(root, train=False, transform=test_tf),
+        )
+    except RuntimeError as e:  # torchvision's integrity (md5) check
+        raise RuntimeError(
+            f"dataset {name!r}: torchvision rejects the files under {root} ({e}); they are "
+            f"corrupted or partial: delete them and fetch them again. "
+            + spec.routes(root, spec.source())
+        ) from e
+
+
 def _register_torchvision(name: str, spec: _Torchvision):
     @file_check(name)
     def check(root, download: bool = False) -> None:
@@ -200,15 +216,7 @@ def _register_torchvision(name: str, spec: _Torchvision):
             autoaugment=autoaugment,
             normalize=normalize,
         )
-        try:
-            train = spec.cls(root, train=True, transform=train_tf)
-            test = spec.cls(root, train=False, transform=test_tf)
-        except RuntimeError as e:  # torchvision's integrity (md5) check
-            raise RuntimeError(
-                f"dataset {name!r}: torchvision rejects the files under {root} ({e}); they are "
-                f"corrupted or partial: delete them and fetch them again. "
-                + spec.routes(root, spec.source())
-            ) from e
+        train, test = _open_splits(name, spec, root, train_tf, test_tf)
         return DataSpec(train, test, spec.num_classes, spec.in_channels)
 
     build.__name__ = name
