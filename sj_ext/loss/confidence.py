@@ -28,7 +28,6 @@ __all__ = ["ConfidenceAwareLoss"]
 _TAU_MODES = ("fixed", "batch", "ema")
 
 
-@LOSSES.register("confidence_aware")
 def _check_base_options(base, label_smoothing: float | None, logit_scale: float) -> None:
     """The options that only some bases of :class:`ConfidenceAwareLoss` take, refused for the
     others (a callable base included)."""
@@ -73,6 +72,7 @@ def _check_tau(tau, base) -> None:
         raise ValueError(f"tau must be one of {_TAU_MODES} or a finite number, got {tau!r}")
 
 
+@LOSSES.register("confidence_aware")
 class ConfidenceAwareLoss(nn.Module):
     r"""Confidence-aware curriculum loss of CL-SNN (Tang et al., arXiv 2309.04737).
 
