@@ -30,8 +30,9 @@ __all__ = [
     "check_choice",
 ]
 
-#: where a multi-step forward runs: the torch functions or sj_ext's fused CUDA kernels
-Backend = Literal["torch", "cupy"]
+#: where a multi-step forward runs: the torch functions, sj_ext's fused kernels on a GPU
+#: (CUDA through CuPy) or on the CPU (the same kernels' maths, g++ and OpenMP)
+Backend = Literal["torch", "cupy", "cpu"]
 #: SpikingJelly's step modes: one step ``[N, *]`` or a sequence ``[T, N, *]``
 StepMode = Literal["s", "m"]
 #: what the membrane statistics of a step are taken over: the whole tensor, or per channel

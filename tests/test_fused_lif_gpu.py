@@ -15,7 +15,7 @@ from helpers.neuron_runs import NEURON_CASES, assert_same_records, train_and_eva
 from spikingjelly.activation_based import functional, surrogate
 from spikingjelly.activation_based.model import parametric_lif_net
 
-from sj_ext.fused_lif.device import launcher_of, require_launcher
+from sj_ext.fused_lif.device import launcher_of, require_cuda_launcher
 from sj_ext.fused_lif.source import KernelConfig
 from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF, set_backend
 
@@ -148,7 +148,7 @@ def test_no_copies_of_the_input():
 
 
 def test_kernels_are_compiled_once_per_configuration():
-    launcher = launcher_of(require_launcher(torch.empty(1, device=CUDA)))
+    launcher = launcher_of(require_cuda_launcher(torch.empty(1, device=CUDA)))
     node = DilatedWindowLIF(step_mode="m", backend="cupy", groups=(2, 2)).to(CUDA)
     for _ in range(2):
         functional.reset_net(node)

@@ -1,8 +1,14 @@
-"""The fused kernels against the torch backend, on the CPU (the g++ check harness).
+"""The fused kernels against the torch backend, on the CPU: the check harness and the CPU backend.
 
-The CUDA source runs through :class:`sj_ext.fused_lif.host.HostLauncher` (blocks of
-32 threads, at most 3 blocks: grid-stride loops and multi-block reductions
-run) under the same operators and autograd formula as on a GPU, and every result is
+Every test runs twice, once per launcher of :mod:`sj_ext.fused_lif.host`:
+
+* ``harness``: the CUDA source under :class:`~sj_ext.fused_lif.host.HostLauncher`
+  (blocks of 32 threads, at most 3 blocks: grid-stride loops and multi-block
+  reductions run);
+* ``cpu``: the fused CPU backend's kernels (:class:`~sj_ext.fused_lif.cpu.CpuLauncher`,
+  blocks of 16 chains: many blocks, partial tiles);
+
+under the same operators and autograd formula as on a GPU, and every result is
 compared with the torch reference: spikes equal, membranes / thresholds /
 sigma / gradients to float64 round-off (float32: gradients to 1e-5 relative).
 """
@@ -18,6 +24,7 @@ from spikingjelly.activation_based import functional, surrogate
 import sj_ext.fused_lif as fused
 from sj_ext.functional import LIFParameters
 from sj_ext.functional import lif_multi_step as torch_lif_multi_step
+from sj_ext.fused_lif.cpu import CpuLauncher
 from sj_ext.fused_lif.host import HostLauncher, host_compiler
 from sj_ext.fused_lif.lif import lif_multi_step
 from sj_ext.models.layout import to_channels_last
@@ -31,16 +38,19 @@ pytestmark = pytest.mark.skipif(
 DT = torch.float64
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory):
-    """The key of a harness launcher (what the fused operators take)."""
-    return HostLauncher(tmp_path_factory.mktemp("sj_kernels"), block=32, max_blocks=3).key
+@pytest.fixture(scope="module", params=["harness", "cpu"])
+def host(request, tmp_path_factory):
+    """The key of a launcher on the CPU (what the fused operators take)."""
+    build = tmp_path_factory.mktemp("sj_kernels")
+    if request.param == "cpu":
+        return CpuLauncher(build, chains_per_block=16).key
+    return HostLauncher(build, block=32, max_blocks=3).key
 
 
 @pytest.fixture
 def on_host(host, monkeypatch):
-    """Neurons with backend='cupy' run the kernels on the CPU harness."""
-    monkeypatch.setattr(fused, "require_launcher", lambda x: host)
+    """Neurons with backend='cupy' run the kernels on the CPU (harness or CPU backend)."""
+    monkeypatch.setattr(fused, "require_launcher", lambda x, backend: host)
     return host
 
 
@@ -319,9 +329,7 @@ def test_building_on_cpu_and_the_errors_of_a_cupy_forward():
     """Building needs nothing; a forward on a CPU tensor (or without CuPy) is a clear error."""
     node = AdaptiveThresholdLIF(step_mode="m", backend="cupy")
     assert node.backend == "cupy"
-    expected = (
-        r"backend='cupy' (needs CuPy: pip install cupy-cuda13x|runs on CUDA tensors)"
-    )
+    expected = r"backend='cupy' (needs CuPy: pip install cupy-cuda13x|runs on CUDA tensors)"
     with pytest.raises(RuntimeError, match=expected):
         node(torch.randn(2, 3, 4))
 

@@ -149,7 +149,7 @@ def test_opcheck_backward(host):
 )
 def test_compiled_cupy_backend_keeps_the_fused_operator(host, monkeypatch, node):
     """One graph holding ``sj_ext.fused_lif_forward``; the eager spikes, membrane, gradients."""
-    monkeypatch.setattr(fused, "require_launcher", lambda x: host.key)
+    monkeypatch.setattr(fused, "require_launcher", lambda x, backend: host.key)
     node = copy.deepcopy(node).to(DT)
     node.step_mode, node.backend = "m", "cupy"
     x = 2.0 * torch.rand(3, 2, 2, 4, 4, dtype=DT)

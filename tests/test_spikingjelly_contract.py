@@ -257,7 +257,7 @@ def test_supported_backends_per_step_mode(make_node):
         if "cupy" in getattr(m, "supported_backends", ()):
             m.backend = "cupy"
     assert [getattr(m, "backend", None) for m in net] == ["cupy", "torch", None]
-    assert net[0].supported_backends == ("torch", "cupy")
+    assert net[0].supported_backends == ("torch", "cupy", "cpu")
     assert net[1].supported_backends == ("torch",)
     for backend in net[0].supported_backends:  # every declared backend is one it takes
         assert type(net[0])(backend=backend).backend == backend

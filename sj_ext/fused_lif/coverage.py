@@ -90,10 +90,12 @@ _warned: set[str] = set()
 
 
 def warn_fallback(who: str, reason: str):
-    """Warn once per process and message that ``who`` runs on the torch backend, and why."""
-    message = (
-        f"{who}(backend='cupy'): the fused kernels do not cover {reason}; it runs the torch backend"
-    )
+    """Warn once per process and message that ``who`` runs on the torch backend, and why.
+
+    :param who: the neuron, e.g. ``"AdaptiveThresholdLIF(backend='cpu')"``
+    :param reason: a clause, e.g. ``"the fused kernels do not cover ..."``
+    """
+    message = f"{who}: {reason}; it runs the torch backend"
     if message not in _warned:
         _warned.add(message)
         warnings.warn(message, RuntimeWarning, stacklevel=3)

@@ -22,7 +22,7 @@ __all__ = [
     "INSTALL_HINT",
     "launcher_of",
     "register_launcher",
-    "require_launcher",
+    "require_cuda_launcher",
 ]
 
 #: the CuPy wheel to install, by torch's CUDA major
@@ -122,7 +122,7 @@ def _default_launcher() -> CupyLauncher:
     return CupyLauncher()
 
 
-def require_launcher(x: torch.Tensor) -> int:
+def require_cuda_launcher(x: torch.Tensor) -> int:
     """The key of the GPU launcher for input ``x``, or a ``RuntimeError`` saying what is missing.
 
     ``backend='cupy'`` needs CuPy (the install extra) and ``x`` on a CUDA device.

@@ -31,8 +31,9 @@ import torch
 from torch import Tensor
 
 from ..functional import LIFParameters, chain_length, needs_stats
+from .backends import require_launcher
 from .coverage import surrogate_spec, unsupported_reason
-from .device import launcher_of, require_launcher
+from .device import launcher_of
 from .source import SURROGATE_SHAPES, KernelConfig, acc_dtype
 
 __all__ = [
@@ -402,14 +403,14 @@ def lif_multi_step(
     :param thresholds: ``None`` (adaptive :math:`f_c(\mu_t + \sigma_t)`), a
         float, or a tensor ``[T]`` of per-step thresholds (evaluation mode)
     :param params: the options; its ``dims`` checked by the caller
-    :param launcher: the ``key`` of a launcher: the default CUDA one
-        (:func:`~sj_ext.fused_lif.device.require_launcher`, for CUDA tensors) or a
-        :class:`~sj_ext.fused_lif.host.HostLauncher`'s (the CPU harness)
+    :param launcher: the ``key`` of a launcher (default: the fused backend of
+        ``x_seq``'s device, :func:`~sj_ext.fused_lif.backends.require_launcher`), e.g.
+        a :class:`~sj_ext.fused_lif.host.HostLauncher`'s (the CPU check harness)
     :return: ``(spike_seq [T, N, *], v_T [N, *], v_th_seq [T], sigma_seq [T] or None)``
     :raises ValueError: options the kernels do not cover (:func:`unsupported_reason`)
     """
     if launcher is None:
-        launcher = require_launcher(x_seq)
+        launcher = require_launcher(x_seq, "cupy" if x_seq.is_cuda else "cpu")
     stats = _check_covered(x_seq, v, thresholds, params)
     chain_groups = chain_length(params)
     layout = _layout(x_seq, params) if chain_groups > 1 else None

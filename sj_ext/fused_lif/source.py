@@ -22,6 +22,8 @@ __all__ = [
     "PROJECTIONS",
     "SURROGATE_SHAPES",
     "KernelConfig",
+    "cpu_kernel_source",
+    "inlined_source",
     "kernel_source",
     "kernel_signatures",
     "acc_dtype",
@@ -85,29 +87,36 @@ _INCLUDE = re.compile(r'^#include "([^"]+)"$', re.M)
 
 
 @cache
+def inlined_source(name: str) -> str:
+    """``kernels/<name>`` with its local ``#include "..."`` inlined: one self-contained string."""
+    text = (KERNEL_DIR / name).read_text()
+    return _INCLUDE.sub(lambda m: inlined_source(m.group(1)), text)
+
+
 def kernel_source() -> str:
-    """``lif_kernels.cu`` with its local ``#include "..."`` inlined: one self-contained string."""
+    """The CUDA kernels: ``lif_kernels.cu``, inlined (:func:`inlined_source`)."""
+    return inlined_source("lif_kernels.cu")
 
-    def inline(name: str) -> str:
-        text = (KERNEL_DIR / name).read_text()
-        return _INCLUDE.sub(lambda m: inline(m.group(1)), text)
 
-    return inline("lif_kernels.cu")
+def cpu_kernel_source() -> str:
+    """The fused CPU backend's kernels: ``lif_cpu.cpp``, inlined (:func:`inlined_source`)."""
+    return inlined_source("lif_cpu.cpp")
 
 
 _KERNEL = re.compile(r'extern "C" __global__ void (\w+)\(([^)]*)\)', re.S)
 
 
 @cache
-def kernel_signatures() -> dict[str, tuple[tuple[str, str], ...]]:
-    """``{kernel: ((kind, name), ...)}`` in parameter order, parsed from :func:`kernel_source`.
+def kernel_signatures(source: str | None = None) -> dict[str, tuple[tuple[str, str], ...]]:
+    """``{kernel: ((kind, name), ...)}`` in parameter order, parsed from ``source``
+    (default :func:`kernel_source`; the CPU kernels have the same, tests check).
 
     ``kind`` is ``'ptr'`` (any pointer), ``'int'`` (int32), ``'int64'``
     (``long long``) or ``'acc'`` (``sj_acc``: float32, float64 for float64 storage).
     """
     kinds = {"int": "int", "long long": "int64", "sj_acc": "acc"}
     signatures = {}
-    for name, params in _KERNEL.findall(kernel_source()):
+    for name, params in _KERNEL.findall(source or kernel_source()):
         parsed = []
         for param in params.split(","):
             words = param.replace("*", " * ").split()

@@ -62,8 +62,8 @@ class AdaptiveThresholdLIF(RunningThresholdLIFBase):
         :math:`\sigma_t` (default ``DynamicRect()``)
     :param detach_reset: detach the spike in the reset
     :param step_mode: ``'s'`` (input ``[N, *]``) or ``'m'`` (input ``[T, N, *]``)
-    :param backend: ``'torch'``, or ``'cupy'``: in step mode ``'m'`` on CUDA tensors the
-        time loop runs in sj_ext's fused kernels (:mod:`sj_ext.fused_lif`)
+    :param backend: ``'torch'``; ``'cupy'`` (CUDA tensors) or ``'cpu'`` (CPU tensors): in
+        step mode ``'m'`` the time loop runs in sj_ext's fused kernels (:mod:`sj_ext.fused_lif`)
     :param store_v_seq: keep the membrane of every step in ``v_seq`` (``'m'``)
 
     After a forward, ``threshold_seq`` / ``sigma_seq`` / ``width_seq`` hold

@@ -22,11 +22,14 @@ arguments are written out in its own ``__init__``, with their types and defaults
 agree with each other and with SpikingJelly's ``LIFNode``).
 
 ``backend='cupy'`` runs the multi-step forward (step mode ``'m'``) and its
-backward in the fused CUDA kernels of :mod:`sj_ext.fused_lif`, which return the
+backward in the fused CUDA kernels of :mod:`sj_ext.fused_lif`, ``backend='cpu'``
+in the same kernels compiled for the CPU (g++ with OpenMP); both return the
 same spikes, membrane, thresholds and :math:`\sigma_t` as the torch functions
 (the reference; the tests compare them). The neuron can be built and saved
-anywhere; a forward raises ``RuntimeError`` without CuPy (``pip install
-cupy-cuda13x``) or for an input not on a CUDA device. Options the
+anywhere; a ``'cupy'`` forward raises ``RuntimeError`` without CuPy (``pip install
+cupy-cuda13x``) or for an input not on a CUDA device, a ``'cpu'`` one for an
+input on a GPU; where the CPU kernels cannot be built (no C++ compiler) a
+``'cpu'`` neuron runs the torch backend after a one-time ``RuntimeWarning``. Options the
 kernels do not cover -- per-channel statistics (``stats='channel'``) or
 statistics synced across processes (``stats_group``) when statistics are
 taken, surrogates other than sj_ext's dynamic ones and SpikingJelly's
@@ -174,9 +177,9 @@ class RunningThresholdLIFBase(BaseNode):
     def supported_backends(self) -> tuple[str, ...]:
         """The backends the current step mode runs, as SpikingJelly's nodes declare them.
 
-        ``('torch', 'cupy')`` in step mode ``'m'``; ``('torch',)`` in ``'s'``,
-        whose single steps always run the torch functions (a node set to
-        ``'cupy'`` keeps it for its multi-step calls).
+        ``('torch', 'cupy', 'cpu')`` in step mode ``'m'``; ``('torch',)`` in ``'s'``,
+        whose single steps always run the torch functions (a node set to a fused
+        backend keeps it for its multi-step calls).
         """
         return BACKENDS if self.step_mode == "m" else ("torch",)
 
@@ -338,18 +341,25 @@ class RunningThresholdLIFBase(BaseNode):
         return lif_multi_step(x_seq, v, self.k, thresholds, params)
 
     def _fused_multi_step(self, x_seq: torch.Tensor, v: torch.Tensor, t0: int):
-        """:meth:`torch_multi_step` in the fused kernels (``backend='cupy'``).
+        """:meth:`torch_multi_step` in the fused kernels (``backend='cupy'`` or ``'cpu'``).
 
         ``None`` (after a one-time warning naming the reason) where the kernels
-        do not cover the options: the torch backend runs instead.
+        do not cover the options, or the CPU kernels cannot be built here: the
+        torch backend runs instead.
 
-        :raises RuntimeError: without CuPy, or for an input not on a CUDA device
+        :raises RuntimeError: ``'cupy'`` without CuPy or for an input not on a CUDA
+            device; ``'cpu'`` for an input on a GPU
         """
-        launcher = fused.require_launcher(x_seq)
+        who = f"{type(self).__name__}(backend={self.backend!r})"
+        try:
+            launcher = fused.require_launcher(x_seq, self.backend)
+        except fused.KernelsUnavailable as error:
+            fused.warn_fallback(who, str(error))
+            return None
         thresholds, params = self._sequence_inputs(x_seq, t0)
         reason = fused.unsupported_reason(x_seq, thresholds, params)
         if reason is not None:
-            fused.warn_fallback(type(self).__name__, reason)
+            fused.warn_fallback(who, f"the fused kernels do not cover {reason}")
             return None
         return fused.lif_multi_step(x_seq, v, self.k, thresholds, params, launcher=launcher)
 
@@ -372,7 +382,7 @@ class RunningThresholdLIFBase(BaseNode):
         v, t0 = states
         self._check_rank(x_seq, 1)
         steps = x_seq.shape[0]
-        result = self._fused_multi_step(x_seq, v, t0) if self.backend == "cupy" else None
+        result = self._fused_multi_step(x_seq, v, t0) if self.backend != "torch" else None
         if result is None:
             result = self.torch_multi_step(x_seq, v, t0)
         spikes, v, v_th_seq, sigma_seq = result
@@ -400,13 +410,14 @@ def sync_threshold_stats(net: nn.Module, group=None) -> int:
 
 
 def set_backend(net: nn.Module, backend: str) -> int:
-    """Set ``backend`` (``'torch'`` or ``'cupy'``) on every sj_ext neuron in ``net``.
+    """Set ``backend`` (``'torch'``, ``'cupy'`` or ``'cpu'``) on every sj_ext neuron in ``net``.
 
     The sj_ext counterpart of SpikingJelly's ``functional.set_step_mode``:
     every :class:`RunningThresholdLIFBase` (``AdaptiveThresholdLIF``,
     ``DilatedWindowLIF``) in ``net`` switches; other modules are left alone.
     ``'cupy'`` runs their multi-step forward and backward in the fused CUDA
-    kernels of :mod:`sj_ext.fused_lif`. Switching needs neither CuPy nor a GPU
+    kernels of :mod:`sj_ext.fused_lif`, ``'cpu'`` in the same kernels built for
+    the CPU. Switching needs neither CuPy nor a GPU
     (a model can be built on one machine and trained on another); a ``'cupy'``
     forward raises a ``RuntimeError`` naming the CuPy wheel to install
     (``pip install cupy-cuda13x``) when CuPy is missing, and one naming

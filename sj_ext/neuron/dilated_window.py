@@ -123,10 +123,10 @@ class DilatedWindowLIF(RunningThresholdLIFBase):
         fixed threshold, :class:`~sj_ext.surrogate.DynamicRect` with an adaptive one
     :param detach_reset: detach the spike in the reset
     :param step_mode: ``'s'`` or ``'m'``
-    :param backend: ``'torch'``, or ``'cupy'``: in step mode ``'m'`` on CUDA tensors the
-        time loop runs in sj_ext's fused kernels (:mod:`sj_ext.fused_lif`; every window
-        and named projection; a callable projection runs the torch backend, with a
-        one-time warning)
+    :param backend: ``'torch'``; ``'cupy'`` (CUDA tensors) or ``'cpu'`` (CPU tensors): in
+        step mode ``'m'`` the time loop runs in sj_ext's fused kernels
+        (:mod:`sj_ext.fused_lif`; every window and named projection; a callable
+        projection runs the torch backend, with a one-time warning)
     :param store_v_seq: keep the membrane of every step in ``v_seq`` (``'m'``)
 
     After a forward, ``threshold_seq`` holds the threshold of every step since

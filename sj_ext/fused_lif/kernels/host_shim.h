@@ -33,7 +33,7 @@ inline unsigned atomicAdd(unsigned* p, unsigned v) {
   return old;
 }
 
-namespace sj_host {
+namespace sj_shim {
 static ucontext_t scheduler;
 static std::vector<ucontext_t> fibers;
 static std::vector<std::vector<char>> stacks;
@@ -85,6 +85,6 @@ void launch(void (*kernel)(A...), unsigned grid, unsigned block, void** args) {
     }
   }
 }
-}  // namespace sj_host
+}  // namespace sj_shim
 
-inline void __syncthreads() { swapcontext(&sj_host::fibers[threadIdx.x], &sj_host::scheduler); }
+inline void __syncthreads() { swapcontext(&sj_shim::fibers[threadIdx.x], &sj_shim::scheduler); }

@@ -197,6 +197,33 @@ SJ_HD sj_acc sj_surrogate_grad(sj_acc z, int shape, sj_acc alpha, sj_acc width) 
   return at * s * (1 - s);
 }
 
+// ------------------------------------------------------------------- layout
+// Offset in a step of element 0 of chain c: the layout table holds R, then
+// the R sizes and R strides of the chain index space (row-major), then the
+// SJ_G group offsets.
+SJ_HD long long sj_chain_base(long long c, const long long* __restrict__ layout) {
+#if SJ_G == 1
+  return c;
+#else
+  const int rank = (int)layout[0];
+  long long offset = 0;
+  for (int d = rank - 1; d >= 0; --d) {
+    const long long size = layout[1 + d];
+    offset += (c % size) * layout[1 + rank + d];
+    c /= size;
+  }
+  return offset;
+#endif
+}
+
+SJ_HD long long sj_group_offset(int g, const long long* __restrict__ layout) {
+#if SJ_G == 1
+  return 0;
+#else
+  return layout[1 + 2 * layout[0] + g];
+#endif
+}
+
 // ---------------------------------------------------------------- statistics
 // Count, mean and centred sum of squares of a set; sets merge by Chan et al.'s
 // pairwise rule, so the standard deviation comes out as accurate as the

@@ -36,32 +36,6 @@
 
 #define SJ_MAX_BLOCK 256
 
-// Offset in a step of element 0 of chain c: the layout table holds R, then
-// the R sizes and R strides of the chain index space (row-major), then the
-// SJ_G group offsets.
-SJ_HD long long sj_chain_base(long long c, const long long* __restrict__ layout) {
-#if SJ_G == 1
-  return c;
-#else
-  const int rank = (int)layout[0];
-  long long offset = 0;
-  for (int d = rank - 1; d >= 0; --d) {
-    const long long size = layout[1 + d];
-    offset += (c % size) * layout[1 + rank + d];
-    c /= size;
-  }
-  return offset;
-#endif
-}
-
-SJ_HD long long sj_group_offset(int g, const long long* __restrict__ layout) {
-#if SJ_G == 1
-  return 0;
-#else
-  return layout[1 + 2 * layout[0] + g];
-#endif
-}
-
 // Merge the moments of every thread of the block (tree order); every thread gets the result.
 __device__ sj_moments sj_block_moments(sj_moments m) {
   __shared__ double sn[SJ_MAX_BLOCK], smean[SJ_MAX_BLOCK], sm2[SJ_MAX_BLOCK];

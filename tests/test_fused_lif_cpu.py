@@ -1,0 +1,163 @@
+"""The fused CPU backend (``backend='cpu'``) as a user gets it: the neurons, the built library.
+
+tests/test_fused_lif_kernels.py checks its kernels option by option against
+the torch reference; here: that its kernels are the CUDA kernels' (same
+names and parameters), that the neurons with ``backend='cpu'`` equal their
+torch backend and SpikingJelly's ``ParametricLIFNode``, that the gradients
+are the finite differences of the forward where those exist, that results do
+not depend on the thread count, and what happens without a compiler or with
+an input off the CPU.
+"""
+
+import warnings
+
+import pytest
+import torch
+from helpers.neuron_runs import NEURON_CASES, assert_same_records, train_and_eval
+from spikingjelly.activation_based import functional, neuron, surrogate
+
+import sj_ext.fused_lif as fused
+from sj_ext.functional import LIFParameters
+from sj_ext.fused_lif import cpu
+from sj_ext.fused_lif.host import host_compiler
+from sj_ext.fused_lif.lif import lif_multi_step
+from sj_ext.fused_lif.source import (
+    KERNEL_DIR,
+    cpu_kernel_source,
+    kernel_signatures,
+    kernel_source,
+)
+from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF
+
+pytestmark = pytest.mark.skipif(
+    host_compiler() is None, reason="the fused CPU backend needs a C++ compiler (g++)"
+)
+
+DT = torch.float64
+
+
+def test_cpu_kernels_have_the_cuda_kernels_names_and_parameters():
+    cuda = kernel_signatures(kernel_source())
+    assert set(cuda) == {"sj_lif_loop", "sj_lif_step", "sj_lif_backward"}
+    assert kernel_signatures(cpu_kernel_source()) == cuda
+    assert '#include "lif_core.cuh"' in (KERNEL_DIR / "lif_cpu.cpp").read_text()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("cls,cfg", NEURON_CASES)
+def test_neurons_on_the_cpu_backend_match_the_torch_backend(cls, cfg, dtype):
+    torch.manual_seed(2)
+    x = torch.randn(5, 2, 3, 6, 4, dtype=dtype)
+    results = []
+    for backend in ("cpu", "torch"):
+        node = cls(**cfg, step_mode="m", backend=backend).to(dtype)
+        assert node.supported_backends == ("torch", "cupy", "cpu")
+        results.append(train_and_eval(node, x))
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == DT else dict(rtol=1e-5, atol=1e-5)
+    assert_same_records(results, **tol)
+
+
+def test_the_plif_equivalent_is_spikingjellys_parametric_lif_on_the_fast_path():
+    """AdaptiveThresholdLIF(threshold='fixed', learnable_tau=True) with backend='cpu' is
+    ParametricLIFNode (the CPU headline's neuron): spikes, membrane, every gradient."""
+    kw = dict(decay_input=True, v_reset=0.0, detach_reset=True, step_mode="m")
+    ours = AdaptiveThresholdLIF(
+        tau=2.0,
+        threshold="fixed",
+        learnable_tau=True,
+        surrogate_function=surrogate.ATan(alpha=2.0),
+        backend="cpu",
+        **kw,
+    )
+    ref = neuron.ParametricLIFNode(init_tau=2.0, surrogate_function=surrogate.ATan(alpha=2.0), **kw)
+    torch.manual_seed(0)
+    x = 1.5 * torch.randn(4, 8, 16, 7, 7)
+    weight = torch.randn(4, 8, 16, 7, 7)
+    outs = []
+    for node in (ours, ref):
+        functional.reset_net(node)
+        xi = x.clone().requires_grad_(True)
+        s = node(xi)
+        loss = (s * weight).sum() + (node.v**2).sum()
+        outs.append((s, node.v, *torch.autograd.grad(loss, [xi, node.w])))
+    (s, v, gx, gw), (s_ref, v_ref, gx_ref, gw_ref) = outs
+    assert torch.equal(s, s_ref)
+    assert 0.05 < s.mean() < 0.5
+    torch.testing.assert_close(v, v_ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gw, gw_ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("v_reset", [None, 0.0], ids=["soft", "hard"])
+def test_gradients_are_finite_differences_of_the_forward(v_reset):
+    """Where the forward is differentiable -- the final membrane, the reset detached, a fixed
+    threshold -- the kernels' backward is its derivative (float64 central differences),
+    through a learnable tau too; spikes fire, so the reset paths run."""
+    torch.manual_seed(3)
+    x = (1.2 * torch.randn(6, 3, 40, dtype=DT)).requires_grad_(True)
+    w = torch.tensor(0.4, dtype=DT, requires_grad=True)
+
+    params = LIFParameters(v_reset=v_reset, detach_reset=True, surrogate_function=surrogate.ATan())
+
+    def final_membrane(x, w):
+        spikes, v_last, _, _ = lif_multi_step(x, torch.zeros_like(x[0]), w.sigmoid(), 1.0, params)
+        assert 0.05 < spikes.mean() < 0.9
+        return v_last
+
+    assert torch.autograd.gradcheck(final_membrane, (x, w), eps=1e-7, atol=1e-6)
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    torch.manual_seed(4)
+    x = torch.randn(4, 8, 16, 20, 20)  # 51,200 neurons: 13 blocks
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            node = AdaptiveThresholdLIF(learnable_tau=True, step_mode="m", backend="cpu")
+            xi = x.clone().requires_grad_(True)
+            s = node(xi)
+            grads = torch.autograd.grad((s * x).sum() + (node.v**2).sum(), [xi, node.w])
+            results.append((s, node.v, node.threshold_seq, node.sigma_seq, *grads))
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            assert torch.equal(a, b)
+
+
+def test_without_a_compiler_the_neurons_warn_once_and_run_the_torch_backend(monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    cpu._default_launcher.cache_clear()
+    fused.coverage._warned.clear()
+    try:
+        x = torch.randn(3, 2, 4, 6, 6)
+        node = DilatedWindowLIF(step_mode="m", backend="cpu")
+        with pytest.warns(RuntimeWarning, match=r"backend='cpu'.*C\+\+ compiler.*torch backend"):
+            s = node(x)
+        assert torch.equal(s, DilatedWindowLIF(step_mode="m")(x))
+        with warnings.catch_warnings():  # once per process and message
+            warnings.simplefilter("error")
+            functional.reset_net(node)
+            node(x)
+    finally:
+        cpu._default_launcher.cache_clear()
+
+
+def test_an_input_off_the_cpu_is_a_clear_error():
+    node = AdaptiveThresholdLIF(step_mode="m", backend="cpu")
+    with pytest.raises(RuntimeError, match=r"backend='cpu' runs on CPU tensors.*meta"):
+        node(torch.randn(2, 3, 4, device="meta"))
+
+
+def test_the_library_is_built_once_into_the_kernel_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SJ_EXT_KERNEL_CACHE", str(tmp_path / "kernels"))
+    launcher = cpu.CpuLauncher()
+    assert launcher.build_dir == tmp_path / "kernels"
+    launcher.library(fused.KernelConfig(torch.float32))
+    built = sorted(p.name for p in (tmp_path / "kernels").iterdir())
+    assert len(built) == 1 and built[0].endswith(".so")
+    again = cpu.CpuLauncher()
+    again.library(fused.KernelConfig(torch.float32))  # found, not rebuilt
+    assert sorted(p.name for p in (tmp_path / "kernels").iterdir()) == built
