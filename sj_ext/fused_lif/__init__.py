@@ -13,7 +13,8 @@ is imported only when a kernel runs. Layout of this package:
   check harness;
 * :mod:`~sj_ext.fused_lif.source`: the sources, their configurations, their signatures;
 * :mod:`~sj_ext.fused_lif.coverage`: what the kernels cover, surrogates in kernel form;
-* :mod:`~sj_ext.fused_lif.lif`: the plan of a call and the autograd function;
+* :mod:`~sj_ext.fused_lif.lif`: the plan of a call (options, layout, memory order);
+* :mod:`~sj_ext.fused_lif.ops`: the custom operators and their autograd formula;
 * :mod:`~sj_ext.fused_lif.backends`: the fused backends by name;
 * :mod:`~sj_ext.fused_lif.device`: compilation (NVRTC) and launches on torch's stream;
 * :mod:`~sj_ext.fused_lif.cpu`: the CPU backend (g++ with OpenMP);

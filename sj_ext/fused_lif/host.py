@@ -5,7 +5,7 @@
 behind a *shim*, a header that defines CUDA's names for the host, and
 launches its kernels with the same arguments as
 :class:`~sj_ext.fused_lif.device.CupyLauncher`. The autograd function of
-:mod:`sj_ext.fused_lif.lif` runs unchanged on it. Two shims, two launchers:
+:mod:`sj_ext.fused_lif.ops` runs unchanged on it. Two shims, two launchers:
 
 * :class:`HostLauncher`, the check harness (``kernels/host_shim.h``): the CUDA
   thread model emulated (blocks in turn, the threads of a block as fibers that

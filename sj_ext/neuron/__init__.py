@@ -10,8 +10,9 @@ from spikingjelly.activation_based import neuron
 
 from ..registry import NEURONS
 from .adaptive import AdaptiveThresholdLIF
-from .base import RunningThresholdLIFBase, set_backend, sync_threshold_stats
+from .base import RunningThresholdLIFBase
 from .dilated_window import DilatedWindowLIF
+from .net import set_backend, sync_threshold_stats
 
 __all__ = [
     "AdaptiveThresholdLIF",

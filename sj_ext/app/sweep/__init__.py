@@ -37,6 +37,7 @@ The same table as markdown (mean ± std in %) is printed and written beside the
 JSON (``.md``).
 """
 
+import sys
 from pathlib import Path
 
 from ..engine import train
@@ -45,6 +46,7 @@ from .results import markdown, read_results, recipe_digest, record, recorded, su
 
 __all__ = [
     "SweepError",
+    "command",
     "Job",
     "load_grid",
     "run_sweep",
@@ -81,3 +83,24 @@ def run_sweep(grid: str | Path, jobs: list[Job], json_path: str | Path, log=prin
     result.setdefault("runs", [])
     result["summary"] = summarise(result["runs"])
     return result
+
+
+def command(args) -> int:
+    """``sj-ext sweep GRID.yaml``: the grid's jobs run, the results file and its summary."""
+    stem = Path(args.grid).stem
+    try:
+        jobs = load_grid(
+            args.grid,
+            args.out or Path("runs") / "sweep" / stem,
+            args.overrides,
+            args.only,
+            args.seeds,
+            args.shard,
+        )
+    except SweepError as err:
+        print(err, file=sys.stderr)
+        return 2
+    json_path = Path(args.json or Path("benchmarks") / "results" / f"{stem}.json")
+    result = run_sweep(args.grid, jobs, json_path)
+    print(markdown(result["summary"]) + f"wrote {json_path} and {json_path.with_suffix('.md')}")
+    return 0

@@ -18,7 +18,7 @@
 // statistics, grad_k) go to buffers of one entry per block, merged in block
 // order: the results do not depend on the thread count.
 //
-// Launch protocol (sj_ext/fused_lif/lif.py): as on a GPU, sj_lif_step runs
+// Launch protocol (sj_ext/fused_lif/ops.py): as on a GPU, sj_lif_step runs
 // once per t = 0 .. T and sj_lif_loop / sj_lif_backward once. `counters` is
 // the GPU's last-block flag and is not read here.
 
