@@ -14,7 +14,7 @@ import warnings
 import pytest
 import torch
 from helpers.neuron_runs import NEURON_CASES, assert_same_records, train_and_eval
-from spikingjelly.activation_based import functional, neuron, surrogate
+from spikingjelly.activation_based import functional, layer, neuron, surrogate
 
 import sj_ext.fused_lif as fused
 from sj_ext.functional import LIFParameters
@@ -161,3 +161,38 @@ def test_the_library_is_built_once_into_the_kernel_cache(tmp_path, monkeypatch):
     again = cpu.CpuLauncher()
     again.library(fused.KernelConfig(torch.float32))  # found, not rebuilt
     assert sorted(p.name for p in (tmp_path / "kernels").iterdir()) == built
+
+
+@pytest.mark.parametrize("cls", [AdaptiveThresholdLIF, DilatedWindowLIF])
+def test_a_compiled_network_keeps_the_cpu_kernels_whole(cls):
+    """torch.compile(fullgraph=True), as train.compile does, of a net of 'cpu' neurons: the
+    launcher lookup is a constant to the tracer (the library is not built in the graph),
+    the fused operator is one node of the one graph, and values and gradients equal eager."""
+    graphs = []
+
+    def recording(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    def net():
+        torch.manual_seed(6)
+        model = torch.nn.Sequential(layer.Conv2d(3, 8, 3, padding=1), cls(backend="cpu"))
+        functional.set_step_mode(model, "m")
+        return model
+
+    eager = net()
+    compiled = torch.compile(net(), backend=recording, fullgraph=True)
+    x = torch.randn(2, 3, 3, 8, 8)
+    outs = []
+    for model in (eager, compiled):
+        functional.reset_net(model)
+        xi = x.clone().requires_grad_(True)
+        y = model(xi)
+        weight = torch.linspace(-1, 1, y.numel()).view_as(y)
+        outs.append((y, *torch.autograd.grad((y * weight).sum(), xi)))
+    assert len(graphs) == 1
+    targets = [n.target for n in graphs[0].graph.nodes if n.op == "call_function"]
+    assert targets.count(torch.ops.sj_ext.fused_lif_forward.default) == 1
+    assert torch.equal(outs[0][0], outs[1][0])
+    assert 0 < outs[0][0].mean() < 1
+    torch.testing.assert_close(outs[0][1], outs[1][1], rtol=1e-6, atol=1e-6)

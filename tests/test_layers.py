@@ -38,6 +38,7 @@ PLUGIN = [
 APP = [
     # foundations: recipe schema, safe YAML, run files, pure helpers
     (
+        "app.checks",
         "app.schema",
         "app.safe_yaml",
         "app.runfiles",

@@ -125,14 +125,14 @@ def broken(tmp_path: Path, runs, how: str) -> tuple[Path, str]:
     if how == "loss a string":
         data["epochs"][1]["train_loss"] = "0.5"
         metrics.write_text(json.dumps(data))
-        return run, f"{metrics}: epoch record 2 'train_loss' is str '0.5'"
+        return run, f"{metrics}: epoch record 2: train_loss: expected int or float, got str '0.5'"
     if how == "epoch a list":
         data["epochs"][0] = [1, 2]
         metrics.write_text(json.dumps(data))
-        return run, f"{metrics}: epoch record 1 is not a mapping"
+        return run, f"{metrics}: epoch record 1: expected a mapping, got list [1, 2]"
     data["best_test_acc"] = {"acc": 1}
     metrics.write_text(json.dumps(data))
-    return run, f"{metrics}: 'best_test_acc' is dict, not a number"
+    return run, f"{metrics}: best_test_acc: expected int or float or null, got dict {{'acc': 1}}"
 
 
 BROKEN = ["missing", "empty", "truncated", "no epoch", "recipe not YAML", "recipe not a mapping"]
@@ -162,7 +162,9 @@ def test_damaged_monitor_lines_and_records_are_skipped_with_a_warning(runs, tmp_
         write_report([run])
     messages = [str(w.message) for w in caught]
     assert f"{rates} line 2: not valid JSON (Invalid control character at); skipped" in messages
-    assert f"{rates}: record 2 'progress' is str 'x'; skipped" in messages  # record 2 of those read
+    assert (
+        f"{rates}: record 2: progress: expected int or float, got str 'x'; skipped" in messages
+    )  # record 2 of those read
     assert main(["report", str(run)]) == 0  # the command shows the warnings in one line each
     err = capsys.readouterr().err
     assert f"sj-ext: warning: {rates} line 2: not valid JSON" in err

@@ -152,12 +152,12 @@ def test_a_bad_grid_is_a_clear_error(tmp_path, capsys):
     ] * 2
     bad_method = [{"name": "a", "method": 3, "recipe": str(QUICKSTART)}]
     grid = write_grid(tmp_path / "g.yaml", bad_method)
-    with pytest.raises(SweepError, match=r"configurations\[0\]\.method: expected a label"):
+    with pytest.raises(SweepError, match=r"configurations\[0\]\.method: expected str, got int 3"):
         load_grid(grid, tmp_path)
     assert main(["sweep", str(grid), "--out", str(tmp_path)]) == 2
-    assert "got 3" in capsys.readouterr().err
+    assert "got int 3" in capsys.readouterr().err
     no_recipe = [{"name": "a", "method": "ce", "overrides": {}}]
-    with pytest.raises(SweepError, match=r"configurations\[0\]: missing key 'recipe'"):
+    with pytest.raises(SweepError, match=r"configurations\[0\]\.recipe: missing required key"):
         load_grid(write_grid(tmp_path / "g.yaml", no_recipe), tmp_path)
     twice = [{"name": "a", "method": "ce", "recipe": str(QUICKSTART)}] * 2
     with pytest.raises(SweepError, match="'a' repeats"):
@@ -255,3 +255,15 @@ def test_monitor_summary_condenses_the_records(tmp_path):
     assert summary["curriculum"] == [[0.0, 0.5, 2.0, 0.5], [0.5, 0.7, 2.0, 0.5]]
     assert summary["energy"] == {"spikes": 11.0, "synops": 5.0, "macs": 3.0}
     assert monitor_summary(tmp_path / "none") == {}
+
+
+def test_grid_keys_are_checked_as_recipe_keys_are(tmp_path):
+    """One checker for every structured input: a misspelt key of a configuration is named
+    with its close match, once (no second line for the key it stands for), by its path."""
+    misspelt = [{"name": "a", "method": "ce", "recipie": str(QUICKSTART)}]
+    with pytest.raises(SweepError) as err:
+        load_grid(write_grid(tmp_path / "g.yaml", misspelt), tmp_path)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 1
+    assert "configurations[0].recipie: unknown key" in lines[0]
+    assert "'recipe'" in lines[0]  # did you mean

@@ -68,6 +68,7 @@ from pathlib import Path
 
 from scipy import stats
 
+from .checks import INT, LIST, NUMBER, OPT_LIST, OPT_STR, STR, Field, check_items
 from .report.paired import figure, markdown, write
 from .runfiles import is_number
 
@@ -149,37 +150,53 @@ def load_results(path: str | Path) -> dict:
     return results
 
 
+def _finite(value: float) -> str | None:
+    return None if math.isfinite(value) else f"expected a finite number, got {value!r}"
+
+
+def _numbers_or_nulls(values: list) -> str | None:
+    if all(v is None or is_number(v, finite=True) for v in values):
+        return None
+    return "expected a list of numbers or nulls"
+
+
+def _names(items: list) -> str | None:
+    return None if all(isinstance(a, str) for a in items) else "expected a list of arm names"
+
+
+#: what compare reads of a run object of a results file (:mod:`sj_ext.app.checks`; other
+#: keys are kept unread)
+RUN = {
+    "name": Field(STR, help="the arm (configuration) of the run"),
+    "seed": Field(INT, help="the run's seed"),
+    "final_test_acc": Field(NUMBER, help="the final test accuracy", rule=_finite),
+    "per_class_acc": Field(OPT_LIST, None, rule=_numbers_or_nulls),
+}
+#: a claim of a results file
+CLAIM = {
+    "name": Field(OPT_STR, None),
+    "question": Field(OPT_STR, None),
+    "baseline": Field(STR, help="the arm the others are compared with"),
+    "arms": Field(LIST, help="arm names", rule=_names),
+}
+
+
+def _problems(problems: list[str]) -> None:
+    if problems:
+        raise CompareError("\n".join(problems))
+
+
 def _check_runs(runs) -> dict[str, dict[int, dict]]:
     """``{arm name: {seed: run}}`` in first-run order; a wrongly typed or repeated run raises."""
     if not isinstance(runs, list):
         raise CompareError("'runs' is not a list of run objects")
+    _problems(check_items(RUN, runs, "runs", closed=False)[1])
     arms: dict[str, dict[int, dict]] = {}
     for i, run in enumerate(runs):
-        where = f"runs[{i}]"
-        if not isinstance(run, dict):
-            raise CompareError(f"{where} is not an object")
-        if not isinstance(run.get("name"), str):
-            raise CompareError(f"{where}: 'name' is missing or not a string")
-        if not isinstance(run.get("seed"), int) or isinstance(run.get("seed"), bool):
-            raise CompareError(f"{where} ({run['name']}): 'seed' is missing or not an integer")
-        if not is_number(run.get("final_test_acc"), finite=True):
-            raise CompareError(
-                f"{where} ({run['name']}, seed {run['seed']}): 'final_test_acc' is missing "
-                "or not a number"
-            )
-        per_class = run.get("per_class_acc")
-        if per_class is not None and not (
-            isinstance(per_class, list)
-            and all(v is None or is_number(v, finite=True) for v in per_class)
-        ):
-            raise CompareError(
-                f"{where} ({run['name']}, seed {run['seed']}): 'per_class_acc' is not a list "
-                "of numbers or nulls"
-            )
         seeds = arms.setdefault(run["name"], {})
         if run["seed"] in seeds:
             raise CompareError(
-                f"{where}: arm {run['name']!r} has seed {run['seed']} twice; pairs are ambiguous"
+                f"runs[{i}]: arm {run['name']!r} has seed {run['seed']} twice; pairs are ambiguous"
             )
         seeds[run["seed"]] = run
     return arms
@@ -203,24 +220,17 @@ def _claims(results: dict, baseline: str | None, arms: dict) -> list[dict]:
         )
     if not isinstance(claims, list):
         raise CompareError("'claims' is not a list of claim objects")
-    checked = []
-    for i, claim in enumerate(claims):
-        where = f"claims[{i}]"
-        if not isinstance(claim, dict):
-            raise CompareError(f"{where} is not an object")
-        if not isinstance(claim.get("baseline"), str):
-            raise CompareError(f"{where}: 'baseline' is missing or not an arm name")
-        listed = claim.get("arms")
-        if not isinstance(listed, list) or not all(isinstance(a, str) for a in listed):
-            raise CompareError(f"{where}: 'arms' is missing or not a list of arm names")
-        checked.append(
-            {
-                "name": str(claim.get("name", f"claim{i + 1}")),
-                "question": str(claim.get("question", "")),
-                "baseline": claim["baseline"],
-                "arms": listed,
-            }
-        )
+    claims, problems = check_items(CLAIM, claims, "claims")
+    _problems(problems)
+    checked = [
+        {
+            "name": claim["name"] or f"claim{i + 1}",
+            "question": claim["question"] or "",
+            "baseline": claim["baseline"],
+            "arms": claim["arms"],
+        }
+        for i, claim in enumerate(claims)
+    ]
     return checked
 
 

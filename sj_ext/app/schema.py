@@ -13,14 +13,27 @@ Files are parsed by :mod:`sj_ext.app.safe_yaml` (bounded size, values and depth)
 
 import copy
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..options import BACKENDS, DEFAULT_BACKEND
-from ..registry import close_match, did_you_mean
+from ..registry import did_you_mean
+from .checks import (
+    BOOL,
+    DICT,
+    INT,
+    LIST,
+    NUMBER,
+    OPT_INT,
+    OPT_NUMBER,
+    OPT_STR,
+    REQUIRED,
+    STR,
+    Field,
+    check,
+)
 from .runfiles import MONITORS
 from .safe_yaml import YamlInputError, read_text
 from .safe_yaml import load as safe_load
@@ -38,39 +51,7 @@ __all__ = [
     "schema_defaults",
 ]
 
-REQUIRED = object()
-
-
-@dataclass(frozen=True)
-class Field:
-    """One key of :data:`SCHEMA`: its types (``None`` for null), default, choices and help."""
-
-    types: tuple
-    default: Any = REQUIRED
-    choices: tuple = ()
-    help: str = ""
-
-    def problem(self, value) -> str | None:
-        ok = any(
-            value is None if t is None else isinstance(value, t) and not _bool_as_number(value, t)
-            for t in self.types
-        )
-        if not ok:
-            names = " or ".join("null" if t is None else t.__name__ for t in self.types)
-            return f"expected {names}, got {type(value).__name__} {value!r}"
-        for item in value if isinstance(value, list) else [value]:
-            if self.choices and item not in self.choices:
-                hint = did_you_mean(item, self.choices)
-                return f"must be one of {list(self.choices)}, got {item!r}{hint}"
-        return None
-
-
-def _bool_as_number(value, t) -> bool:
-    return isinstance(value, bool) and t is not bool
-
-
-INT, FLOAT, STR, BOOL, DICT, LIST = (int,), (int, float), (str,), (bool,), (dict,), (list,)
-OPT_INT, OPT_FLOAT, OPT_STR = (int, None), (int, float, None), (str, None)
+FLOAT, OPT_FLOAT = NUMBER, OPT_NUMBER
 
 SCHEMA: dict = {
     "seed": Field(INT, 0, help="seeds python, numpy and torch"),
@@ -177,37 +158,6 @@ class RecipeError(ValueError):
         super().__init__("\n".join(f"{source}: {p}" for p in problems))
 
 
-def _walk(schema: dict, recipe: dict, prefix: str, out: dict, problems: list[str]):
-    meant = set()  # the keys a misspelt key stands for: their absence is no second problem
-    for key in recipe:
-        if key not in schema:
-            meant.add(close_match(key, schema))
-            problems.append(
-                f"{prefix}{key}: unknown key{did_you_mean(key, schema)}; "
-                f"allowed here: {', '.join(schema)}"
-            )
-    for key, spec in schema.items():
-        path = prefix + key
-        if isinstance(spec, dict):
-            sub = recipe.get(key, {})
-            if sub is None:
-                sub = {}
-            if not isinstance(sub, dict):
-                problems.append(f"{path}: expected a mapping, got {type(sub).__name__} {sub!r}")
-                continue
-            out[key] = {}
-            _walk(spec, sub, path + ".", out[key], problems)
-        elif key in recipe:
-            problem = spec.problem(recipe[key])
-            if problem:
-                problems.append(f"{path}: {problem}")
-            out[key] = copy.deepcopy(recipe[key])
-        elif spec.default is REQUIRED and key not in meant:
-            problems.append(f"{path}: missing required key ({spec.help or 'no default'})")
-        else:
-            out[key] = copy.deepcopy(spec.default)
-
-
 #: the most time steps ``data.T`` (every step's activations are kept for the backward pass)
 MAX_T = 1024
 
@@ -257,8 +207,7 @@ def check_schema(recipe, source: str = "<recipe>") -> dict:
     :raises RecipeError: naming ``source``, each key and what is wrong with it
     """
     _require_mapping(recipe, source)
-    out, problems = {}, []
-    _walk(SCHEMA, recipe, "", out, problems)
+    out, problems = check(SCHEMA, recipe)
     if not problems:
         _check_ranges(out, problems)
     if problems:

@@ -94,6 +94,14 @@ def _default_launcher() -> CpuLauncher | str:
     return launcher
 
 
+@torch._dynamo.assume_constant_result
+def _default_key() -> int:
+    """The key of :func:`_default_launcher` (-1 where it cannot be built): a constant to
+    ``torch.compile``, which runs this once while tracing instead of tracing the build."""
+    launcher = _default_launcher()
+    return -1 if isinstance(launcher, str) else launcher.key
+
+
 def require_cpu_launcher(x: torch.Tensor) -> int:
     """The key of the fused CPU launcher for input ``x``.
 
@@ -106,7 +114,9 @@ def require_cpu_launcher(x: torch.Tensor) -> int:
             f"backend='cpu' runs on CPU tensors, got an input on {x.device}: use "
             "backend='cupy' on a GPU (sj_ext.neuron.set_backend(net, 'cupy')), or 'torch'"
         )
-    launcher = _default_launcher()
-    if isinstance(launcher, str):
-        raise KernelsUnavailable(f"the fused CPU kernels cannot be built here ({launcher})")
-    return launcher.key
+    key = _default_key()
+    if key < 0:
+        raise KernelsUnavailable(
+            f"the fused CPU kernels cannot be built here ({_default_launcher()})"
+        )
+    return key

@@ -47,6 +47,7 @@ from pathlib import Path
 
 import yaml
 
+from ..checks import DICT, INT, LIST, NUMBER, OPT_NUMBER, Field, check
 from ..class_health import accuracy_warnings, weight_warnings
 from ..runfiles import (
     ACCURACY_NAMES,
@@ -54,7 +55,6 @@ from ..runfiles import (
     EVAL_KEYS,
     MonitorFileWarning,
     held_out_split,
-    is_number,
     read_records,
 )
 from ..safe_yaml import YamlInputError, read_text
@@ -64,36 +64,35 @@ from .figures import CAPTIONS, FIGURES, figures, per_epoch_class_rates
 __all__ = ["FIGURES", "ReportError", "RunRecords", "load_run", "write_report"]
 
 
-def _number_or_null(value) -> bool:
-    return value is None or is_number(value)
-
-
-def _is(*types):
-    return lambda value: isinstance(value, types)
-
-
-_LAYERED = {"epoch": _is(int), "progress": is_number, "layers": _is(dict)}
-_KEYS = {  # what the figures read from each monitor's records, and what each must be
+_NUMBER = Field(NUMBER)
+_OPT_NUMBER = Field(OPT_NUMBER, None)
+_LAYERED = {"epoch": Field(INT), "progress": _NUMBER, "layers": Field(DICT)}
+#: what the figures read from each monitor's records, and what each must be
+#: (:mod:`sj_ext.app.checks` specs; a record's other keys are kept unread)
+RECORDS = {
     "firing_rate": _LAYERED,
     "threshold": _LAYERED,
     "grad_reach": _LAYERED,
     "group_rate": _LAYERED,
     "curriculum": {
-        "epoch": _is(int),
-        "progress": is_number,
-        "loss": _is(list),
-        "sigma": _is(list),
-        "weight_easy": _number_or_null,
-        "mean_sigma_easy": _number_or_null,
-        "mean_sigma_hard": _number_or_null,
+        "epoch": Field(INT),
+        "progress": _NUMBER,
+        "loss": Field(LIST),
+        "sigma": Field(LIST),
+        "weight_easy": _OPT_NUMBER,
+        "mean_sigma_easy": _OPT_NUMBER,
+        "mean_sigma_hard": _OPT_NUMBER,
     },
     "energy": {
-        **{key: _is(dict) for key in ("snn", "ann", "layers")},
-        **{key: is_number for key in ("epoch", "samples", "T", "ann_over_snn")},
-        "assumptions": _is(list),
+        **{key: Field(DICT) for key in ("snn", "ann", "layers")},
+        **{key: _NUMBER for key in ("epoch", "samples", "T", "ann_over_snn")},
+        "assumptions": Field(LIST),
     },
 }
-_EPOCH_KEYS = {"epoch": _is(int), "train_loss": is_number, "train_acc": is_number}
+#: what the figures read from an epoch record of metrics.json
+EPOCH = {"epoch": Field(INT), "train_loss": _NUMBER, "train_acc": _NUMBER}
+#: the summary keys of metrics.json
+METRICS = {key: _OPT_NUMBER for key in ("best_test_acc", "best_val_acc", "final_test_acc")}
 
 
 class ReportError(RuntimeError):
@@ -112,15 +111,10 @@ class RunRecords:
     environment: dict | None = None  # environment.json (runs of earlier versions lack it)
 
 
-def _problem(record: dict, keys: dict) -> str | None:
-    """What is wrong with ``record`` against ``keys`` (name -> check), or None."""
-    missing = sorted(keys.keys() - record.keys())
-    if missing:
-        return f"lacks {missing}"
-    wrong = [k for k, ok in keys.items() if not ok(record[k])]
-    if wrong:
-        return ", ".join(f"{k!r} is {type(record[k]).__name__} {record[k]!r}" for k in wrong)
-    return None
+def _problem(record, spec: dict) -> str | None:
+    """What is wrong with ``record`` against ``spec`` (its other keys allowed), or None."""
+    problems = check(spec, record, closed=False)[1]
+    return "; ".join(problems) if problems else None
 
 
 def _read_metrics(path: Path) -> dict:
@@ -136,15 +130,14 @@ def _read_metrics(path: Path) -> dict:
     if not isinstance(epochs, list) or not epochs:
         raise ReportError(f"{path}: holds no finished epoch")
     for number, row in enumerate(epochs, 1):
-        problem = _problem(row, _EPOCH_KEYS) if isinstance(row, dict) else "is not a mapping"
+        problem = _problem(row, EPOCH)
         if not problem:
-            key = EVAL_KEYS[held_out_split(row)][0]
-            problem = _problem(row, {key: is_number})
+            problem = _problem(row, {EVAL_KEYS[held_out_split(row)][0]: _NUMBER})
         if problem:
-            raise ReportError(f"{path}: epoch record {number} {problem}")
-    for key in ("best_test_acc", "best_val_acc", "final_test_acc"):
-        if not _number_or_null(metrics.get(key)):
-            raise ReportError(f"{path}: {key!r} is {type(metrics[key]).__name__}, not a number")
+            raise ReportError(f"{path}: epoch record {number}: {problem}")
+    problem = _problem(metrics, METRICS)
+    if problem:
+        raise ReportError(f"{path}: {problem}")
     return metrics
 
 
@@ -168,9 +161,9 @@ def _read_monitor(file: Path) -> list[dict]:
         raise ReportError(f"{file}: cannot read it ({e.strerror or e})") from e
     usable = []
     for number, record in enumerate(records, 1):
-        problem = _problem(record, _KEYS.get(file.stem, {}))
+        problem = _problem(record, RECORDS.get(file.stem, {}))
         if problem:
-            warnings.warn(f"{file}: record {number} {problem}; skipped", MonitorFileWarning, 2)
+            warnings.warn(f"{file}: record {number}: {problem}; skipped", MonitorFileWarning, 2)
         else:
             usable.append(record)
     return usable

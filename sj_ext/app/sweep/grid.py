@@ -7,16 +7,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..checks import LIST, OPT_DICT, OPT_LIST, STR, Field, check, check_items
 from ..engine import TrainingError
 from ..engine.runfolder import refuse_incompatible
 from ..recipe import load_recipe, safe_load
 
 __all__ = ["SweepError", "Job", "load_grid", "read_claims", "finished"]
 
-_GRID_KEYS = {"seeds", "overrides", "configurations", "claims", "interactions"}
-_CLAIM_KEYS = {"name", "question", "baseline", "arms"}
-_INTERACTION_KEYS = {"name", "question", "minuend", "subtrahend"}
-_CONFIG_KEYS = {"name", "method", "recipe", "overrides"}
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -42,36 +39,70 @@ def _as_sets(overrides: dict) -> list[str]:
     return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
 
 
-def _mapping(value, where: str) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise SweepError(f"{where}: expected a mapping of key.path: value, got {value!r}")
-    return value
+def _folder_name(name: str) -> str | None:
+    return None if _NAME.fullmatch(name) else "expected a folder name of [A-Za-z0-9_.-]"
 
 
-def _check_config(config, i: int, source: str) -> dict:
-    where = f"{source}: configurations[{i}]"
-    if not isinstance(config, dict):
-        raise SweepError(f"{where}: expected a mapping, got {config!r}")
-    unknown = sorted(set(config) - _CONFIG_KEYS)
-    missing = sorted(_CONFIG_KEYS - {"overrides"} - set(config))
-    if unknown or missing:
-        raise SweepError(
-            f"{where}: "
-            + "; ".join(
-                [f"unknown key {k!r}" for k in unknown] + [f"missing key {k!r}" for k in missing]
-            )
-            + f" (keys: {', '.join(sorted(_CONFIG_KEYS))})"
-        )
-    name = config["name"]
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise SweepError(f"{where}.name: expected a folder name of [A-Za-z0-9_.-], got {name!r}")
-    if not isinstance(config["method"], str) or not config["method"].strip():
-        raise SweepError(f"{where}.method: expected a label (a string), got {config['method']!r}")
-    if not isinstance(config["recipe"], str):
-        raise SweepError(f"{where}.recipe: expected a path, got {config['recipe']!r}")
-    return {**config, "overrides": _mapping(config.get("overrides"), f"{where}.overrides")}
+def _label(method: str) -> str | None:
+    return None if method.strip() else "expected a label, got an empty string"
+
+
+def _key_paths(overrides: dict) -> str | None:
+    if all(isinstance(k, str) for k in overrides):
+        return None
+    return f"expected a mapping of key.path: value, got {overrides!r}"
+
+
+def _seeds(seeds: list) -> str | None:
+    if seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        return None
+    return f"expected a non-empty list of ints, got {seeds!r}"
+
+
+def _names(items: list) -> str | None:
+    if items and all(isinstance(a, str) for a in items):
+        return None
+    return f"expected a non-empty list of names, got {items!r}"
+
+
+def _non_empty(items: list) -> str | None:
+    return None if items else "expected a non-empty list"
+
+
+#: a grid file (:mod:`sj_ext.app.checks` specs: every key, its type and rules)
+GRID = {
+    "seeds": Field(LIST, help="the paired seeds, a list of ints", rule=_seeds),
+    "overrides": Field(OPT_DICT, None, help="key.path: value for every run", rule=_key_paths),
+    "configurations": Field(LIST, help="the arms, a list of mappings", rule=_non_empty),
+    "claims": Field(OPT_LIST, None, help="what compare answers"),
+    "interactions": Field(OPT_LIST, None, help="claims' effects set against each other"),
+}
+#: one item of ``configurations``
+CONFIGURATION = {
+    "name": Field(STR, help="the arm's name, its run folder's", rule=_folder_name),
+    "method": Field(STR, help="a free label of the method", rule=_label),
+    "recipe": Field(STR, help="the recipe's path, relative to the grid file"),
+    "overrides": Field(OPT_DICT, None, help="key.path: value", rule=_key_paths),
+}
+#: one item of ``claims``
+CLAIM = {
+    "name": Field(STR, help="the claim's name"),
+    "question": Field(STR, help="the question it answers"),
+    "baseline": Field(STR, help="the configuration every arm is compared with"),
+    "arms": Field(LIST, help="configuration names", rule=_names),
+}
+#: one item of ``interactions``
+INTERACTION = {
+    "name": Field(STR, help="the interaction's name"),
+    "question": Field(STR, help="the question it answers"),
+    "minuend": Field(STR, help="a claim of one arm"),
+    "subtrahend": Field(STR, help="a claim of one arm"),
+}
+
+
+def _raise(source: str, problems: list[str]) -> None:
+    if problems:
+        raise SweepError("\n".join(f"{source}: {p}" for p in problems))
 
 
 def _read_grid(path: Path) -> dict:
@@ -82,35 +113,25 @@ def _read_grid(path: Path) -> dict:
         raise SweepError(f"{source}: cannot read the grid file: {e.strerror}") from e
     except Exception as e:  # yaml.YAMLError
         raise SweepError(f"{source}: not valid YAML: {e}") from e
-    if not isinstance(grid, dict):
-        raise SweepError(f"{source}: a grid file is a mapping with {sorted(_GRID_KEYS)}")
-    unknown = sorted(set(grid) - _GRID_KEYS)
-    if unknown:
-        raise SweepError(f"{source}: unknown key {unknown[0]!r} (keys: {sorted(_GRID_KEYS)})")
-    seeds = grid.get("seeds")
-    if (
-        not isinstance(seeds, list)
-        or not seeds
-        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
-    ):
-        raise SweepError(f"{source}: seeds: expected a non-empty list of ints, got {seeds!r}")
-    configs = grid.get("configurations")
-    if not isinstance(configs, list) or not configs:
-        raise SweepError(f"{source}: configurations: expected a non-empty list, got {configs!r}")
-    configs = [_check_config(c, i, source) for i, c in enumerate(configs)]
+    grid, problems = check(GRID, grid)
+    _raise(source, problems)
+    configs, problems = check_items(CONFIGURATION, grid["configurations"], "configurations")
+    _raise(source, problems)
     names = [c["name"] for c in configs]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise SweepError(f"{source}: configuration names must be unique, {twice[0]!r} repeats")
-    shared = _mapping(grid.get("overrides"), f"{source}: overrides")
-    claims = [_check_claim(c, i, source, names) for i, c in enumerate(grid.get("claims") or [])]
-    interactions = [
-        _check_interaction(x, i, source, claims)
-        for i, x in enumerate(grid.get("interactions") or [])
-    ]
+    claims, problems = check_items(CLAIM, grid["claims"] or [], "claims")
+    _raise(source, problems)
+    claims = [_check_claim(c, i, source, names) for i, c in enumerate(claims)]
+    interactions, problems = check_items(INTERACTION, grid["interactions"] or [], "interactions")
+    _raise(source, problems)
+    interactions = [_check_interaction(x, i, source, claims) for i, x in enumerate(interactions)]
+    for config in configs:
+        config["overrides"] = config["overrides"] or {}
     return {
-        "seeds": seeds,
-        "overrides": shared,
+        "seeds": grid["seeds"],
+        "overrides": grid["overrides"] or {},
         "configurations": configs,
         "claims": claims,
         "interactions": interactions,
@@ -118,14 +139,9 @@ def _read_grid(path: Path) -> dict:
 
 
 def _check_claim(claim, i: int, source: str, names: list[str]) -> dict:
-    """A claim: ``{name, question, baseline, arms}``, every arm a configuration's name."""
+    """A claim (:data:`CLAIM`, checked), every arm a configuration's name."""
     where = f"{source}: claims[{i}]"
-    if not isinstance(claim, dict) or set(claim) != _CLAIM_KEYS:
-        raise SweepError(f"{where}: expected a mapping with exactly {sorted(_CLAIM_KEYS)}")
-    arms = claim["arms"]
-    if not isinstance(arms, list) or not arms:
-        raise SweepError(f"{where}.arms: expected a non-empty list of configuration names")
-    for arm in [claim["baseline"], *arms]:
+    for arm in [claim["baseline"], *claim["arms"]]:
         if arm not in names:
             raise SweepError(
                 f"{where}: {arm!r} is no configuration of the grid ({', '.join(names)})"
@@ -134,11 +150,10 @@ def _check_claim(claim, i: int, source: str, names: list[str]) -> dict:
 
 
 def _check_interaction(item, i: int, source: str, claims: list[dict]) -> dict:
-    """An interaction: ``{name, question, minuend, subtrahend}``, each of the two a claim of
-    one arm besides its baseline (its effect is that arm minus the baseline, per seed)."""
+    """An interaction (:data:`INTERACTION`, checked), each of ``minuend`` and ``subtrahend``
+    a claim of one arm besides its baseline (its effect is that arm minus the baseline, per
+    seed)."""
     where = f"{source}: interactions[{i}]"
-    if not isinstance(item, dict) or set(item) != _INTERACTION_KEYS:
-        raise SweepError(f"{where}: expected a mapping with exactly {sorted(_INTERACTION_KEYS)}")
     by_name = {c["name"]: c for c in claims}
     for key in ("minuend", "subtrahend"):
         claim = by_name.get(item[key])
