@@ -22,6 +22,7 @@ __all__ = [
     "is_number",
     "monitor_summary",
     "percent",
+    "table_number",
     "evaluated_split",
     "ACCURACY_NAMES",
     "ENVIRONMENT_KEYS",
@@ -51,6 +52,17 @@ def is_number(value, finite: bool = False) -> bool:
     """An int or float (not a bool); with ``finite``, neither NaN nor infinite."""
     number = isinstance(value, int | float) and not isinstance(value, bool)
     return number and (not finite or math.isfinite(value))
+
+
+def table_number(value, digits: int = 4, grouped_from: float = 1000) -> str:
+    """A number as the tables show it: ``–`` for None; a float of magnitude ``grouped_from``
+    or more with thousands separators (``12,345``), another float to ``digits`` significant
+    digits; an int (or anything else) as it is."""
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= grouped_from else f"{value:.{digits}g}"
+    return str(value)
 
 
 def percent(mean: float | None, sd: float | None = None) -> str:

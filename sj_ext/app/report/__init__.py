@@ -56,6 +56,7 @@ from ..runfiles import (
     MonitorFileWarning,
     held_out_split,
     read_records,
+    table_number,
 )
 from ..safe_yaml import YamlInputError, read_text
 from ..safe_yaml import load as load_yaml
@@ -213,7 +214,9 @@ def _environment(runs) -> list[str]:
     lines = ["## Environment", "", "| | " + " | ".join(r.label for r in shown) + " |"]
     lines.append("|---" * (len(shown) + 1) + "|")
     for key in (*ENVIRONMENT_KEYS, "dirty", "threads", "deterministic_algorithms"):
-        lines.append(f"| {key} | " + " | ".join(_fmt(r.environment.get(key)) for r in shown) + " |")
+        lines.append(
+            f"| {key} | " + " | ".join(table_number(r.environment.get(key)) for r in shown) + " |"
+        )
     resumed = [
         f"{r.label} was resumed {len(r.environment['resumed'])} time(s), last under "
         + ", ".join(f"{k} {r.environment['resumed'][-1].get(k)}" for k in ENVIRONMENT_KEYS)
@@ -221,15 +224,6 @@ def _environment(runs) -> list[str]:
         if r.environment.get("resumed")
     ]
     return [*lines, "", *[f"- {line}" for line in resumed], ""]
-
-
-def _fmt(value) -> str:
-    """Counts >= 1000 with thousands separators, other numbers to 4 significant digits."""
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
-    return str(value)
 
 
 def _section(recipe: dict, key: str) -> dict:
@@ -240,8 +234,8 @@ def _section(recipe: dict, key: str) -> dict:
 def _best(metrics: dict) -> str:
     """The best accuracy of the split every epoch evaluated; ``(val)``: a validation split."""
     if metrics.get("best_val_acc") is not None:
-        return f"{_fmt(metrics['best_val_acc'])} (val)"
-    return _fmt(metrics.get("best_test_acc"))
+        return f"{table_number(metrics['best_val_acc'])} (val)"
+    return table_number(metrics.get("best_test_acc"))
 
 
 def _summary(runs) -> list[str]:
@@ -261,7 +255,7 @@ def _summary(runs) -> list[str]:
         lines.append(
             f"| {run.label} | `{run.path}` | {name('model')} | {name('neuron')} | {name('loss')} "
             f"| {T} | {len(m['epochs'])} | {_best(m)} "
-            f"| {_fmt(m.get('final_test_acc'))} |"
+            f"| {table_number(m.get('final_test_acc'))} |"
         )
     return lines
 
@@ -286,14 +280,13 @@ def _energy(runs) -> list[str]:
     lines = ["## Operations and energy per inference", "", header + " |"]
     lines.append("|---" * (len(runs) + 1) + "|")
     for label, get in rows:
-        lines.append(f"| {label} | " + " | ".join(_fmt(get(e)) for e in records) + " |")
+        lines.append(f"| {label} | " + " | ".join(table_number(get(e)) for e in records) + " |")
     for run, rec in zip(runs, records, strict=True):
         lines += ["", f"Per layer, {run.label}:", "", "| layer | SNN MAC | SNN AC | ANN MAC |"]
         lines.append("|---|---|---|---|")
         for name, c in rec["layers"].items():
-            lines.append(
-                f"| {name} | {_fmt(c['snn_mac'])} | {_fmt(c['snn_ac'])} | {_fmt(c['ann_mac'])} |"
-            )
+            cells = (table_number(c[key]) for key in ("snn_mac", "snn_ac", "ann_mac"))
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Assumptions:", ""] + [f"- {a}" for a in records[0]["assumptions"]]
     return lines
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..runfiles import atomic_write, percent, write_json
+from ..runfiles import atomic_write, percent, table_number, write_json
 
 __all__ = ["figure", "markdown", "write"]
 
@@ -111,12 +111,6 @@ def figure(table: dict, path: str | Path) -> Path:
 # ----------------------------------------------------------------------------------- markdown
 
 
-def _count(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
-
-
 def _delta(diff: dict) -> str:
     pairs = f"{diff['n']} pair{'s' if diff['n'] != 1 else ''}"
     if diff["mean"] is None:
@@ -161,8 +155,8 @@ def markdown(table: dict) -> str:
             delta = "baseline" if arm["diff"] is None else _delta(arm["diff"])
             lines.append(
                 f"| {arm['name']} | {arm['n']} | {percent(arm['mean'], arm['sd'])} | {worst} "
-                f"| {seconds} | {_count(arm['spikes_per_image_mean'])} "
-                f"| {_count(arm['synops_per_image_mean'])} | {delta} "
+                f"| {seconds} | {table_number(arm['spikes_per_image_mean'], 3, 100)} "
+                f"| {table_number(arm['synops_per_image_mean'], 3, 100)} | {delta} "
                 f"| {arm['verdict'] or '–'} |"
             )
         lines.append("")
