@@ -7,7 +7,8 @@
 Every ``--case`` is the recipe with its ``--set`` overrides (none: the recipe
 as it is). Each case's model, loss and optimizer are built as the engine
 builds them (``build_run``) on one fixed random batch of the recipe's batch
-size, with freed memory kept in the process as ``sj-ext train`` does on a CPU;
+size, with freed memory kept in the process as ``sj-ext train`` does on a CPU
+(and compiled as the engine compiles it where a case sets ``train.compile``);
 after 3 untimed steps, every round times ``--steps`` optimizer steps (forward,
 loss, backward, step, ``reset_net``) of each case in turn, and a case's figure
 is its least mean over the rounds: a noisy machine slows every case alike.
@@ -23,9 +24,10 @@ import platform
 import time
 
 import torch
-from spikingjelly.activation_based import functional
+from spikingjelly.activation_based.functional import reset_net
 
 from sj_ext.app.engine.build import build_run, time_major_input
+from sj_ext.app.engine.compiled import compile_model
 from sj_ext.app.engine.host_memory import keep_freed_memory
 from sj_ext.app.recipe import load_recipe
 
@@ -36,7 +38,12 @@ PLIF_ON_CPU = [
     "neuron.args={tau: 2.0, threshold: fixed, learnable_tau: true, decay_input: true, "
     "v_reset: 0.0, detach_reset: true}",
 ]
-DEFAULT_CASES = [["sj.ParametricLIFNode"], ["PLIF-equivalent[cpu]", *PLIF_ON_CPU]]
+DEFAULT_CASES = [
+    ["sj.ParametricLIFNode"],
+    ["PLIF-equivalent[cpu]", *PLIF_ON_CPU],
+    ["sj.ParametricLIFNode, compiled", "train.compile=inductor"],
+    ["PLIF-equivalent[cpu], compiled", *PLIF_ON_CPU, "train.compile=inductor"],
+]
 
 
 def build(recipe_path: str, overrides: list[str]):
@@ -48,13 +55,18 @@ def build(recipe_path: str, overrides: list[str]):
     d = recipe["data"]
     x = torch.rand(d["batch_size"], run.data.in_channels, 28, 28)
     y = torch.randint(0, run.data.num_classes, (d["batch_size"],))
+    model = run.model
+    if recipe["train"]["compile"]:  # as the engine compiles it: whole, before the steps
+        example = time_major_input(x, recipe, run.data)
+        model, seconds = compile_model(model, recipe["train"]["compile"], example, reset_net)
+        print(f"{overrides}: compiled in {seconds:.0f} s", flush=True)
 
     def step():
-        loss = run.loss(run.model(time_major_input(x, recipe, run.data)), y)
+        loss = run.loss(model(time_major_input(x, recipe, run.data)), y)
         run.optimizer.zero_grad()
         loss.backward()
         run.optimizer.step()
-        functional.reset_net(run.model)
+        reset_net(run.model)
 
     return step
 

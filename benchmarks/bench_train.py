@@ -47,9 +47,9 @@ import torch
 import torch.nn.functional as F
 from spikingjelly.activation_based import functional, neuron
 
+from sj_ext.app.components import MODELS
 from sj_ext.models.layout import to_channels_last
 from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF
-from sj_ext.registry import MODELS
 
 #: model -> (input per step [C, H, W], default T, builder arguments)
 NETS = {

@@ -7,9 +7,8 @@ import them from here, so a new choice or another default is a one-line change.
 :func:`check_choice` is the one check of a value against its list.
 """
 
+import difflib
 from typing import Literal, get_args
-
-from .registry import did_you_mean
 
 __all__ = [
     "BACKENDS",
@@ -28,6 +27,8 @@ __all__ = [
     "Threshold",
     "Window",
     "check_choice",
+    "close_match",
+    "did_you_mean",
 ]
 
 #: where a multi-step forward runs: the torch functions, sj_ext's fused kernels on a GPU
@@ -66,3 +67,14 @@ def check_choice(name: str, value, choices: tuple):
             f"{name} must be one of {choices}, got {value!r}{did_you_mean(value, choices)}"
         )
     return value
+
+
+def close_match(name: str, choices) -> str | None:
+    """The choice closest to ``name`` (difflib ratio >= 0.5), or ``None``."""
+    close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.5)
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, choices) -> str:
+    close = close_match(name, choices)
+    return f" (did you mean {close!r}?)" if close else ""

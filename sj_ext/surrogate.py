@@ -29,7 +29,7 @@ and is called as ``sg(x, sigma=None)``; ``x`` is ``h - V_th`` of any shape,
 ``sigma`` a tensor broadcastable to ``x`` (a 0-d tensor for layer-wide
 statistics, ``[1, C, 1, ...]`` for per-channel ones).
 
-Registered in :data:`sj_ext.registry.SURROGATES`: ``dynamic_rect``,
+Named in :data:`sj_ext.app.components.SURROGATES` (the application's): ``dynamic_rect``,
 ``dynamic_atan``, ``dynamic_sigmoid``, and SpikingJelly's fixed-width ``sigmoid``,
 ``atan``, ``rect`` and ``piecewise_quadratic``.
 
@@ -79,8 +79,6 @@ from collections.abc import Callable
 import torch
 from spikingjelly.activation_based import surrogate
 
-from .registry import SURROGATES
-
 __all__ = [
     "DERIVATIVES",
     "DynamicATan",
@@ -93,10 +91,6 @@ __all__ = [
     "spike_derivative",
 ]
 
-SURROGATES.register("sigmoid", surrogate.Sigmoid)
-SURROGATES.register("atan", surrogate.ATan)
-SURROGATES.register("rect", surrogate.Rect)
-SURROGATES.register("piecewise_quadratic", surrogate.PiecewiseQuadratic)
 
 #: ``{SpikingJelly surrogate class: g'(x, **params)}``, the closed forms of the module docstring
 DERIVATIVES: dict[type, Callable[..., torch.Tensor]] = {}
@@ -295,7 +289,6 @@ class DynamicSurrogateBase(surrogate.SurrogateFunctionBase):
         return self.primitive(x, width)
 
 
-@SURROGATES.register("dynamic_rect")
 class DynamicRect(DynamicSurrogateBase):
     r"""Rectangular surrogate of dynamic width (DS-ATGO, the paper's choice).
 
@@ -313,7 +306,6 @@ class DynamicRect(DynamicSurrogateBase):
         return torch.clamp(x / width + 0.5, 0.0, 1.0)
 
 
-@SURROGATES.register("dynamic_atan")
 class DynamicATan(DynamicSurrogateBase):
     r"""Arctan surrogate whose sharpness is scaled by :math:`1/a_t`.
 
@@ -336,7 +328,6 @@ class DynamicATan(DynamicSurrogateBase):
         return torch.atan(0.5 * math.pi * (self.alpha / width) * x) / math.pi + 0.5
 
 
-@SURROGATES.register("dynamic_sigmoid")
 class DynamicSigmoid(DynamicSurrogateBase):
     r"""Sigmoid surrogate whose sharpness is scaled by :math:`1/a_t`.
 

@@ -102,10 +102,10 @@ def _starving_loss(num_classes: int):
 
 
 def test_a_starved_class_is_warned_in_the_training_log_and_the_report(tmp_path, monkeypatch):
+    from sj_ext.app.components import LOSSES
     from sj_ext.app.engine import train
     from sj_ext.app.recipe import load_recipe
     from sj_ext.app.report import write_report
-    from sj_ext.registry import LOSSES
 
     monkeypatch.setitem(LOSSES._entries, "starving", _starving_loss)
     recipe = load_recipe(

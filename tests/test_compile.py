@@ -28,11 +28,11 @@ from helpers import QUICKSTART
 from spikingjelly.activation_based import layer, surrogate
 
 import sj_ext.app.engine.trainer as trainer
+from sj_ext.app.components import MODELS
 from sj_ext.app.engine import Preempted, TrainingError, train
 from sj_ext.app.engine.checkpoint import load_checkpoint
 from sj_ext.app.recipe import RecipeError, load_recipe
 from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF
-from sj_ext.registry import MODELS
 from sj_ext.surrogate import DERIVATIVES, DynamicATan, DynamicRect, DynamicSigmoid
 
 pytestmark = pytest.mark.skipif(

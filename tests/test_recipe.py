@@ -373,8 +373,8 @@ def test_validate_names_what_this_machine_lacks(tmp_path, capsys, monkeypatch):
 
 
 def test_validate_says_the_dataset_files_are_missing_as_the_builder_would(tmp_path, capsys):
+    from sj_ext.app.components import DATASETS
     from sj_ext.app.data.files import DatasetNotFoundError
-    from sj_ext.registry import DATASETS
 
     with pytest.raises(DatasetNotFoundError) as built:
         DATASETS.build("mnist", root=str(tmp_path), T=1)
@@ -437,7 +437,7 @@ REGISTERED = {
 def test_importing_the_engine_or_the_recipes_fills_every_registry(module, run_python):
     code = (
         f"import json, {module}\n"
-        "from sj_ext import registry\n"
+        "from sj_ext.app import registry\n"
         f"print(json.dumps({{n: getattr(registry, n).names() for n in {list(REGISTERED)}}}))"
     )
     assert yaml.safe_load(run_python(code)) == REGISTERED

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..registry import close_match, did_you_mean
+from ..options import close_match, did_you_mean
 
 __all__ = [
     "REQUIRED",

@@ -1,5 +1,5 @@
-r"""Optimizers and learning-rate schedules, registered in :data:`sj_ext.registry.OPTIMIZERS`
-and :data:`sj_ext.registry.SCHEDULES`.
+r"""Optimizers and learning-rate schedules, registered in :data:`sj_ext.app.registry.OPTIMIZERS`
+and :data:`sj_ext.app.registry.SCHEDULES`.
 
 An optimizer builder is called as ``builder(params, lr=optim.lr,
 weight_decay=optim.weight_decay, **optim.args)``; a schedule builder as
@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..registry import OPTIMIZERS, SCHEDULES
+from .registry import OPTIMIZERS, SCHEDULES
 
 __all__ = ["sgd", "adam", "adamw", "cosine", "constant"]
 

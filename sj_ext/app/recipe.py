@@ -1,6 +1,6 @@
 """Recipes: YAML (pure data) -> a checked, fully resolved nested dict.
 
-A recipe names everything it builds; the registries of :mod:`sj_ext.registry`
+A recipe names everything it builds; the registries of :mod:`sj_ext.app.components`
 turn the names into objects (importing this module imports :mod:`sj_ext.app.data`,
 :mod:`~sj_ext.models`, :mod:`~sj_ext.neuron`, :mod:`~sj_ext.surrogate`,
 :mod:`~sj_ext.loss` and :mod:`~sj_ext.app.optim`, which fill them). First
@@ -24,8 +24,9 @@ import inspect
 import re
 from pathlib import Path
 
-from .. import loss, models, neuron, surrogate  # noqa: F401
-from ..registry import (
+# every package registers its builders where they are defined, on import
+from . import data, optim  # noqa: F401
+from .components import (
     DATASETS,
     LOSSES,
     MODELS,
@@ -34,9 +35,6 @@ from ..registry import (
     SCHEDULES,
     SURROGATES,
 )
-
-# every package registers its builders where they are defined, on import
-from . import data, optim  # noqa: F401
 from .safe_yaml import load as safe_load
 from .schema import (
     SCHEMA,

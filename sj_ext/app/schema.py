@@ -18,8 +18,7 @@ from typing import Any
 
 import yaml
 
-from ..options import BACKENDS, DEFAULT_BACKEND
-from ..registry import did_you_mean
+from ..options import BACKENDS, DEFAULT_BACKEND, did_you_mean
 from .checks import (
     BOOL,
     DICT,

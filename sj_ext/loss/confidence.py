@@ -10,7 +10,6 @@ from torch import Tensor, nn
 
 from ..functional.curriculum import superloss
 from ..functional.tet import tet_loss
-from ..registry import LOSSES
 from .common import (
     ce,
     check_classes,
@@ -72,7 +71,6 @@ def _check_tau(tau, base) -> None:
         raise ValueError(f"tau must be one of {_TAU_MODES} or a finite number, got {tau!r}")
 
 
-@LOSSES.register("confidence_aware")
 class ConfidenceAwareLoss(nn.Module):
     r"""Confidence-aware curriculum loss of CL-SNN (Tang et al., arXiv 2309.04737).
 

@@ -3,7 +3,6 @@
 from torch import Tensor, nn
 
 from ..functional.tet import tet_loss
-from ..registry import LOSSES
 from .common import (
     ce,
     check_classes,
@@ -45,7 +44,6 @@ class _TimeLoss(nn.Module):
         return f"reduction={self.reduction!r}, time_dim={self.time_dim}"
 
 
-@LOSSES.register("tet")
 class TETLoss(_TimeLoss):
     r"""Full TET loss (Deng et al., ICLR 2022) with the MSE regulariser.
 
@@ -86,7 +84,6 @@ class TETLoss(_TimeLoss):
         return f"lam={self.lam}, phi={self.phi}, {super().extra_repr()}"
 
 
-@LOSSES.register("ce")
 class TimeMeanCrossEntropy(_TimeLoss):
     r"""Cross-entropy of the output averaged over time, :math:`\mathrm{CE}(\frac1T \sum_t O_t, y)`.
 
@@ -124,7 +121,6 @@ class TimeMeanCrossEntropy(_TimeLoss):
         )
 
 
-@LOSSES.register("mse")
 class FiringRateMSE(_TimeLoss):
     r"""The PLIF paper's loss (Fang et al., ICCV 2021): MSE of firing rates and one-hot labels.
 

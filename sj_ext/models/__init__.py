@@ -1,4 +1,4 @@
-"""Networks for the engine, registered in :data:`sj_ext.registry.MODELS`.
+"""Networks for the engine, named for the recipes in :data:`sj_ext.app.components.MODELS`.
 
 A model builder is called with the keyword arguments it names among
 ``num_classes``, ``in_channels`` and ``spiking_neuron`` (a zero-argument

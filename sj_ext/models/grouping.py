@@ -24,7 +24,6 @@ import torch.nn as nn
 from spikingjelly.activation_based import layer
 
 from ..options import WINDOWS, Window, check_choice
-from ..registry import MODELS
 
 __all__ = ["alternating_windows", "GroupingRNN", "FeatureBatchNorm"]
 
@@ -37,7 +36,6 @@ def alternating_windows(first: Window, count: int, alternate: bool = True) -> li
     return [next(order) for _ in range(count)]
 
 
-@MODELS.register("grouping_cnn")
 def grouping_cnn(
     num_classes: int,
     in_channels: int,
@@ -135,7 +133,6 @@ class GroupingRNN(nn.Module):
         return self.head(self.mix(self.embed_neuron(tokens)).mean(2))
 
 
-@MODELS.register("grouping_rnn")
 def grouping_rnn(
     num_classes: int,
     in_channels: int,

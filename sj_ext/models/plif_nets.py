@@ -11,8 +11,6 @@ from collections.abc import Callable
 import torch.nn as nn
 from spikingjelly.activation_based.model import parametric_lif_net as plif
 
-from ..registry import MODELS
-
 # variant -> (class, input channels, classes)
 VARIANTS = {
     "mnist": (plif.MNISTNet, 1, 10),
@@ -24,7 +22,6 @@ VARIANTS = {
 }
 
 
-@MODELS.register("parametric_lif_net")
 def parametric_lif_net(
     num_classes: int,
     in_channels: int,

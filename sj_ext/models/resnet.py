@@ -24,8 +24,6 @@ from functools import partial
 import torch.nn as nn
 from spikingjelly.activation_based import layer
 
-from ..registry import MODELS
-
 __all__ = ["SEWBlock", "sew_resnet", "sew_resnet_small"]
 
 
@@ -100,7 +98,6 @@ def _tdbn(alpha: float, v_threshold: float, dims: int = 2):
     return partial(cls, alpha, v_threshold)
 
 
-@MODELS.register("resnet19")
 def resnet19(
     num_classes: int,
     in_channels: int,
@@ -144,7 +141,6 @@ def _imagenet_resnet(
     return sew_resnet(64, spiking_neuron, stem, stages, [layer.Linear(512, num_classes)], norm)
 
 
-@MODELS.register("sew_resnet_small")
 def sew_resnet_small(
     num_classes: int,
     in_channels: int,
@@ -179,7 +175,6 @@ def sew_resnet_small(
     return sew_resnet(widths[0], spiking_neuron, stem, stages, head, norm)
 
 
-@MODELS.register("resnet18")
 def resnet18(
     num_classes: int,
     in_channels: int,
@@ -198,7 +193,6 @@ def resnet18(
     )
 
 
-@MODELS.register("resnet34")
 def resnet34(
     num_classes: int,
     in_channels: int,

@@ -5,10 +5,7 @@ from collections.abc import Callable
 import torch.nn as nn
 from spikingjelly.activation_based import layer
 
-from ..registry import MODELS
 
-
-@MODELS.register("small_cnn")
 def small_cnn(
     num_classes: int,
     in_channels: int,

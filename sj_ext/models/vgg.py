@@ -15,12 +15,9 @@ from collections.abc import Callable
 import torch.nn as nn
 from spikingjelly.activation_based import layer
 
-from ..registry import MODELS
-
 VGGSNN = (64, 128, "A", 256, 256, "A", 512, 512, "A", 512, 512, "A")
 
 
-@MODELS.register("vggsnn")
 def vggsnn(
     num_classes: int,
     in_channels: int,

@@ -1,14 +1,9 @@
 """Spiking neurons: SpikingJelly 2.0 nodes (``step_mode``, ``reset_net``, ``[T, N, *]``).
 
-Registered in :data:`sj_ext.registry.NEURONS`: ``adaptive_lif``
-(:class:`AdaptiveThresholdLIF`) and ``dilated_window_lif`` (:class:`DilatedWindowLIF`)
-where they are defined, SpikingJelly's ``lif`` (``LIFNode``) and ``plif``
-(``ParametricLIFNode``) here.
+The recipes name them (``adaptive_lif``, ``dilated_window_lif``; SpikingJelly's
+``lif`` and ``plif``) through the application's registries (:mod:`sj_ext.app.components`).
 """
 
-from spikingjelly.activation_based import neuron
-
-from ..registry import NEURONS
 from .adaptive import AdaptiveThresholdLIF
 from .base import RunningThresholdLIFBase
 from .dilated_window import DilatedWindowLIF
@@ -21,6 +16,3 @@ __all__ = [
     "set_backend",
     "sync_threshold_stats",
 ]
-
-NEURONS.register("lif", neuron.LIFNode)
-NEURONS.register("plif", neuron.ParametricLIFNode)

@@ -6,14 +6,12 @@ import torch
 
 from ..functional import LIFParameters
 from ..options import DEFAULT_BACKEND, Backend, Stats, StepMode, Threshold
-from ..registry import NEURONS
 from ..surrogate import DynamicRect
 from .base import RunningThresholdLIFBase
 
 __all__ = ["AdaptiveThresholdLIF"]
 
 
-@NEURONS.register("adaptive_lif")
 class AdaptiveThresholdLIF(RunningThresholdLIFBase):
     r"""LIF neuron whose threshold follows the membrane statistics of every step.
 

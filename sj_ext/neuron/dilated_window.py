@@ -19,7 +19,6 @@ from ..options import (
     Window,
     check_choice,
 )
-from ..registry import NEURONS
 from ..surrogate import DynamicRect
 from .base import RunningThresholdLIFBase
 
@@ -40,7 +39,6 @@ def _as_tuple(value, name: str) -> tuple[int, ...]:
         raise ValueError(f"{name} must be an int or a sequence of ints, got {value!r}") from None
 
 
-@NEURONS.register("dilated_window_lif")
 class DilatedWindowLIF(RunningThresholdLIFBase):
     r"""LIF layer whose positions are updated group after group, each fed by the one before.
 

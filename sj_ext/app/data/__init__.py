@@ -1,6 +1,6 @@
 """Datasets for the engine: registry entries returning a :class:`DataSpec`.
 
-A dataset builder is registered in :data:`sj_ext.registry.DATASETS` and called
+A dataset builder is registered in :data:`sj_ext.app.registry.DATASETS` and called
 as ``builder(root=..., T=..., **data.args)``. It returns a :class:`DataSpec`
 whose datasets yield ``(x, label)``:
 

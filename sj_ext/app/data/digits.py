@@ -3,7 +3,7 @@
 import torch
 from torch.utils.data import TensorDataset
 
-from ...registry import DATASETS
+from ..registry import DATASETS
 from .spec import DataSpec
 
 

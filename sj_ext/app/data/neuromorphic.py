@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ...registry import DATASETS
+from ..registry import DATASETS
 from .files import download_or_raise, file_check, not_found, require_root
 from .spec import DataSpec
 from .tonic_datasets import TONIC, MissingPackageError, require_packages

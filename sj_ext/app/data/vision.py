@@ -23,7 +23,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
-from ...registry import DATASETS
+from ..registry import DATASETS
 from .files import download_or_raise, file_check, not_found, require_root
 from .spec import DataSpec
 

@@ -1,6 +1,6 @@
 """Build what a recipe names: device, neurons, model, loss, optimizer, schedule.
 
-Everything comes from the registries (:mod:`sj_ext.registry`) by the names in the
+Everything comes from the registries (:mod:`sj_ext.app.components`) by the names in the
 recipe; the engine knows no particular method.
 """
 
@@ -16,7 +16,15 @@ from spikingjelly.activation_based import functional
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ...models.layout import to_channels_last
-from ...registry import DATASETS, LOSSES, MODELS, NEURONS, OPTIMIZERS, SCHEDULES, SURROGATES
+from ..components import (
+    DATASETS,
+    LOSSES,
+    MODELS,
+    NEURONS,
+    OPTIMIZERS,
+    SCHEDULES,
+    SURROGATES,
+)
 from ..data import DataSpec, encode, to_time_major
 from ..data.subset import fixed_subset, split_off
 from ..recipe import RecipeError

@@ -1,7 +1,7 @@
 """The training engine: a resolved recipe -> a trained, checkpointed, resumable run.
 
 The engine knows no particular method: everything it builds comes from the
-registries (:mod:`sj_ext.registry`) by the names in the recipe (:mod:`.build`).
+registries (:mod:`sj_ext.app.components`) by the names in the recipe (:mod:`.build`).
 :class:`Trainer` holds the training procedure, top to bottom; the other concerns
 have their modules: evaluation (:mod:`.evaluate`), the step guards (:mod:`.guards`),
 the epoch records and checkpoint contents (:mod:`.records`), resuming

@@ -3,25 +3,26 @@
 Each registry maps a name to a callable. A recipe entry ``{name: N, args: {...}}``
 is built as ``REGISTRY.build(N, **args)``; :meth:`Registry.check` validates the
 name and the argument names against the builder's signature before anything is
-built, so a recipe fails in ``sj-ext validate`` rather than mid-run.
+built, so a recipe fails in ``sj-ext validate`` rather than mid-run. The
+registries belong to the application: the plugin's components are plain
+classes and functions, named here by :mod:`sj_ext.app.components`, which also
+re-exports the registries filled. Extending the application means registering
+a builder, never editing the engine::
 
-Extending the plugin means registering a builder (a new file plus a decorator),
-never editing the engine::
+    from sj_ext.app.components import MODELS
 
-    from sj_ext.registry import MODELS
-
-    @MODELS.register("my_net")
     def my_net(num_classes: int, spiking_neuron, width: int = 64): ...
+
+    MODELS.register("my_net", my_net)
 """
 
-import difflib
 import inspect
 from collections.abc import Callable
 
+from ..options import did_you_mean
+
 __all__ = [
     "Registry",
-    "close_match",
-    "did_you_mean",
     "DATASETS",
     "MODELS",
     "NEURONS",
@@ -30,17 +31,6 @@ __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
 ]
-
-
-def close_match(name: str, choices) -> str | None:
-    """The choice closest to ``name`` (difflib ratio >= 0.5), or ``None``."""
-    close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.5)
-    return close[0] if close else None
-
-
-def did_you_mean(name: str, choices) -> str:
-    close = close_match(name, choices)
-    return f" (did you mean {close!r}?)" if close else ""
 
 
 class Registry:
