@@ -34,6 +34,7 @@ compile time left out):
 
 import argparse
 import json
+import os
 import platform
 import time
 
@@ -169,6 +170,7 @@ def main():
             "torch": torch.__version__,
             "cpu": platform.processor() or platform.machine(),
             "threads": args.threads,
+            "load_average": os.getloadavg(),
             "rounds": args.rounds,
             "bandwidth_gbs": gbs,
             "keep_freed_memory": kept,

@@ -20,6 +20,7 @@ backend (``adaptive_lif`` with a fixed threshold and a learnable tau,
 
 import argparse
 import json
+import os
 import platform
 import time
 
@@ -102,6 +103,7 @@ def main():
             "cases": {name: overrides for name, *overrides in args.case or DEFAULT_CASES},
             "seconds_per_step": best,
             "threads": args.threads,
+            "load_average": os.getloadavg(),
             "steps": args.steps,
             "rounds": args.rounds,
             "keep_freed_memory": kept,
