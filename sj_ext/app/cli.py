@@ -237,20 +237,6 @@ def _main(argv) -> int:
     return COMMANDS[args.command].run(args)
 
 
-def _report(args) -> int:
-    """``sj-ext report``: reads run folders only (no torch, no recipe registries)."""
-    from .report import write_report
-
-    try:
-        report = write_report(args.runs, args.out)
-    except KeyboardInterrupt as err:
-        return _interrupted(args, err)
-    except (FileNotFoundError, RuntimeError) as err:
-        return _failed(args, err)
-    print(f"wrote {report} and {len(list(report.parent.glob('*.png')))} figure(s)")
-    return 0
-
-
 def _train_or_eval(args) -> int:
     """The recipe's schema first, without torch (a bad recipe is refused at once), then the run."""
     from .schema import RecipeError, read_recipe
@@ -369,7 +355,9 @@ COMMANDS = {
         _handler("validate"),
     ),
     "report": Command(
-        "figures and report.md of a run, or two runs overlaid", _report_arguments, _report
+        "figures and report.md of a run, or two runs overlaid",
+        _report_arguments,
+        _handler("report"),
     ),
     "sweep": Command(
         "run a grid of recipes x seeds; summary JSON + table",

@@ -41,6 +41,7 @@ quantity across layers or runs share their y range.
 """
 
 import json
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,7 @@ from ..safe_yaml import YamlInputError, read_text
 from ..safe_yaml import load as load_yaml
 from .figures import CAPTIONS, FIGURES, figures, per_epoch_class_rates
 
-__all__ = ["FIGURES", "ReportError", "RunRecords", "load_run", "write_report"]
+__all__ = ["FIGURES", "ReportError", "RunRecords", "command", "load_run", "write_report"]
 
 
 _NUMBER = Field(NUMBER)
@@ -352,3 +353,15 @@ def write_report(runs, out_dir: str | Path | None = None) -> Path:
     report = out_dir / "report.md"
     report.write_text("\n".join(lines).rstrip() + "\n")
     return report
+
+
+def command(args) -> int:
+    """``sj-ext report RUN_DIR [RUN_DIR_B]``: reads run folders only (no torch, no recipe
+    registries); exit 1, with the reason in one line, for a folder it cannot report on."""
+    try:
+        report = write_report(args.runs, args.out)
+    except (FileNotFoundError, RuntimeError) as err:
+        print(f"sj-ext report: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {report} and {len(list(report.parent.glob('*.png')))} figure(s)")
+    return 0
