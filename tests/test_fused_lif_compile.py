@@ -25,7 +25,7 @@ CONFIGS = [
 
 
 def _ids(config):
-    return f"{str(config.dtype).split('.')[1]}-G{config.groups}-{config.projection}"
+    return f"{str(config.dtype).split('.')[1]}-G{config.chain_length}-{config.projection}"
 
 
 def test_configs_cover_every_dtype():
@@ -74,7 +74,7 @@ def test_config_checks():
         KernelConfig(torch.int32)
     with pytest.raises(ValueError, match="projection"):
         KernelConfig(torch.float32, 4, "max")
-    with pytest.raises(ValueError, match="groups"):
+    with pytest.raises(ValueError, match="chain_length"):
         KernelConfig(torch.float32, 4, "none")
     assert KernelConfig(torch.float16, 4, "sine").defines() == (
         "-DSJ_DTYPE=2",

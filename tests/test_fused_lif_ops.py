@@ -51,7 +51,7 @@ def forward_args(x, launcher_key, grouped=False, adaptive=True, keep_h=True, dty
         torch.full((1,), 0.5, dtype=acc, requires_grad=x.requires_grad),
         torch.zeros(steps, dtype=acc) if adaptive else torch.full((steps,), 0.6, dtype=acc),
         layout,
-        4 if grouped else 1,
+        4 if grouped else 1,  # chain_length
         "sine" if grouped else "none",
         True,  # decay_input
         0.0,  # v_reset
@@ -59,7 +59,7 @@ def forward_args(x, launcher_key, grouped=False, adaptive=True, keep_h=True, dty
         math.pi / 4,
         adaptive,
         1.0,  # f_c
-        adaptive,  # stats: taken for the adaptive threshold and the dynamic rectangle
+        adaptive,  # take_stats: taken for the adaptive threshold and the dynamic rectangle
         keep_h,
         *surrogate,
         launcher_key,
@@ -70,15 +70,15 @@ def test_schemas_take_numbers_and_tensors_and_mutate_nothing():
     """Fresh outputs (no alias, no in-place argument), options as numbers and strings."""
     assert str(FORWARD._schema) == (
         "sj_ext::fused_lif_forward(Tensor x, Tensor v_init, Tensor k, Tensor thresholds, "
-        "Tensor? layout, SymInt groups, str projection, bool decay_input, float? v_reset, "
-        "bool detach_reset, float theta, bool adaptive, float f_c, bool stats, bool keep_h, "
+        "Tensor? layout, SymInt chain_length, str projection, bool decay_input, float? v_reset, "
+        "bool detach_reset, float theta, bool adaptive, float f_c, bool take_stats, bool keep_h, "
         "str surrogate, bool dynamic, float alpha, float a0, float v0, SymInt launcher) "
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor)"
     )
     assert str(BACKWARD._schema) == (
         "sj_ext::fused_lif_backward(Tensor h, Tensor? x, Tensor? v_init, Tensor k, "
         "Tensor? layout, Tensor vth, Tensor? sigma, Tensor? grad_spike, Tensor? grad_v, "
-        "SymInt groups, str projection, bool decay_input, float? v_reset, bool detach_reset, "
+        "SymInt chain_length, str projection, bool decay_input, float? v_reset, bool detach_reset, "
         "float theta, str surrogate, bool dynamic, float alpha, float a0, float v0, "
         "bool learn_k, SymInt launcher) -> (Tensor, Tensor, Tensor)"
     )

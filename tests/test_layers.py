@@ -53,7 +53,13 @@ APP = [
         "app.engine.host_memory",
     ),
     ("app.data", "app.optim"),  # the application's registered components
-    ("app.monitor", "app.energy", "app.report", "app.preflight", "app.components"),  # what the methods do
+    (
+        "app.monitor",
+        "app.energy",
+        "app.report",
+        "app.preflight",
+        "app.components",
+    ),  # what the methods do
     ("app.recipe",),  # names -> objects
     ("app.engine",),
     ("app.sweep", "app.compare", "app.validate"),  # the sub-commands' handlers

@@ -199,24 +199,29 @@ def _threshold_tensor(thresholds, x_seq: Tensor) -> Tensor:
 
 
 def _options(
-    params: LIFParameters, groups: int, adaptive: bool, stats: bool, keep_h: bool, launcher: int
+    params: LIFParameters,
+    chain_length: int,
+    adaptive: bool,
+    stats: bool,
+    keep_h: bool,
+    launcher: int,
 ) -> dict:
     """The options of :func:`fused_lif_forward` (its arguments after ``layout``), by name.
 
-    :param groups: the chain length (:func:`sj_ext.functional.chain_length`); the
+    :param chain_length: :func:`sj_ext.functional.chain_length` of ``params``; the
         projection is ``'none'`` without a chain
     """
     spec = surrogate_spec(params.surrogate_function)
     return dict(
-        groups=groups,
-        projection=params.projection if groups > 1 else "none",
+        chain_length=chain_length,
+        projection=params.projection if chain_length > 1 else "none",
         decay_input=params.decay_input,
         v_reset=params.v_reset,
         detach_reset=params.detach_reset,
         theta=params.theta,
         adaptive=adaptive,
         f_c=params.f_c,
-        stats=stats,
+        take_stats=stats,
         keep_h=keep_h,
         surrogate=spec.shape,
         dynamic=spec.dynamic,

@@ -43,7 +43,7 @@ def fused_lif_forward(
     k: Tensor,
     thresholds: Tensor,
     layout: Tensor | None,
-    groups: int,
+    chain_length: int,
     projection: str,
     decay_input: bool,
     v_reset: float | None,
@@ -51,7 +51,7 @@ def fused_lif_forward(
     theta: float,
     adaptive: bool,
     f_c: float,
-    stats: bool,
+    take_stats: bool,
     keep_h: bool,
     surrogate: str,
     dynamic: bool,
@@ -66,8 +66,8 @@ def fused_lif_forward(
     :param v_init: initial membrane ``[N, *]`` of ``x``'s dtype, contiguous
     :param k: ``1/tau`` ``[1]`` in the arithmetic dtype (:func:`acc_dtype`)
     :param thresholds: ``[T]`` in the arithmetic dtype; ignored when ``adaptive``
-    :param layout: :func:`chain_layout` of a chain of ``groups`` groups, else None
-    :param stats: whether :math:`\mu_t, \sigma_t` are taken (adaptive threshold or
+    :param layout: :func:`chain_layout` of a chain of ``chain_length`` groups, else None
+    :param take_stats: whether :math:`\mu_t, \sigma_t` are taken (adaptive threshold or
         dynamic surrogate: :func:`sj_ext.functional.needs_stats`)
     :param keep_h: keep every step's charged membrane (a backward will run)
     :param surrogate: the surrogate in kernel form, with ``dynamic``, ``alpha``,
@@ -78,11 +78,11 @@ def fused_lif_forward(
         [0])``; ``v_th`` and ``sigma`` in the arithmetic dtype
     """
     run = launcher_of(launcher)
-    config = KernelConfig(x.dtype, groups, projection)
-    blocks, sizes = _grid_and_sizes(run, v_init, x.shape[0], groups)
+    config = KernelConfig(x.dtype, chain_length, projection)
+    blocks, sizes = _grid_and_sizes(run, v_init, x.shape[0], chain_length)
     common = _forward_tensors(x, v_init, k, thresholds, layout)
     common.update(sizes, **_charge_and_reset(decay_input, v_reset, theta))
-    if stats:
+    if take_stats:
         h, sigma = _forward_with_stats(run, config, blocks, common, keep_h, adaptive, f_c)
     else:
         h, sigma = _forward_loop(run, config, blocks, common, keep_h)
@@ -108,11 +108,11 @@ def _forward_tensors(
     )
 
 
-def _grid_and_sizes(run, step: Tensor, steps: int, groups: int) -> tuple[int, dict]:
+def _grid_and_sizes(run, step: Tensor, steps: int, chain_length: int) -> tuple[int, dict]:
     """The blocks to launch for the chains of ``step`` ``[N, *]``, and the sizes every kernel
-    reads: ``M`` elements a step, ``L`` chains of ``groups`` groups, ``T`` steps."""
+    reads: ``M`` elements a step, ``L`` chains of ``chain_length`` groups, ``T`` steps."""
     numel = step.numel()
-    chains = numel // groups
+    chains = numel // chain_length
     return run.grid(chains, step.device), dict(M=numel, L=chains, T=steps)
 
 
@@ -167,15 +167,15 @@ def _forward_loop(run, config, blocks: int, common: dict, keep_h: bool):
 
 
 @fused_lif_forward.register_fake
-def _forward_fake(x, v_init, k, thresholds, layout, groups, projection, decay_input, v_reset,
-                  detach_reset, theta, adaptive, f_c, stats, keep_h, surrogate, dynamic, alpha,
+def _forward_fake(x, v_init, k, thresholds, layout, chain_length, projection, decay_input, v_reset,
+                  detach_reset, theta, adaptive, f_c, take_stats, keep_h, surrogate, dynamic, alpha,
                   a0, v0, launcher):  # fmt: skip
     return (
         torch.empty_like(x),
         torch.empty_like(v_init),
         x.new_empty(x.shape if keep_h else (0,)),
         torch.empty_like(thresholds),
-        thresholds.new_empty(thresholds.shape if stats else (0,)),
+        thresholds.new_empty(thresholds.shape if take_stats else (0,)),
     )
 
 
@@ -190,7 +190,7 @@ def fused_lif_backward(
     sigma: Tensor | None,
     grad_spike: Tensor | None,
     grad_v: Tensor | None,
-    groups: int,
+    chain_length: int,
     projection: str,
     decay_input: bool,
     v_reset: float | None,
@@ -215,14 +215,14 @@ def fused_lif_backward(
         in ``k``'s dtype (its per-block float64 sums added), ``[0]`` without ``learn_k``
     """
     run = launcher_of(launcher)
-    blocks, sizes = _grid_and_sizes(run, h[0], h.shape[0], groups)
+    blocks, sizes = _grid_and_sizes(run, h[0], h.shape[0], chain_length)
     grads = _gradient_buffers(h, blocks, learn_k)
     saved = dict(h=h, x=x, v_init=v_init, k=k, layout=layout, vth=vth, sigma=sigma)
     incoming = dict(grad_spike=grad_spike, grad_v=grad_v)
     options = dict(sizes, detach_reset=int(detach_reset))
     options.update(_charge_and_reset(decay_input, v_reset, theta))
     options.update(_surrogate_args(surrogate, dynamic, alpha, a0, v0))
-    config = KernelConfig(h.dtype, groups, projection)
+    config = KernelConfig(h.dtype, chain_length, projection)
     run(config, "sj_lif_backward", blocks, h.device, **saved, **incoming, **grads, **options)
     grad_k = grads["grad_k"]
     grad_k = k.new_empty(0) if grad_k is None else grad_k.sum().to(k.dtype).reshape(1)
@@ -251,21 +251,21 @@ def _surrogate_args(surrogate: str, dynamic: bool, alpha: float, a0: float, v0: 
 
 
 @fused_lif_backward.register_fake
-def _backward_fake(h, x, v_init, k, layout, vth, sigma, grad_spike, grad_v, groups, projection,
-                   decay_input, v_reset, detach_reset, theta, surrogate, dynamic, alpha, a0, v0,
-                   learn_k, launcher):  # fmt: skip
+def _backward_fake(h, x, v_init, k, layout, vth, sigma, grad_spike, grad_v, chain_length,
+                   projection, decay_input, v_reset, detach_reset, theta, surrogate, dynamic,
+                   alpha, a0, v0, learn_k, launcher):  # fmt: skip
     return torch.empty_like(h), torch.empty_like(h[0]), k.new_empty((1,) if learn_k else (0,))
 
 
 #: the arguments of :func:`fused_lif_forward`, in order (``setup_context`` gets them so)
 FORWARD_ARGS = (
-    "x", "v_init", "k", "thresholds", "layout", "groups", "projection", "decay_input",
-    "v_reset", "detach_reset", "theta", "adaptive", "f_c", "stats", "keep_h", "surrogate",
+    "x", "v_init", "k", "thresholds", "layout", "chain_length", "projection", "decay_input",
+    "v_reset", "detach_reset", "theta", "adaptive", "f_c", "take_stats", "keep_h", "surrogate",
     "dynamic", "alpha", "a0", "v0", "launcher",
 )  # fmt: skip
 #: the forward's options that :func:`fused_lif_backward` takes too, by the same names
 SHARED_OPTIONS = (
-    "groups", "projection", "decay_input", "v_reset", "detach_reset", "theta", "surrogate",
+    "chain_length", "projection", "decay_input", "v_reset", "detach_reset", "theta", "surrogate",
     "dynamic", "alpha", "a0", "v0", "launcher",
 )  # fmt: skip
 
@@ -279,11 +279,11 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(
         h,
         given["x"] if learn_k and given["decay_input"] else None,
-        given["v_init"] if learn_k or given["groups"] > 1 else None,
+        given["v_init"] if learn_k or given["chain_length"] > 1 else None,
         given["k"],
         given["layout"],
         vth,
-        sigma if given["stats"] else None,
+        sigma if given["take_stats"] else None,
     )
     ctx.mark_non_differentiable(h, vth, sigma)
     ctx.set_materialize_grads(False)

@@ -58,12 +58,13 @@ class KernelConfig:
     """What a compiled module is specialised on (one compilation each, then cached).
 
     :param dtype: storage dtype of the tensors (a key of :data:`DTYPES`)
-    :param groups: groups per chain ``G`` (1 for independent neurons)
-    :param projection: a key of :data:`PROJECTIONS` (``'none'`` needs ``groups == 1``)
+    :param chain_length: groups per chain ``G`` (1 for independent neurons;
+        :func:`sj_ext.functional.chain_length`)
+    :param projection: a key of :data:`PROJECTIONS` (``'none'`` needs ``chain_length == 1``)
     """
 
     dtype: torch.dtype
-    groups: int = 1
+    chain_length: int = 1
     projection: str = "none"
 
     def __post_init__(self):
@@ -71,14 +72,14 @@ class KernelConfig:
             raise TypeError(f"the fused kernels take {list(DTYPES)}, not {self.dtype}")
         if self.projection not in PROJECTIONS:
             raise ValueError(f"projection must be one of {list(PROJECTIONS)}")
-        if self.groups < 1 or (self.projection == "none" and self.groups != 1):
-            raise ValueError("groups must be >= 1, and 1 with projection 'none'")
+        if self.chain_length < 1 or (self.projection == "none" and self.chain_length != 1):
+            raise ValueError("chain_length must be >= 1, and 1 with projection 'none'")
 
     def defines(self) -> tuple[str, ...]:
         """The ``-D`` options selecting this configuration."""
         return (
             f"-DSJ_DTYPE={DTYPES[self.dtype]}",
-            f"-DSJ_G={self.groups}",
+            f"-DSJ_G={self.chain_length}",
             f"-DSJ_PROJ={PROJECTIONS[self.projection]}",
         )
 
