@@ -196,3 +196,54 @@ def test_a_compiled_network_keeps_the_cpu_kernels_whole(cls):
     assert torch.equal(outs[0][0], outs[1][0])
     assert 0 < outs[0][0].mean() < 1
     torch.testing.assert_close(outs[0][1], outs[1][1], rtol=1e-6, atol=1e-6)
+
+
+def test_the_fused_headline_recipe_builds_the_headlines_net():
+    """recipes/clsnn_mnist_cpu_fused.yaml names the PLIF equivalent on the CPU backend: from
+    one seed its net is the headline's (same parameters, outputs and gradients)."""
+    from helpers import RECIPES
+
+    from sj_ext.app.components import MODELS
+    from sj_ext.app.engine.build import neuron_factory
+    from sj_ext.app.recipe import load_recipe
+
+    nets = []
+    for name in ("clsnn_mnist_cpu", "clsnn_mnist_cpu_fused"):
+        recipe = load_recipe(RECIPES / f"{name}.yaml", ["model.args.channels=16"])
+        torch.manual_seed(0)
+        net = MODELS.build(
+            recipe["model"]["name"],
+            num_classes=10,
+            in_channels=1,
+            spiking_neuron=neuron_factory(recipe),
+            **recipe["model"]["args"],
+        )
+        functional.set_step_mode(net, "m")
+        nets.append(net)
+    plif, fused = nets
+    assert {type(m).__name__ for m in fused.modules()} >= {"AdaptiveThresholdLIF"}
+    assert all(m.backend == "cpu" for m in fused.modules() if hasattr(m, "threshold"))
+    for (name, p), (name_f, p_f) in zip(
+        plif.named_parameters(), fused.named_parameters(), strict=True
+    ):
+        assert name == name_f and torch.equal(p, p_f)
+    x = torch.rand(4, 3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    outs = []
+    for net in nets:
+        functional.reset_net(net)
+        spikes = []  # every spiking layer's output, in order
+        hooks = [
+            m.register_forward_hook(lambda m, i, o, out=spikes: out.append(o))
+            for m in net.modules()
+            if hasattr(m, "v_threshold")
+        ]
+        torch.manual_seed(2)  # the same dropout masks
+        y = net(x)
+        for hook in hooks:
+            hook.remove()
+        loss = sum((s * torch.linspace(-1, 1, s.numel()).view_as(s)).sum() for s in spikes)
+        outs.append((y, *spikes, *torch.autograd.grad(loss, list(net.parameters()))))
+    assert len(outs[0]) == len(outs[1])
+    assert 0 < outs[0][1].mean() < 1  # the first spiking layer fires
+    for a, b in zip(*outs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -17,6 +17,14 @@ pytestmark = pytest.mark.usefixtures("no_network", "cifar_files_without_md5")
 PAPERS = {
     "clsnn_mnist": ("mnist", "parametric_lif_net", "plif", "confidence_aware", "fixed", 8),
     "clsnn_mnist_cpu": ("mnist", "parametric_lif_net", "plif", "confidence_aware", "fixed", 4),
+    "clsnn_mnist_cpu_fused": (
+        "mnist",
+        "parametric_lif_net",
+        "adaptive_lif",
+        "confidence_aware",
+        "fixed",
+        4,
+    ),
     "clsnn_fashion_mnist": (
         "fashion_mnist",
         "parametric_lif_net",
