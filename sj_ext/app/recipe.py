@@ -24,8 +24,7 @@ import inspect
 import re
 from pathlib import Path
 
-# every package registers its builders where they are defined, on import
-from . import data, optim  # noqa: F401
+# importing the components fills every registry (the plugin's names, the datasets, optimizers)
 from .components import (
     DATASETS,
     LOSSES,

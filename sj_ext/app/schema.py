@@ -50,7 +50,6 @@ __all__ = [
     "schema_defaults",
 ]
 
-FLOAT, OPT_FLOAT = NUMBER, OPT_NUMBER
 
 SCHEMA: dict = {
     "seed": Field(INT, 0, help="seeds python, numpy and torch"),
@@ -93,8 +92,8 @@ SCHEMA: dict = {
     },
     "optim": {
         "name": Field(STR, "sgd", help="optimizer registry name"),
-        "lr": Field(FLOAT),
-        "weight_decay": Field(FLOAT, 0.0),
+        "lr": Field(NUMBER),
+        "weight_decay": Field(NUMBER, 0.0),
         "args": Field(DICT, {}),
     },
     "schedule": {
@@ -108,7 +107,7 @@ SCHEMA: dict = {
         "limit_eval_batches": Field(OPT_INT, None),
         "device": Field(STR, "auto", ("auto", "cpu", "cuda")),
         "amp": Field(OPT_STR, None, (None, "float16", "bfloat16")),
-        "grad_clip": Field(OPT_FLOAT, None, help="max gradient norm (> 0); null = no clipping"),
+        "grad_clip": Field(OPT_NUMBER, None, help="max gradient norm (> 0); null = no clipping"),
         "channels_last": Field(
             BOOL,
             False,
@@ -142,7 +141,7 @@ SCHEMA: dict = {
         ),
         "names": Field(LIST, list(MONITORS), MONITORS, help="which monitors (a list)"),
         "reach_eps": Field(
-            FLOAT, 0.01, help="grad_reach counts g'(z) > reach_eps * g'(0), in [0, 1)"
+            NUMBER, 0.01, help="grad_reach counts g'(z) > reach_eps * g'(0), in [0, 1)"
         ),
     },
 }
