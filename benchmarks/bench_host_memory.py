@@ -23,39 +23,29 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CASE = """
-import json, resource, sys, time, torch
-from spikingjelly.activation_based import functional
-from sj_ext.app.engine.build import build_run, time_major_input
-from sj_ext.app.engine.host_memory import keep_freed_memory
-from sj_ext.app.recipe import load_recipe
-recipe_path, keep, channels_last, steps = sys.argv[1:5]
-if keep == "1":
-    assert keep_freed_memory()
-recipe = load_recipe(recipe_path, [f"train.channels_last={channels_last}"])
-torch.manual_seed(0)
-run = build_run(recipe, torch.device("cpu"))
-run.model.train()
-d = recipe["data"]
-x = torch.rand(d["batch_size"], run.data.in_channels, 28, 28)
-y = torch.randint(0, run.data.num_classes, (d["batch_size"],))
-def step():
-    loss = run.loss(run.model(time_major_input(x, recipe, run.data)), y)
-    run.optimizer.zero_grad()
-    loss.backward()
-    run.optimizer.step()
-    functional.reset_net(run.model)
-for _ in range(3):
-    step()
-faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-start = time.perf_counter()
-for _ in range(int(steps)):
-    step()
-seconds = (time.perf_counter() - start) / int(steps)
-faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / int(steps)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"seconds_per_step": seconds, "faults_per_step": faults, "peak_mb": peak}))
-"""
+
+def one_case(recipe: str, keep: bool, channels_last: bool, steps: int) -> dict:
+    """Seconds and page faults per step, and peak resident MB, in this interpreter."""
+    import resource
+    import time
+
+    from bench_recipe_step import build  # this folder: the step as bench_recipe_step times it
+
+    from sj_ext.app.engine.host_memory import keep_freed_memory
+
+    if keep:
+        assert keep_freed_memory()
+    step = build(recipe, [f"train.channels_last={str(channels_last).lower()}"])
+    for _ in range(3):
+        step()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    seconds = (time.perf_counter() - start) / steps
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds_per_step": seconds, "faults_per_step": faults, "peak_mb": peak}
 
 
 def main(argv=None) -> int:
@@ -64,19 +54,23 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/host_memory_cpu.json"))
+    parser.add_argument(
+        "--case", nargs=2, metavar=("KEEP", "CHANNELS_LAST"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
+    if args.case:  # one case, in the fresh interpreter main() started for it
+        keep, channels_last = (v == "1" for v in args.case)
+        print(json.dumps(one_case(args.recipe, keep, channels_last, args.steps)))
+        return 0
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     cases = []
     for keep in (False, True):
         for channels_last in (False, True):
             command = [
                 sys.executable,
-                "-c",
-                CASE,
-                args.recipe,
-                str(int(keep)),
-                str(channels_last).lower(),
-                str(args.steps),
+                __file__,
+                *("--recipe", args.recipe, "--steps", str(args.steps)),
+                *("--case", str(int(keep)), str(int(channels_last))),
             ]
             out = subprocess.run(
                 command, env=env, cwd=ROOT, capture_output=True, text=True, check=True

@@ -3,20 +3,21 @@
     python benchmarks/clsnn_mnist_cpu.py [--seeds 0 1 2] [--threads 2]
     python benchmarks/clsnn_mnist_cpu.py --summarise --runs runs/headline runs/headline_seed1
     python benchmarks/clsnn_mnist_cpu.py --seeds 1 --add
+    python benchmarks/clsnn_mnist_cpu.py --recipe recipes/clsnn_mnist_cpu_fused.yaml
 
-Trains ``recipes/clsnn_mnist_cpu.yaml`` once per seed with ``sj-ext train --set
-seed=S`` into ``runs/clsnn_mnist_cpu/seed<S>`` (the data first: ``python -m sj_ext
-data mnist --root data``), one run after the other, or, with ``--summarise``, reads
-run folders that have finished (``--runs``; each run's seed is its recipe's).
-Writes ``benchmarks/results/clsnn_mnist_cpu.json``: per run, the seed, the final
-test accuracy (the test set read by the last epoch's evaluation; the per-epoch
-figures are the engine's log), the accuracy per class, the images trained and
-tested, each epoch's seconds and the run's wall time, from the run folder's first
-file (``recipe.yaml``) to its last (``metrics.json``); over the runs, the mean,
-sample standard deviation, least and most of the final test accuracy and of the
-wall time. With ``--add``, the runs already in that file are kept, except those of
-a seed read again, so that seeds trained on different days (or machines, whose run
-folders are gone) are summarised together.
+Trains ``recipes/clsnn_mnist_cpu.yaml`` (or ``--recipe``, a recipe ``NAME.yaml``) once
+per seed with ``sj-ext train --set seed=S`` into ``runs/NAME/seed<S>`` (the data first:
+``python -m sj_ext data mnist --root data``), one run after the other, or, with
+``--summarise``, reads run folders that have finished (``--runs``; each run's seed is
+its recipe's). Writes ``benchmarks/results/NAME.json`` (or ``--out``): per run, the
+seed, the final test accuracy (the test set read by the last epoch's evaluation; the
+per-epoch figures are the engine's log), the accuracy per class, the images trained and
+tested, each epoch's seconds and the run's wall time, from the run folder's first file
+(``recipe.yaml``) to its last (``metrics.json``); over the runs, the mean, sample
+standard deviation, least and most of the final test accuracy and of the wall time. With
+``--add``, the runs already in that file are kept, except those of a seed read again, so
+that seeds trained on different days (or machines, whose run folders are gone) are
+summarised together.
 """
 
 import argparse
@@ -61,33 +62,44 @@ def spread(values: list[float]) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default=RECIPE, help=f"recipe to train (default {RECIPE})")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds to train")
     parser.add_argument("--runs", nargs="+", help="run folders (default: one per seed)")
     parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of the runs")
     parser.add_argument("--summarise", action="store_true", help="read finished runs only")
     parser.add_argument("--add", action="store_true", help="keep the results file's other seeds")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/clsnn_mnist_cpu.json"))
+    parser.add_argument("--out", help="results file (default benchmarks/results/NAME.json)")
     args = parser.parse_args(argv)
-    runs = [ROOT / r for r in args.runs or [f"runs/clsnn_mnist_cpu/seed{s}" for s in args.seeds]]
+    name = Path(args.recipe).stem
+    out = Path(args.out or ROOT / f"benchmarks/results/{name}.json")
+    runs = [ROOT / r for r in args.runs or [f"runs/{name}/seed{s}" for s in args.seeds]]
     if not args.summarise:
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         for seed, run in zip(args.seeds, runs, strict=True):
-            command = [sys.executable, "-m", "sj_ext", "train", RECIPE, "--set", f"seed={seed}"]
+            command = [
+                sys.executable,
+                "-m",
+                "sj_ext",
+                "train",
+                args.recipe,
+                "--set",
+                f"seed={seed}",
+            ]
             subprocess.run([*command, "--out", str(run)], check=True, env=env, cwd=ROOT)
     rows = [summary(run) for run in runs]
-    if args.add and Path(args.out).exists():
+    if args.add and out.exists():
         seeds = {r["seed"] for r in rows}
-        kept = [r for r in json.loads(Path(args.out).read_text())["runs"] if r["seed"] not in seeds]
+        kept = [r for r in json.loads(out.read_text())["runs"] if r["seed"] not in seeds]
         rows = sorted(kept + rows, key=lambda r: r["seed"])
     result = {
-        "recipe": RECIPE,
+        "recipe": args.recipe,
         "cpu": f"{os.cpu_count()} cores, {platform.machine()}",
         "threads": args.threads,
         "final_test_acc": spread([r["final_test_acc"] for r in rows]),
         "wall_minutes": spread([r["wall_minutes"] for r in rows]),
         "runs": rows,
     }
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    out.write_text(json.dumps(result, indent=2) + "\n")
     for r in rows:
         print(
             f"seed {r['seed']}: final test accuracy {100 * r['final_test_acc']:.2f}% after "
@@ -97,7 +109,7 @@ def main(argv=None) -> int:
     acc = result["final_test_acc"]
     sd = "" if acc["sd"] is None else f" ± {100 * acc['sd']:.2f}"
     print(
-        f"{RECIPE}: {100 * acc['mean']:.2f}%{sd} over {len(rows)} seed(s), on {result['cpu']} "
+        f"{args.recipe}: {100 * acc['mean']:.2f}%{sd} over {len(rows)} seed(s), on {result['cpu']} "
         f"({args.threads} threads); wall {result['wall_minutes']['max']} min at most"
     )
     return 0

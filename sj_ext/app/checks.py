@@ -25,6 +25,7 @@ __all__ = [
     "Field",
     "check",
     "check_items",
+    "raise_problems",
     "INT",
     "NUMBER",
     "STR",
@@ -108,6 +109,12 @@ def check_items(spec: dict, items: list, path: str, closed: bool = True):
         checked.append(out)
         problems += found
     return checked, problems
+
+
+def raise_problems(error: Callable[[str], Exception], problems: list[str], source: str = ""):
+    """Raise ``error`` with one line per problem (each after ``source: ``), if there are any."""
+    if problems:
+        raise error("\n".join(f"{source}: {p}" if source else p for p in problems))
 
 
 def _walk(spec: dict, value: dict, prefix: str, out: dict, problems: list[str], closed: bool):

@@ -68,7 +68,7 @@ from pathlib import Path
 
 from scipy import stats
 
-from .checks import INT, LIST, NUMBER, OPT_LIST, OPT_STR, STR, Field, check_items
+from .checks import INT, LIST, NUMBER, OPT_LIST, OPT_STR, STR, Field, check_items, raise_problems
 from .report.paired import figure, markdown, write
 from .runfiles import is_number
 
@@ -181,16 +181,11 @@ CLAIM = {
 }
 
 
-def _problems(problems: list[str]) -> None:
-    if problems:
-        raise CompareError("\n".join(problems))
-
-
 def _check_runs(runs) -> dict[str, dict[int, dict]]:
     """``{arm name: {seed: run}}`` in first-run order; a wrongly typed or repeated run raises."""
     if not isinstance(runs, list):
         raise CompareError("'runs' is not a list of run objects")
-    _problems(check_items(RUN, runs, "runs", closed=False)[1])
+    raise_problems(CompareError, check_items(RUN, runs, "runs", closed=False)[1])
     arms: dict[str, dict[int, dict]] = {}
     for i, run in enumerate(runs):
         seeds = arms.setdefault(run["name"], {})
@@ -221,7 +216,7 @@ def _claims(results: dict, baseline: str | None, arms: dict) -> list[dict]:
     if not isinstance(claims, list):
         raise CompareError("'claims' is not a list of claim objects")
     claims, problems = check_items(CLAIM, claims, "claims")
-    _problems(problems)
+    raise_problems(CompareError, problems)
     checked = [
         {
             "name": claim["name"] or f"claim{i + 1}",

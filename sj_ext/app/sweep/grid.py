@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checks import LIST, OPT_DICT, OPT_LIST, STR, Field, check, check_items
+from ..checks import LIST, OPT_DICT, OPT_LIST, STR, Field, check, check_items, raise_problems
 from ..engine import TrainingError
 from ..engine.runfolder import refuse_incompatible
 from ..recipe import load_recipe, safe_load
@@ -100,11 +100,6 @@ INTERACTION = {
 }
 
 
-def _raise(source: str, problems: list[str]) -> None:
-    if problems:
-        raise SweepError("\n".join(f"{source}: {p}" for p in problems))
-
-
 def _read_grid(path: Path) -> dict:
     source = str(path)
     try:
@@ -114,18 +109,18 @@ def _read_grid(path: Path) -> dict:
     except Exception as e:  # yaml.YAMLError
         raise SweepError(f"{source}: not valid YAML: {e}") from e
     grid, problems = check(GRID, grid)
-    _raise(source, problems)
+    raise_problems(SweepError, problems, source)
     configs, problems = check_items(CONFIGURATION, grid["configurations"], "configurations")
-    _raise(source, problems)
+    raise_problems(SweepError, problems, source)
     names = [c["name"] for c in configs]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise SweepError(f"{source}: configuration names must be unique, {twice[0]!r} repeats")
     claims, problems = check_items(CLAIM, grid["claims"] or [], "claims")
-    _raise(source, problems)
+    raise_problems(SweepError, problems, source)
     claims = [_check_claim(c, i, source, names) for i, c in enumerate(claims)]
     interactions, problems = check_items(INTERACTION, grid["interactions"] or [], "interactions")
-    _raise(source, problems)
+    raise_problems(SweepError, problems, source)
     interactions = [_check_interaction(x, i, source, claims) for i, x in enumerate(interactions)]
     for config in configs:
         config["overrides"] = config["overrides"] or {}
