@@ -1,6 +1,6 @@
 """Seconds per CPU training step with and without the engine's allocator setting, NCHW and NHWC.
 
-    python benchmarks/bench_host_memory.py [--recipe recipes/clsnn_mnist_cpu.yaml]
+    python benchmarks/bench_host_memory.py [--recipe recipes/clsnn_mnist_cpu_plif.yaml]
         [--steps 40] [--threads 2] [--out benchmarks/results/host_memory_cpu.json]
 
 Each case runs in a fresh interpreter: it builds the recipe's model, loss and
@@ -50,7 +50,7 @@ def one_case(recipe: str, keep: bool, channels_last: bool, steps: int) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", default="recipes/clsnn_mnist_cpu.yaml")
+    parser.add_argument("--recipe", default="recipes/clsnn_mnist_cpu_plif.yaml")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/host_memory_cpu.json"))

@@ -1,6 +1,6 @@
 """Seconds per CPU training step of a recipe under variants of it, interleaved.
 
-    python benchmarks/bench_recipe_step.py [--recipe recipes/clsnn_mnist_cpu.yaml]
+    python benchmarks/bench_recipe_step.py [--recipe recipes/clsnn_mnist_cpu_plif.yaml]
         [--case NAME KEY=VALUE ...] ... [--steps 10] [--rounds 5] [--threads 2]
         [--json benchmarks/results/recipe_step_cpu.json]
 
@@ -13,9 +13,10 @@ after 3 untimed steps, every round times ``--steps`` optimizer steps (forward,
 loss, backward, step, ``reset_net``) of each case in turn, and a case's figure
 is its least mean over the rounds: a noisy machine slows every case alike.
 Default cases: the CPU CL-SNN headline with SpikingJelly's ``ParametricLIFNode``
-(``plif``, as the recipe stands) and with its equivalent on the fused CPU
-backend (``adaptive_lif`` with a fixed threshold and a learnable tau,
-``backend: cpu``; equal values and gradients: tests/test_fused_lif_cpu.py).
+(``recipes/clsnn_mnist_cpu_plif.yaml`` as it stands) and with its equivalent on the
+fused CPU backend, what ``recipes/clsnn_mnist_cpu.yaml`` runs (``adaptive_lif`` with a
+fixed threshold and a learnable tau, ``backend: cpu``; equal values and gradients:
+tests/test_fused_lif_cpu.py).
 """
 
 import argparse
@@ -74,7 +75,7 @@ def build(recipe_path: str, overrides: list[str]):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--recipe", default="recipes/clsnn_mnist_cpu.yaml")
+    p.add_argument("--recipe", default="recipes/clsnn_mnist_cpu_plif.yaml")
     p.add_argument("--case", nargs="+", action="append", metavar="NAME [KEY=VALUE]")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--rounds", type=int, default=5)

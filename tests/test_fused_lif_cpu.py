@@ -198,9 +198,10 @@ def test_a_compiled_network_keeps_the_cpu_kernels_whole(cls):
     torch.testing.assert_close(outs[0][1], outs[1][1], rtol=1e-6, atol=1e-6)
 
 
-def test_the_fused_headline_recipe_builds_the_headlines_net():
-    """recipes/clsnn_mnist_cpu_fused.yaml names the PLIF equivalent on the CPU backend: from
-    one seed its net is the headline's (same parameters, outputs and gradients)."""
+def test_the_headline_recipe_builds_the_plif_net():
+    """recipes/clsnn_mnist_cpu.yaml names the PLIF equivalent on the CPU backend: from one
+    seed its net is recipes/clsnn_mnist_cpu_plif.yaml's, with SpikingJelly's
+    ParametricLIFNode (same parameters, outputs and gradients)."""
     from helpers import RECIPES
 
     from sj_ext.app.components import MODELS
@@ -208,7 +209,7 @@ def test_the_fused_headline_recipe_builds_the_headlines_net():
     from sj_ext.app.recipe import load_recipe
 
     nets = []
-    for name in ("clsnn_mnist_cpu", "clsnn_mnist_cpu_fused"):
+    for name in ("clsnn_mnist_cpu_plif", "clsnn_mnist_cpu"):
         recipe = load_recipe(RECIPES / f"{name}.yaml", ["model.args.channels=16"])
         torch.manual_seed(0)
         net = MODELS.build(

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.usefixtures("no_network", "cifar_files_without_md5")
 # recipe -> what the paper fixes: dataset, model, neuron, loss (and its threshold), T
 PAPERS = {
     "clsnn_mnist": ("mnist", "parametric_lif_net", "plif", "confidence_aware", "fixed", 8),
-    "clsnn_mnist_cpu": ("mnist", "parametric_lif_net", "plif", "confidence_aware", "fixed", 4),
-    "clsnn_mnist_cpu_fused": (
+    "clsnn_mnist_cpu_plif": ("mnist", "parametric_lif_net", "plif", "confidence_aware", "fixed", 4),
+    "clsnn_mnist_cpu": (
         "mnist",
         "parametric_lif_net",
         "adaptive_lif",

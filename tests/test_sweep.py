@@ -267,3 +267,23 @@ def test_grid_keys_are_checked_as_recipe_keys_are(tmp_path):
     assert len(lines) == 1
     assert "configurations[0].recipie: unknown key" in lines[0]
     assert "'recipe'" in lines[0]  # did you mean
+
+
+def test_the_converged_cl_snn_arm_is_the_headline_recipe(tmp_path):
+    """benchmarks/claims_mnist_converged.yaml's confidence-aware arm resolves to exactly
+    ``sj-ext train recipes/clsnn_mnist_cpu.yaml --set seed=S`` (the digest a results file
+    records), so its runs are the headline's; its base-loss arm differs in the loss only."""
+    from sj_ext.app.recipe import load_recipe
+
+    grid = ROOT / "benchmarks/claims_mnist_converged.yaml"
+    jobs = load_grid(grid, tmp_path, only=["clsnn_fixed", "clsnn_base_ce"], seeds=[0, 2])
+    assert [(j.name, j.seed) for j in jobs] == [
+        ("clsnn_fixed", 0), ("clsnn_fixed", 2), ("clsnn_base_ce", 0), ("clsnn_base_ce", 2)
+    ]  # fmt: skip
+    for job in jobs:
+        headline = load_recipe(ROOT / "recipes/clsnn_mnist_cpu.yaml", [f"seed={job.seed}"])
+        if job.name == "clsnn_fixed":
+            assert recipe_digest(job.recipe) == recipe_digest(headline)
+        else:
+            assert job.recipe["loss"] == {"name": "ce", "args": {"logit_scale": 10.0}}
+            assert {**job.recipe, "loss": headline["loss"]} == headline
