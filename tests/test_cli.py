@@ -215,8 +215,15 @@ def test_ctrl_c_while_starting_up_ends_tidily_with_130(tmp_path):
         "--out",
         str(tmp_path / "r"),
     ]
+    # Ctrl-C reaches the command as a terminal delivers it, even when this test runs in the
+    # background of a shell (which starts its jobs with SIGINT ignored, and so their children)
     process = subprocess.Popen(
-        command, env=PROCESS_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        env=PROCESS_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     _wait_for_library(process.pid, "libtorch")
     process.send_signal(signal.SIGINT)
