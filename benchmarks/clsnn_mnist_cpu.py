@@ -3,7 +3,7 @@
     python benchmarks/clsnn_mnist_cpu.py [--seeds 0 1 2] [--threads 2]
     python benchmarks/clsnn_mnist_cpu.py --summarise --runs runs/headline runs/headline_seed1
     python benchmarks/clsnn_mnist_cpu.py --seeds 1 --add
-    python benchmarks/clsnn_mnist_cpu.py --recipe recipes/clsnn_mnist_cpu_fused.yaml
+    python benchmarks/clsnn_mnist_cpu.py --recipe recipes/clsnn_mnist_cpu_plif.yaml
 
 Trains ``recipes/clsnn_mnist_cpu.yaml`` (or ``--recipe``, a recipe ``NAME.yaml``) once
 per seed with ``sj-ext train --set seed=S`` into ``runs/NAME/seed<S>`` (the data first:
