@@ -2,7 +2,7 @@
 
     python benchmarks/bench_recipe_step.py [--recipe recipes/clsnn_mnist_cpu_plif.yaml]
         [--case NAME KEY=VALUE ...] ... [--steps 10] [--rounds 5] [--threads 2]
-        [--json benchmarks/results/recipe_step_cpu.json]
+        [--floor] [--json benchmarks/results/recipe_step_cpu.json]
 
 Every ``--case`` is the recipe with its ``--set`` overrides (none: the recipe
 as it is). Each case's model, loss and optimizer are built as the engine
@@ -17,6 +17,13 @@ Default cases: the CPU CL-SNN headline with SpikingJelly's ``ParametricLIFNode``
 fused CPU backend, what ``recipes/clsnn_mnist_cpu.yaml`` runs (``adaptive_lif`` with a
 fixed threshold and a learnable tau, ``backend: cpu``; equal values and gradients:
 tests/test_fused_lif_cpu.py).
+
+``--floor`` adds the first case with every spiking neuron replaced by
+``nn.Identity``: not a network anyone trains, but the least a step of this
+net can take with the neurons free (the convolutions, BatchNorm, the fully
+connected layers, pooling, dropout, the loss and the optimizer do the same
+work on real-valued inputs as on spikes), which bounds what any neuron
+backend can gain.
 """
 
 import argparse
@@ -27,6 +34,7 @@ import time
 
 import torch
 from spikingjelly.activation_based.functional import reset_net
+from spikingjelly.activation_based.neuron import BaseNode
 
 from sj_ext.app.engine.build import build_run, time_major_input
 from sj_ext.app.engine.compiled import compile_model
@@ -48,11 +56,21 @@ DEFAULT_CASES = [
 ]
 
 
-def build(recipe_path: str, overrides: list[str]):
-    """The run's step function on a fixed batch."""
+def free_neurons(model: torch.nn.Module) -> None:
+    """Replace every spiking neuron of ``model`` by ``nn.Identity`` (``--floor``)."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, BaseNode):
+            parent, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent), attr, torch.nn.Identity())
+
+
+def build(recipe_path: str, overrides: list[str], floor: bool = False):
+    """The run's step function on a fixed batch (``floor``: with the neurons free)."""
     recipe = load_recipe(recipe_path, overrides)
     torch.manual_seed(0)
     run = build_run(recipe, torch.device("cpu"))
+    if floor:
+        free_neurons(run.model)
     run.model.train()
     d = recipe["data"]
     x = torch.rand(d["batch_size"], run.data.in_channels, 28, 28)
@@ -80,11 +98,17 @@ def main():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--floor", action="store_true", help="add the first case, neurons free")
     p.add_argument("--json", help="write the figures to this file")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     kept = keep_freed_memory()
-    cases = {name: build(args.recipe, overrides) for name, *overrides in args.case or DEFAULT_CASES}
+    specs = args.case or DEFAULT_CASES
+    cases = {name: build(args.recipe, overrides) for name, *overrides in specs}
+    if args.floor:
+        name, *overrides = specs[0]
+        specs = [*specs, [f"{name}, neurons free (floor)", *overrides]]
+        cases[specs[-1][0]] = build(args.recipe, overrides, floor=True)
     for step in cases.values():
         for _ in range(3):
             step()
@@ -101,7 +125,7 @@ def main():
     if args.json:
         result = {
             "recipe": args.recipe,
-            "cases": {name: overrides for name, *overrides in args.case or DEFAULT_CASES},
+            "cases": {name: overrides for name, *overrides in specs},
             "seconds_per_step": best,
             "threads": args.threads,
             "load_average": os.getloadavg(),
