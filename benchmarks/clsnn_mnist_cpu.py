@@ -12,9 +12,11 @@ per seed with ``sj-ext train --set seed=S`` into ``runs/NAME/seed<S>`` (the data
 its recipe's). Writes ``benchmarks/results/NAME.json`` (or ``--out``): per run, the
 seed, the final test accuracy (the test set read by the last epoch's evaluation; the
 per-epoch figures are the engine's log), the accuracy per class, the images trained and
-tested, each epoch's seconds and the run's wall time, from the run folder's first file
-(``recipe.yaml``) to its last (``metrics.json``); over the runs, the mean, sample
-standard deviation, least and most of the final test accuracy and of the wall time. With
+tested, each epoch's seconds and their sum (the run's time, whatever its resumes), and its
+wall time from the run folder's first file (``recipe.yaml``) to its last (``metrics.json``),
+``None`` for a run that was resumed (a resume writes ``recipe.yaml`` again; its
+``environment.json`` lists the resumes); over the runs, the mean, sample standard deviation,
+least and most of the final test accuracy, of the epochs' minutes and of the wall time. With
 ``--add``, the runs already in that file are kept, except those of a seed read again, so
 that seeds trained on different days (or machines, whose run folders are gone) are
 summarised together.
@@ -40,6 +42,7 @@ def summary(run: Path) -> dict:
     metrics = json.loads((run / "metrics.json").read_text())
     epochs = metrics["epochs"]
     wall = (run / "metrics.json").stat().st_mtime - (run / "recipe.yaml").stat().st_mtime
+    resumed = json.loads((run / "environment.json").read_text()).get("resumed", [])
     return {
         "run": str(run.relative_to(ROOT) if run.is_relative_to(ROOT) else run),
         "seed": yaml.safe_load((run / "recipe.yaml").read_text())["seed"],
@@ -50,12 +53,16 @@ def summary(run: Path) -> dict:
         "test_images": epochs[-1]["test_samples"],
         "test_acc_per_epoch": [e["test_acc"] for e in epochs],
         "seconds_per_epoch": [round(e["seconds"], 1) for e in epochs],
-        "wall_minutes": round(wall / 60, 1),
+        "epoch_minutes": round(sum(e["seconds"] for e in epochs) / 60, 1),
+        "resumes": len(resumed),
+        "wall_minutes": None if resumed else round(wall / 60, 1),
     }
 
 
-def spread(values: list[float]) -> dict:
-    """Mean, sample standard deviation (None for one value), least and most."""
+def spread(values: list[float]) -> dict | None:
+    """Mean, sample standard deviation (None for one value), least and most; None for none."""
+    if not values:
+        return None
     sd = statistics.stdev(values) if len(values) > 1 else None
     return {"mean": statistics.fmean(values), "sd": sd, "min": min(values), "max": max(values)}
 
@@ -96,7 +103,8 @@ def main(argv=None) -> int:
         "cpu": f"{os.cpu_count()} cores, {platform.machine()}",
         "threads": args.threads,
         "final_test_acc": spread([r["final_test_acc"] for r in rows]),
-        "wall_minutes": spread([r["wall_minutes"] for r in rows]),
+        "epoch_minutes": spread([r["epoch_minutes"] for r in rows if "epoch_minutes" in r]),
+        "wall_minutes": spread([r["wall_minutes"] for r in rows if r["wall_minutes"] is not None]),
         "runs": rows,
     }
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -104,13 +112,14 @@ def main(argv=None) -> int:
         print(
             f"seed {r['seed']}: final test accuracy {100 * r['final_test_acc']:.2f}% after "
             f"{r['epochs']} epochs of {r['train_images_per_epoch']} images, "
-            f"{r['wall_minutes']} min wall"
+            f"{r.get('epoch_minutes')} min of epochs, "
+            + ("resumed" if r["wall_minutes"] is None else f"{r['wall_minutes']} min wall")
         )
     acc = result["final_test_acc"]
     sd = "" if acc["sd"] is None else f" ± {100 * acc['sd']:.2f}"
     print(
         f"{args.recipe}: {100 * acc['mean']:.2f}%{sd} over {len(rows)} seed(s), on {result['cpu']} "
-        f"({args.threads} threads); wall {result['wall_minutes']['max']} min at most"
+        f"({args.threads} threads); epochs {result['epoch_minutes']['max']} min at most"
     )
     return 0
 
