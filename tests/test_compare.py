@@ -102,6 +102,41 @@ def test_paired_difference_confidence_and_degenerate_sizes():
         paired_difference(a, b, confidence=95)
 
 
+def test_equal_differences_on_the_accuracy_grid_keep_an_interval():
+    """Two seeds both 2 of 10,000 test images apart: s_d is 0 (but for rounding), and the
+    interval is the t interval of the grid's rounding spread h / sqrt(12), not a point."""
+    a, b, h = [0.9947, 0.9941], [0.9945, 0.9939], 1e-4
+    collapsed = paired_difference(a, b)
+    assert collapsed["high"] - collapsed["low"] < 1e-12  # what the floor prevents
+    got = paired_difference(a, b, resolution=h)
+    assert got["sd"] == pytest.approx(0.0, abs=1e-12) and got["mean"] == pytest.approx(2e-4)
+    half = stats.t.ppf(0.975, 1) * (h / math.sqrt(12)) / math.sqrt(2)  # 12.706 * 2.04e-5
+    assert (got["low"], got["high"]) == pytest.approx((2e-4 - half, 2e-4 + half), rel=1e-9)
+    assert got["low"] < 0 < got["high"]
+    # pairs that spread by more than the grid: the paired t-test's interval, unchanged
+    rng = np.random.default_rng(0)
+    x, y = list(rng.uniform(0.8, 1.0, 5)), list(rng.uniform(0.8, 1.0, 5))
+    assert paired_difference(x, y, resolution=h) == paired_difference(x, y)
+    with pytest.raises(ValueError, match="resolution"):
+        paired_difference(a, b, resolution=-h)
+
+
+def test_compare_takes_the_grid_from_the_runs_test_samples():
+    runs = [run("base", 0, 0.9945), run("base", 1, 0.9939)]
+    runs += [run("arm", 0, 0.9947), run("arm", 1, 0.9941)]
+    assert by_name(compare({"runs": runs}, baseline="base")["claims"][0])["arm"]["verdict"] == (
+        "better"  # no test_samples recorded: the plain t interval, a point above 0
+    )
+    for r, n in zip(runs, [10000, 10000, 10000, 5000], strict=True):
+        r["test_samples"] = n
+    table = compare({"runs": runs}, baseline="base")
+    assert table["resolution"] == 1 / 5000  # the fewest test images of any run
+    arm = by_name(table["claims"][0])["arm"]
+    half = stats.t.ppf(0.975, 1) * (2e-4 / math.sqrt(12)) / math.sqrt(2)
+    assert arm["diff"]["high"] - arm["diff"]["low"] == pytest.approx(2 * half, rel=1e-9)
+    assert arm["verdict"] == "inside the noise"
+
+
 # ------------------------------------------------------------------------------------- compare
 
 

@@ -39,6 +39,14 @@ interval). It assumes the :math:`d_s` roughly normal and independent; with 3--5
 seeds :math:`t_{0.975, n-1}` is large (4.30 for :math:`n = 3`), so only clear
 differences leave the noise.
 
+An accuracy on :math:`N` test images is a count over :math:`N`, so every :math:`d_s`
+lies on a grid of step :math:`h = 1/N`, and a few pairs can agree exactly (two seeds
+both 2 images apart, say): their :math:`s_d` is 0 and the interval would shrink to a
+point. Where the runs record ``test_samples``, the interval therefore uses
+:math:`\max(s_d, h/\sqrt{12})`, the standard deviation that rounding to that grid
+alone adds (:math:`N` the fewest test images of any run); ``sd`` stays the sample
+:math:`s_d`. It changes nothing once the pairs spread by more than an image or so.
+
 An *interaction* asks whether one claim's effect is larger than another's (a
 method's gain in a deeper net against a shallower one, say). For two claims
 :math:`A` and :math:`B` of one arm each it takes, seed by seed,
@@ -95,29 +103,37 @@ class CompareError(ValueError):
     """A results file or a claim that cannot be compared (names the file, key or arm)."""
 
 
-def paired_difference(a: list[float], b: list[float], confidence: float = CONFIDENCE) -> dict:
+def paired_difference(
+    a: list[float], b: list[float], confidence: float = CONFIDENCE, resolution: float = 0.0
+) -> dict:
     r"""Mean of the paired differences :math:`d_i = a_i - b_i` and its Student t interval.
 
     :math:`\bar d = \frac1n \sum_i d_i`, the sample standard deviation
     :math:`s_d = \sqrt{\frac{1}{n-1} \sum_i (d_i - \bar d)^2}` and the interval
-    :math:`\bar d \pm t_{(1+c)/2,\, n-1}\, s_d / \sqrt n` at confidence :math:`c`,
-    the confidence interval of the paired t-test.
+    :math:`\bar d \pm t_{(1+c)/2,\, n-1}\, \max(s_d, h/\sqrt{12}) / \sqrt n` at
+    confidence :math:`c`, with :math:`h` the ``resolution`` of the values (the grid step
+    of an accuracy over :math:`N` test images, :math:`1/N`; 0: the confidence interval
+    of the paired t-test).
 
     :returns: ``{"n", "mean", "sd", "low", "high"}`` (floats); ``sd``, ``low`` and
         ``high`` are ``None`` for ``n < 2``, ``mean`` too for ``n = 0``
-    :raises ValueError: ``a`` and ``b`` differ in length, or ``confidence`` is not in (0, 1)
+    :raises ValueError: ``a`` and ``b`` differ in length, ``confidence`` is not in (0, 1)
+        or ``resolution`` is negative
     """
     if len(a) != len(b):
         raise ValueError(f"paired_difference: {len(a)} values against {len(b)}; pairs needed")
     if not 0 < confidence < 1:
         raise ValueError(f"paired_difference: confidence {confidence!r} is not in (0, 1)")
+    if not resolution >= 0:
+        raise ValueError(f"paired_difference: resolution {resolution!r} is negative")
     d = [float(x) - float(y) for x, y in zip(a, b, strict=True)]
     n = len(d)
     mean = statistics.fmean(d) if d else None
     if n < 2:
         return {"n": n, "mean": mean, "sd": None, "low": None, "high": None}
     sd = statistics.stdev(d)
-    half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * sd / math.sqrt(n)
+    spread = max(sd, resolution / math.sqrt(12))
+    half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * spread / math.sqrt(n)
     return {"n": n, "mean": mean, "sd": sd, "low": mean - half, "high": mean + half}
 
 
@@ -244,7 +260,9 @@ def _per_class_mean(name: str, runs: list[dict]) -> list[float | None] | None:
     return [_mean(column) for column in zip(*rows, strict=True)]
 
 
-def _arm(name: str, by_seed: dict[int, dict], base: dict[int, dict] | None) -> dict:
+def _arm(
+    name: str, by_seed: dict[int, dict], base: dict[int, dict] | None, resolution: float
+) -> dict:
     seeds = sorted(by_seed)
     runs = [by_seed[s] for s in seeds]
     acc = [float(r["final_test_acc"]) for r in runs]
@@ -257,6 +275,7 @@ def _arm(name: str, by_seed: dict[int, dict], base: dict[int, dict] | None) -> d
         diff = paired_difference(
             [by_seed[s]["final_test_acc"] for s in common],
             [base[s]["final_test_acc"] for s in common],
+            resolution=resolution,
         )
         diff["seeds"] = common
     return {
@@ -290,7 +309,9 @@ def compare(results: dict, baseline: str | None = None) -> dict:
     ``None`` for the baseline) and ``verdict`` (one of :data:`VERDICTS`; ``None``
     for the baseline). Accuracies are fractions.
 
-    :returns: ``{"grid", "confidence", "claims": [...]}``
+    :returns: ``{"grid", "confidence", "resolution", "claims": [...], "interactions": [...]}``
+        (the interactions: :func:`_interactions`; ``resolution``:
+        the grid step :math:`h` of the accuracies, 0.0 where no run records ``test_samples``)
     :raises CompareError: (a ``ValueError``) no claims and no ``baseline``; a claim
         names an arm that has no run (the message lists the arms there are); a run
         or claim is wrongly typed, or an arm has a seed twice
@@ -305,16 +326,25 @@ def compare(results: dict, baseline: str | None = None) -> dict:
             f"--baseline: arm {baseline!r} has no runs in the results (arms there: "
             f"{', '.join(arms)})"
         )
-    table = [_claim_table(claim, arms) for claim in _claims(results, baseline, arms)]
+    resolution = _resolution(results["runs"])
+    table = [_claim_table(claim, arms, resolution) for claim in _claims(results, baseline, arms)]
     return {
         "grid": results.get("grid"),
         "confidence": CONFIDENCE,
+        "resolution": resolution,
         "claims": table,
-        "interactions": _interactions(results.get("interactions") or [], table),
+        "interactions": _interactions(results.get("interactions") or [], table, resolution),
     }
 
 
-def _claim_table(claim: dict, arms: dict[str, dict[int, dict]]) -> dict:
+def _resolution(runs: list[dict]) -> float:
+    """1 / the fewest ``test_samples`` of any run that records it (0.0: none does)."""
+    counts = [r.get("test_samples") for r in runs]
+    counts = [c for c in counts if isinstance(c, int) and not isinstance(c, bool) and c > 0]
+    return 1.0 / min(counts) if counts else 0.0
+
+
+def _claim_table(claim: dict, arms: dict[str, dict[int, dict]], resolution: float) -> dict:
     """One claim's rows, the baseline first; ``pending``: its arms with no run yet (a study
     run in pieces). A claim whose baseline has no run has no rows."""
     names = list(dict.fromkeys([claim["baseline"], *claim["arms"]]))
@@ -322,8 +352,8 @@ def _claim_table(claim: dict, arms: dict[str, dict[int, dict]]) -> dict:
     if claim["baseline"] in pending:
         return {**claim, "arms": [], "pending": names}
     base = arms[claim["baseline"]]
-    rows = [_arm(claim["baseline"], base, None)]
-    rows += [_arm(name, arms[name], base) for name in names[1:] if name not in pending]
+    rows = [_arm(claim["baseline"], base, None, resolution)]
+    rows += [_arm(name, arms[name], base, resolution) for name in names[1:] if name not in pending]
     return {**claim, "arms": rows, "pending": pending}
 
 
@@ -336,7 +366,7 @@ def _effect(claim: dict) -> dict[int, float]:
     }
 
 
-def _interactions(items, table: list[dict]) -> list[dict]:
+def _interactions(items, table: list[dict], resolution: float) -> list[dict]:
     """Each interaction's paired difference of two claims' effects (the module's docstring)."""
     if not isinstance(items, list):
         raise CompareError("'interactions' is not a list of interaction objects")
@@ -361,7 +391,9 @@ def _interactions(items, table: list[dict]) -> list[dict]:
             out.append({**item, "diff": None, "verdict": None, "pending": True})
             continue
         seeds = sorted(set(effects[0]) & set(effects[1]))
-        diff = paired_difference([effects[0][s] for s in seeds], [effects[1][s] for s in seeds])
+        diff = paired_difference(
+            [effects[0][s] for s in seeds], [effects[1][s] for s in seeds], resolution=resolution
+        )
         diff["seeds"] = seeds
         verdict = INTERACTION_VERDICTS[_verdict(diff)]
         out.append({**item, "diff": diff, "verdict": verdict, "pending": False})
