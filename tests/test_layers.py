@@ -42,6 +42,7 @@ APP = [
         "app.schema",
         "app.safe_yaml",
         "app.runfiles",
+        "app.pairs",
         "app.class_health",
         "app.data.files",
         "app.data.spec",
